@@ -1,0 +1,41 @@
+"""satchel: simple persistent key-value storage for Python programs.
+
+>>> import satchel
+>>> store = satchel.open()                  # $SATCHEL_URL, else SQLite in the user data dir
+>>> store.set("visits", 1)
+>>> store.incr("visits")
+2
+"""
+
+from .codecs import UserCodec
+from .errors import (
+    BackendError,
+    BackendUnavailable,
+    CorruptData,
+    IncompatibleDatabase,
+    InvalidInput,
+    InvalidInputType,
+    KeyNotFound,
+    SatchelError,
+    StoreClosed,
+    UnsupportedValue,
+)
+from .store import KeyInfo, Store, open
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "CorruptData",
+    "IncompatibleDatabase",
+    "InvalidInput",
+    "InvalidInputType",
+    "KeyInfo",
+    "KeyNotFound",
+    "SatchelError",
+    "Store",
+    "StoreClosed",
+    "UnsupportedValue",
+    "UserCodec",
+    "open",
+]
+__version__ = "0.1.0"

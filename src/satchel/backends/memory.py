@@ -1,0 +1,178 @@
+"""``memory://``: records in a dict, for tests and caches. Same rules as every engine."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Sequence
+
+from .base import Backend, Modifier, Record
+
+
+class _Scope:
+    __slots__ = ("order", "records")
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.order: list[str] = []  # sorted keys, for ordered scans
+
+
+def _live(record: Record | None, now: float) -> Record | None:
+    if record is None or (record.expires_at is not None and record.expires_at <= now):
+        return None
+    return record
+
+
+class MemoryBackend(Backend):
+    """Thread-safe; lives as long as the process (each ``memory://`` open is a new one)."""
+
+    def __init__(self) -> None:
+        self.engine = "memory://"
+        self._scopes: dict[str, _Scope] = {}
+        self._lock = threading.RLock()
+
+    def _scope(self, scope: str) -> _Scope:
+        found = self._scopes.get(scope)
+        if found is None:
+            found = self._scopes[scope] = _Scope()
+        return found
+
+    def _write(self, s: _Scope, key: str, value: bytes, expires_at: float | None, now: float) -> bool:
+        old = _live(s.records.get(key), now)
+        if old is None:
+            if key not in s.records:
+                bisect.insort(s.order, key)
+            s.records[key] = Record(key, value, now, now, expires_at, 1)
+            return True
+        s.records[key] = Record(key, value, old.created_at, now, expires_at, old.version + 1)
+        return False
+
+    def _remove(self, s: _Scope, key: str) -> Record | None:
+        record = s.records.pop(key, None)
+        if record is not None:
+            del s.order[bisect.bisect_left(s.order, key)]
+        return record
+
+    def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
+        with self._lock:
+            records = self._scope(scope).records
+            found = {}
+            for key in keys:
+                record = _live(records.get(key), now)
+                if record is not None:
+                    found[key] = record
+            return found
+
+    def get(self, scope: str, key: str, now: float) -> Record | None:
+        with self._lock:
+            return _live(self._scope(scope).records.get(key), now)
+
+    def put(
+        self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
+        if_absent: bool,
+    ) -> bool:
+        with self._lock:
+            s = self._scope(scope)
+            if if_absent and _live(s.records.get(key), now) is not None:
+                return False
+            return self._write(s, key, value, expires_at, now)
+
+    def put_many(
+        self, scope: str, items: Sequence[tuple[str, bytes]], expires_at: float | None,
+        now: float, if_absent: bool,
+    ) -> int:
+        with self._lock:
+            s = self._scope(scope)
+            written = 0
+            for key, value in items:
+                if if_absent and _live(s.records.get(key), now) is not None:
+                    continue
+                self._write(s, key, value, expires_at, now)
+                written += 1
+            return written
+
+    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
+        with self._lock:
+            s = self._scope(scope)
+            return sum(_live(self._remove(s, key), now) is not None for key in keys)
+
+    def pop(self, scope: str, key: str, now: float) -> Record | None:
+        with self._lock:
+            return _live(self._remove(self._scope(scope), key), now)
+
+    def compare_and_set(
+        self, scope: str, key: str, expected_version: int | None, value: bytes,
+        expires_at: float | None, now: float,
+    ) -> bool:
+        with self._lock:
+            s = self._scope(scope)
+            old = _live(s.records.get(key), now)
+            if (None if old is None else old.version) != expected_version:
+                return False
+            self._write(s, key, value, expires_at, now)
+            return True
+
+    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
+        with self._lock:
+            s = self._scope(scope)
+            value, expires_at = fn(_live(s.records.get(key), now))
+            self._write(s, key, value, expires_at, now)
+
+    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
+        with self._lock:
+            record = _live(self._scope(scope).records.get(key), now)
+            if record is None:
+                return False
+            record.expires_at = expires_at
+            return True
+
+    def scan(
+        self, scope: str, prefix: str, after: str | None, limit: int, now: float,
+        values: bool = True,
+    ) -> list[Record]:
+        with self._lock:
+            s = self._scope(scope)
+            order = s.order
+            i = bisect.bisect_right(order, after) if after is not None else 0
+            i = max(i, bisect.bisect_left(order, prefix))
+            found: list[Record] = []
+            while i < len(order) and len(found) < limit:
+                key = order[i]
+                if not key.startswith(prefix):
+                    break
+                record = _live(s.records[key], now)
+                if record is not None:
+                    found.append(record)
+                i += 1
+            return found
+
+    def count(self, scope: str, now: float) -> int:
+        with self._lock:
+            records = self._scope(scope).records.values()
+            return sum(_live(r, now) is not None for r in records)
+
+    def scopes(self, now: float) -> list[str]:
+        with self._lock:
+            return sorted(
+                name
+                for name, s in self._scopes.items()
+                if any(_live(r, now) is not None for r in s.records.values())
+            )
+
+    def clear(self, scope: str) -> None:
+        with self._lock:
+            self._scopes.pop(scope, None)
+
+    def purge_expired(self, now: float, limit: int) -> int:
+        with self._lock:
+            purged = 0
+            for s in self._scopes.values():
+                expired = [k for k, r in s.records.items() if _live(r, now) is None]
+                for key in expired[: limit - purged]:
+                    self._remove(s, key)
+                    purged += 1
+            return purged
+
+    def close(self) -> None:
+        with self._lock:
+            self._scopes.clear()

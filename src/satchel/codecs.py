@@ -1,0 +1,248 @@
+"""How a value becomes the bytes an engine stores, and back.
+
+Every stored value starts with a 3-byte header: format version, codec id, flags (bit 0
+encrypted, bit 1 compressed; reserved for later formats). The header says how to read
+the record, so a store reads records written with any built-in codec, except pickle,
+which is only ever unpickled by a store opened with ``codec="pickle"``.
+
+Codec ids: ``b`` bytes, ``s`` str (both raw payloads, so a person reading the database
+sees them as they are), ``t`` typed (msgpack with extension types), ``j`` JSON,
+``p`` pickle, ``x`` a user-supplied codec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import pickle
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgpack
+
+from .errors import CorruptData, InvalidInput, InvalidInputType, UnsupportedValue
+
+FORMAT_VERSION = 1
+HEADER_SIZE = 3
+BYTES, STR, TYPED, JSON, PICKLE, CUSTOM = b"b", b"s", b"t", b"j", b"p", b"x"
+_KNOWN_IDS = frozenset(BYTES + STR + TYPED + JSON + PICKLE + CUSTOM)
+
+
+class UserCodec(Protocol):
+    """Any object with these two methods can be passed as ``codec=``."""
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+def _header(codec_id: bytes) -> bytes:
+    return bytes((FORMAT_VERSION,)) + codec_id + b"\x00"
+
+
+_H_BYTES, _H_STR, _H_TYPED, _H_JSON, _H_PICKLE, _H_CUSTOM = map(
+    _header, (BYTES, STR, TYPED, JSON, PICKLE, CUSTOM)
+)
+
+# --- typed: msgpack plus extension types for what msgpack lacks -------------------------
+
+_TUPLE, _SET, _FROZENSET, _BIGINT, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID = range(
+    1, 11
+)
+
+
+def _pack(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value, default=_to_ext, strict_types=True, use_bin_type=True)
+    except UnicodeEncodeError:
+        # A str with a lone surrogate: valid Python, not valid UTF-8. Keep it anyway.
+        return msgpack.packb(
+            value,
+            default=_to_ext,
+            strict_types=True,
+            use_bin_type=True,
+            unicode_errors="surrogatepass",
+        )
+
+
+def _to_ext(obj: Any) -> msgpack.ExtType:
+    kind = type(obj)
+    if kind is tuple:
+        return msgpack.ExtType(_TUPLE, _pack(list(obj)))
+    if kind is int:  # msgpack asks only for ints beyond 64 bits
+        return msgpack.ExtType(_BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+    if kind is set:
+        return msgpack.ExtType(_SET, _pack(list(obj)))
+    if kind is frozenset:
+        return msgpack.ExtType(_FROZENSET, _pack(list(obj)))
+    if kind is dt.datetime:
+        return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
+    if kind is dt.date:
+        return msgpack.ExtType(_DATE, obj.isoformat().encode())
+    if kind is dt.time:
+        return msgpack.ExtType(_TIME, obj.isoformat().encode())
+    if kind is dt.timedelta:
+        return msgpack.ExtType(_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
+    if kind is decimal.Decimal:
+        return msgpack.ExtType(_DECIMAL, str(obj).encode())
+    if kind is uuid.UUID:
+        return msgpack.ExtType(_UUID, obj.bytes)
+    raise UnsupportedValue(f"the typed codec cannot store a value of type {kind.__qualname__}")
+
+
+_FROM_EXT: dict[int, Callable[[bytes], Any]] = {
+    _TUPLE: lambda b: tuple(_unpack(b)),
+    _SET: lambda b: set(_unpack(b)),
+    _FROZENSET: lambda b: frozenset(_unpack(b)),
+    _BIGINT: lambda b: int.from_bytes(b, "big", signed=True),
+    _DATETIME: lambda b: dt.datetime.fromisoformat(b.decode()),
+    _DATE: lambda b: dt.date.fromisoformat(b.decode()),
+    _TIME: lambda b: dt.time.fromisoformat(b.decode()),
+    _TIMEDELTA: lambda b: dt.timedelta(*_unpack(b)),
+    _DECIMAL: lambda b: decimal.Decimal(b.decode()),
+    _UUID: lambda b: uuid.UUID(bytes=b),
+}
+
+
+def _from_ext(code: int, data: bytes) -> Any:
+    try:
+        convert = _FROM_EXT[code]
+    except KeyError:
+        raise CorruptData(f"unknown typed extension {code}; written by a newer satchel?") from None
+    return convert(data)
+
+
+def _unpack(data: bytes | memoryview) -> Any:
+    return msgpack.unpackb(
+        data, ext_hook=_from_ext, strict_map_key=False, unicode_errors="surrogatepass"
+    )
+
+
+def _encode_typed(value: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return _H_BYTES + value
+    if kind is str:
+        return _H_STR + value.encode("utf-8", "surrogatepass")
+    try:
+        return _H_TYPED + _pack(value)
+    except UnsupportedValue:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. nesting too deep
+        raise UnsupportedValue(f"the typed codec cannot store this value: {exc}") from exc
+
+
+# --- the other built-in codecs -------------------------------------------------------
+
+
+def _encode_json(value: Any) -> bytes:
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _H_JSON + text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise UnsupportedValue(f"the json codec cannot store this value: {exc}") from exc
+
+
+def _encode_raw(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _H_BYTES + bytes(value)
+    raise UnsupportedValue(f"the raw codec stores bytes only, not {type(value).__qualname__}")
+
+
+def _encode_pickle(value: Any) -> bytes:
+    try:
+        return _H_PICKLE + pickle.dumps(value, protocol=5)
+    except Exception as exc:  # pickling fails with many exception types
+        raise UnsupportedValue(f"the pickle codec cannot store this value: {exc}") from exc
+
+
+class Codec:
+    """Turns values into stored records (header + payload) and back.
+
+    Build one with `get_codec`; `encode` raises UnsupportedValue, `decode` CorruptData.
+    """
+
+    __slots__ = ("_user", "encode", "name")
+
+    def __init__(
+        self, name: str, encode: Callable[[Any], bytes], user: UserCodec | None = None
+    ) -> None:
+        self.name = name
+        self.encode = encode
+        self._user = user
+
+    def decode(self, record: bytes) -> Any:
+        """Return the value a record holds."""
+        if len(record) < HEADER_SIZE or record[0] != FORMAT_VERSION or record[1] not in _KNOWN_IDS:
+            raise CorruptData(_describe_bad_header(record))
+        if record[2]:
+            raise CorruptData(f"record has flags {record[2]:#04x} this satchel cannot read")
+        codec_id = record[1:2]
+        body = memoryview(record)[HEADER_SIZE:]
+        try:
+            if codec_id == TYPED:
+                return _unpack(body)
+            if codec_id == BYTES:
+                return bytes(body)
+            if codec_id == STR:
+                return str(body, "utf-8", "surrogatepass")
+            if codec_id == JSON:
+                return json.loads(str(body, "utf-8"))
+            if codec_id == PICKLE:
+                if self.encode is not _encode_pickle:
+                    raise CorruptData(
+                        "record was written with the pickle codec; open the store with "
+                        'codec="pickle" to read it (only if you trust whoever wrote it)'
+                    )
+                return pickle.loads(body)
+            if self._user is None:
+                raise CorruptData("record was written with a custom codec this store does not have")
+            return self._user.loads(bytes(body))
+        except CorruptData:
+            raise
+        except Exception as exc:  # damaged payloads fail in many ways; never return garbage
+            raise CorruptData(f"stored value cannot be decoded: {exc}") from exc
+
+
+def _describe_bad_header(record: bytes) -> str:
+    if len(record) >= HEADER_SIZE and record[0] > FORMAT_VERSION:
+        return f"record format {record[0]} was written by a newer satchel"
+    return "stored bytes are not a satchel record (bad header)"
+
+
+_BUILTIN = {
+    "typed": _encode_typed,
+    "json": _encode_json,
+    "raw": _encode_raw,
+    "pickle": _encode_pickle,
+}
+
+
+def get_codec(codec: str | UserCodec) -> Codec:
+    """Return the codec named `codec` ("typed", "json", "raw", "pickle") or wrap a user codec.
+
+    Raises InvalidInput for an unknown name, InvalidInputType for an object without
+    `dumps`/`loads`.
+    """
+    if isinstance(codec, str):
+        try:
+            return Codec(codec, _BUILTIN[codec])
+        except KeyError:
+            names = ", ".join(sorted(_BUILTIN))
+            raise InvalidInput(f"unknown codec {codec!r}; choose one of {names}") from None
+    if not (callable(getattr(codec, "dumps", None)) and callable(getattr(codec, "loads", None))):
+        raise InvalidInputType("codec must be a name or an object with dumps() and loads()")
+    user = codec
+
+    def encode_user(value: Any) -> bytes:
+        try:
+            data = user.dumps(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnsupportedValue(f"the custom codec cannot store this value: {exc}") from exc
+        if not isinstance(data, bytes):
+            raise UnsupportedValue(f"custom codec dumps() returned {type(data).__name__}, not bytes")
+        return _H_CUSTOM + data
+
+    return Codec(type(codec).__qualname__, encode_user, user)

@@ -1,0 +1,95 @@
+"""Which engine a URL names, and how it is opened."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+from .backends.base import Backend
+from .errors import InvalidInput, InvalidInputType
+
+DEFAULT_FILE_NAME = "satchel.db"
+
+
+def default_path() -> Path:
+    """Where ``satchel.open()`` keeps data without a URL: the user data directory."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("satchel", appauthor=False)) / DEFAULT_FILE_NAME
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ``***``."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _sqlite(location: str, options: dict[str, Any]) -> Backend:
+    from .backends.sqlite import SQLiteBackend
+
+    if not location:
+        raise InvalidInput("a sqlite URL needs a path: sqlite:///relative.db or sqlite:////abs.db")
+    timeout = options.pop("timeout", 30.0)
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"timeout must be a number of seconds, not {timeout!r}") from None
+    durability = str(options.pop("durability", "normal"))
+    _no_more(options, "sqlite")
+    return SQLiteBackend(location, durability=durability, timeout=timeout)
+
+
+def _memory(location: str, options: dict[str, Any]) -> Backend:
+    from .backends.memory import MemoryBackend
+
+    _no_more(options, "memory")
+    return MemoryBackend()
+
+
+def _no_more(options: dict[str, Any], engine: str) -> None:
+    if options:
+        raise InvalidInput(f"unknown option(s) for the {engine} engine: {', '.join(sorted(options))}")
+
+
+ENGINES: dict[str, Callable[[str, dict[str, Any]], Backend]] = {
+    "sqlite": _sqlite,
+    "memory": _memory,
+}
+
+
+def connect(url: str | os.PathLike[str] | None, options: dict[str, Any]) -> Backend:
+    """Open the engine `url` names. A plain path (no ``scheme://``) is a SQLite file.
+
+    Raises InvalidInput for an unknown scheme or option, BackendError if the engine fails.
+    """
+    if url is None:
+        url = os.environ.get("SATCHEL_URL") or None
+    if url is None:
+        path = default_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _sqlite(str(path), options)
+    if isinstance(url, os.PathLike):
+        return _sqlite(os.fspath(url), options)
+    if not isinstance(url, str):
+        raise InvalidInputType(f"url must be a str or a path, not {type(url).__name__}")
+    if "://" not in url:
+        return _sqlite(url, options)
+    scheme, rest = url.split("://", 1)
+    factory = ENGINES.get(scheme.lower())
+    if factory is None:
+        known = ", ".join(f"{name}://" for name in ENGINES)
+        raise InvalidInput(f"unknown engine in {redact(url)!r}; this satchel knows {known}")
+    location, _, query = rest.partition("?")
+    merged = dict(parse_qsl(query, keep_blank_values=True))
+    merged.update(options)
+    # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
+    return factory(unquote(location.removeprefix("/")), merged)

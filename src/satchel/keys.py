@@ -1,0 +1,179 @@
+"""What a key, a scope and a pattern may be, and how glob patterns match.
+
+Keys and scopes are non-empty `str` of any Unicode but NUL and lone surrogates (both
+cannot be stored by every engine), at most 1024 (keys) or 255 (scopes) UTF-8 bytes.
+Keys sort by code point, which is also the byte order of their UTF-8 form, so every
+engine that compares bytes sorts them the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .errors import InvalidInput, InvalidInputType
+
+MAX_KEY_BYTES = 1024
+MAX_SCOPE_BYTES = 255
+_MAX_CODE_POINT = 0x10FFFF
+
+
+def _check_name(name: object, what: str, limit: int) -> str:
+    try:
+        return _check(name, what, limit)
+    except InvalidInput as exc:
+        if isinstance(name, str):  # say which one, for errors raised from a batch
+            setattr(exc, what, name)
+        raise
+
+
+def _check(name: object, what: str, limit: int) -> str:
+    if type(name) is not str:
+        raise InvalidInputType(f"{what} must be a str, not {type(name).__name__}")
+    # Fast path: an ASCII name of at most `limit` chars is that many bytes.
+    if name.isascii() and 0 < len(name) <= limit and "\x00" not in name:
+        return name
+    if not name:
+        raise InvalidInput(f"{what} must not be empty")
+    if "\x00" in name:
+        raise InvalidInput(f"{what} {name!r} contains a NUL character")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} {name!r} contains a lone surrogate") from None
+    if size > limit:
+        raise InvalidInput(f"{what} is {size} UTF-8 bytes long; the limit is {limit}")
+    return name
+
+
+def check_key(key: object) -> str:
+    """Return `key` if it is a valid key, else raise InvalidInput / InvalidInputType."""
+    if type(key) is str and key.isascii() and 0 < len(key) <= MAX_KEY_BYTES and "\x00" not in key:
+        return key
+    return _check_name(key, "key", MAX_KEY_BYTES)
+
+
+def check_scope(scope: object) -> str:
+    """Return `scope` if it is a valid scope name, else raise InvalidInput / InvalidInputType."""
+    return _check_name(scope, "scope", MAX_SCOPE_BYTES)
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with `prefix`.
+
+    None when there is none (the prefix is empty or all U+10FFFF). Engines use it for
+    an index range scan: `prefix <= key < bound`.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
+            code = 0xE000
+        if code <= _MAX_CODE_POINT:
+            return "".join(chars) + chr(code)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A compiled glob: `*`, `?`, `[abc]`, `[a-z]`, `[!abc]`, and backslash escapes.
+
+    `prefix` is the literal text before the first wildcard (an engine serves it with a
+    range scan); `exact` is True when the pattern has no wildcard at all (then it names
+    one key, `prefix`); `regex` is None when `prefix` alone decides a match.
+    """
+
+    text: str
+    prefix: str
+    exact: bool
+    regex: re.Pattern[str] | None
+
+    def matches(self, key: str) -> bool:
+        """True if `key` matches the whole pattern."""
+        if self.regex is None:
+            return key == self.prefix if self.exact else key.startswith(self.prefix)
+        return self.regex.fullmatch(key) is not None
+
+
+def compile_pattern(pattern: object) -> Pattern:
+    """Compile a glob pattern; raise InvalidInput for an empty or malformed one."""
+    if type(pattern) is not str:
+        raise InvalidInputType(f"pattern must be a str, not {type(pattern).__name__}")
+    return _compile(pattern)
+
+
+@lru_cache(maxsize=256)
+def _compile(text: str) -> Pattern:
+    if not text:
+        raise InvalidInput("pattern must not be empty")
+    parts: list[str] = []  # regex pieces
+    prefix: list[str] = []
+    literal_so_far = True
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            if i + 1 == n:
+                raise InvalidInput(f"pattern {text!r} ends with a lone backslash")
+            literal = text[i + 1]
+            i += 2
+        elif c == "*" or c == "?":
+            parts.append(".*" if c == "*" else ".")
+            literal_so_far = False
+            i += 1
+            continue
+        elif c == "[":
+            cls = _char_class(text, i)
+            if cls is None:  # an unclosed bracket is a literal "["
+                literal = c
+                i += 1
+            else:
+                regex, i = cls
+                parts.append(regex)
+                literal_so_far = False
+                continue
+        else:
+            literal = c
+            i += 1
+        parts.append(re.escape(literal))
+        if literal_so_far:
+            prefix.append(literal)
+    head = "".join(prefix)
+    if literal_so_far:
+        return Pattern(text, head, True, None)
+    if parts[len(prefix) :] == [".*"]:
+        return Pattern(text, head, False, None)
+    return Pattern(text, head, False, re.compile("".join(parts), re.DOTALL))
+
+
+def _char_class(text: str, start: int) -> tuple[str, int] | None:
+    """Parse `[...]` at `start`; return (regex, index after it), or None if unclosed."""
+    i = start + 1
+    negate = i < len(text) and text[i] in "!^"
+    if negate:
+        i += 1
+    items: list[str] = []
+    first = True
+    while i < len(text):
+        c = text[i]
+        if c == "]" and not first:
+            body = "".join(items)
+            return (f"[^{body}]" if negate else f"[{body}]"), i + 1
+        first = False
+        if c == "\\" and i + 1 < len(text):
+            c = text[i + 1]
+            i += 1
+        i += 1
+        if i + 1 < len(text) and text[i] == "-" and text[i + 1] != "]":
+            end = text[i + 1]
+            if end == "\\" and i + 2 < len(text):
+                end = text[i + 2]
+                i += 1
+            i += 2
+            if end < c:
+                raise InvalidInput(f"pattern {text!r} has a reversed range {c}-{end}")
+            items.append(f"{re.escape(c)}-{re.escape(end)}")
+        else:
+            items.append(re.escape(c))
+    return None

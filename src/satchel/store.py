@@ -1,0 +1,537 @@
+"""The Store: every rule a user sees (keys, patterns, expiry, codecs, errors) lives here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from time import time
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+
+from .backends.base import Backend, Record
+from .codecs import HEADER_SIZE, Codec, UserCodec, get_codec
+from .engines import connect
+from .errors import (
+    BackendError,
+    InvalidInput,
+    InvalidInputType,
+    KeyNotFound,
+    SatchelError,
+    StoreClosed,
+    UnsupportedValue,
+)
+from .keys import Pattern, check_key, check_scope, compile_pattern
+
+_MISSING: Any = object()
+PAGE_SIZE = 500  # records fetched per round trip when iterating
+PURGE_EVERY = 60.0  # seconds between sweeps of expired records (they are invisible anyway)
+PURGE_LIMIT = 1000
+MAX_TTL = 1e10  # seconds (about 317 years): keeps every engine's timestamps in range
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What `Store.info` tells about a key. Times are tz-aware UTC datetimes.
+
+    `size` is the length in bytes of the stored payload (for a bytes value, its length);
+    `checksum` is the hex BLAKE2b-128 digest of that payload; `version` starts at 1 and
+    grows by one with every write.
+    """
+
+    key: str
+    scope: str
+    size: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    expires_at: dt.datetime | None
+    version: int
+    checksum: str
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def _ttl_seconds(ttl: object) -> float:
+    if type(ttl) is int or type(ttl) is float:
+        seconds = float(ttl)
+    elif isinstance(ttl, dt.timedelta):
+        seconds = ttl.total_seconds()
+    else:
+        raise InvalidInputType(f"ttl must be seconds (int or float) or a timedelta, not {ttl!r}")
+    if not 0 < seconds <= MAX_TTL:  # also rejects nan
+        raise InvalidInput(f"ttl must be more than 0 and at most {MAX_TTL:g} seconds, not {ttl!r}")
+    return seconds
+
+
+def _expiry(ttl: object, now: float) -> float | None:
+    return None if ttl is None else now + _ttl_seconds(ttl)
+
+
+class _Shared:
+    """What every scope view of one opened store shares."""
+
+    __slots__ = ("backend", "engine", "next_purge")
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.engine = backend.engine
+        self.next_purge = 0.0
+
+
+class _Closed:
+    """Stands in for the backend once the store is closed: every call raises StoreClosed."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreClosed("the store is closed", engine=self.engine)
+
+    def close(self) -> None:
+        pass
+
+
+def _about_key(method: Callable[Concatenate[Store, str, P], R]) -> Callable[Concatenate[Store, str, P], R]:
+    """Make every SatchelError from `method` name its key, scope and engine."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, key: str, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, key, *args, **kwargs)
+        except SatchelError as exc:
+            self._tag(exc, key)
+            raise
+
+    return wrapper
+
+
+class Store:
+    """A key-value store in one scope. Open one with `satchel.open`.
+
+    Values keep their Python type; keys are non-empty str of at most 1024 UTF-8 bytes.
+    Every error derives from `satchel.SatchelError`.
+
+    >>> store = satchel.open("memory://")
+    >>> store.set("greeting", ("hello", 42))
+    True
+    >>> store.get("greeting")
+    ('hello', 42)
+    """
+
+    __slots__ = ("_codec", "_decode", "_encode", "_scope", "_shared")
+
+    def __init__(self, shared: _Shared, scope: str, codec: Codec) -> None:
+        self._shared = shared
+        self._scope = scope
+        self._codec = codec
+        self._encode = codec.encode
+        self._decode = codec.decode
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _tag(self, exc: SatchelError, key: str | None = None) -> SatchelError:
+        if exc.key is None and isinstance(key, str):
+            exc.key = key
+        if exc.scope is None:
+            exc.scope = self._scope
+        if exc.engine is None:
+            exc.engine = self._shared.engine
+        return exc
+
+    def _value(self, record: Record) -> Any:
+        try:
+            return self._decode(record.value)
+        except SatchelError as exc:
+            self._tag(exc, record.key)
+            raise
+
+    def _after_write(self, now: float) -> None:
+        shared = self._shared
+        if now >= shared.next_purge:
+            shared.next_purge = now + PURGE_EVERY
+            try:
+                shared.backend.purge_expired(now, PURGE_LIMIT)
+            except BackendError:
+                pass  # housekeeping only: expired records are invisible either way
+
+    def _records(self, pattern: object, values: bool) -> Iterator[Record]:
+        compiled = compile_pattern(pattern)  # validated now, not at the first next()
+        return self._scan(compiled, values)
+
+    def _scan(self, pattern: Pattern, values: bool) -> Iterator[Record]:
+        if pattern.exact:
+            try:
+                key = check_key(pattern.prefix)
+            except InvalidInput:
+                return  # no stored key can match
+            record = self._shared.backend.get(self._scope, key, time())
+            if record is not None:
+                yield record
+            return
+        after = None
+        while True:
+            page = self._shared.backend.scan(
+                self._scope, pattern.prefix, after, PAGE_SIZE, time(), values
+            )
+            for record in page:
+                if pattern.regex is None or pattern.regex.fullmatch(record.key):
+                    yield record
+            if len(page) < PAGE_SIZE:
+                return
+            after = page[-1].key
+
+    def _encode_many(self, items: Iterable[tuple[Any, Any]]) -> list[tuple[str, bytes]]:
+        encoded: dict[str, bytes] = {}
+        for key, value in items:
+            key = check_key(key)
+            try:
+                encoded[key] = self._encode(value)
+            except SatchelError as exc:
+                self._tag(exc, key)
+                raise
+        return list(encoded.items())
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        """Return the value of `key`, or `default` if given and the key has no live value.
+
+        Raises KeyNotFound (a KeyError) when missing and no default is given.
+        """
+        try:
+            record = self._shared.backend.get(self._scope, check_key(key), time())
+            if record is None:
+                if default is _MISSING:
+                    raise KeyNotFound("key not found")
+                return default
+            return self._decode(record.value)
+        except SatchelError as exc:
+            self._tag(exc, key)
+            raise
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Return ``{key: value}`` for the keys that have a live value, in request order."""
+        try:
+            wanted = [check_key(key) for key in keys]
+            found = self._shared.backend.get_many(self._scope, wanted, time())
+        except SatchelError as exc:
+            self._tag(exc)
+            raise
+        return {key: self._value(found[key]) for key in wanted if key in found}
+
+    @_about_key
+    def exists(self, key: str) -> bool:
+        """True if `key` has a live value."""
+        return self._shared.backend.get(self._scope, check_key(key), time()) is not None
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        """Lazily yield the keys matching the glob `pattern`, sorted.
+
+        ``*`` matches any run of characters, ``?`` one, ``[abc]``/``[a-z]``/``[!abc]`` a set;
+        a backslash escapes the next character. Without a wildcard the pattern is one key.
+        """
+        return (record.key for record in self._records(pattern, values=False))
+
+    def items(self, pattern: str = "*") -> Iterator[tuple[str, Any]]:
+        """Lazily yield ``(key, value)`` for the keys matching `pattern`, sorted by key."""
+        return ((record.key, self._value(record)) for record in self._records(pattern, True))
+
+    def values(self, pattern: str = "*") -> Iterator[Any]:
+        """Lazily yield the values of the keys matching `pattern`, sorted by key."""
+        return (self._value(record) for record in self._records(pattern, True))
+
+    @_about_key
+    def info(self, key: str) -> KeyInfo:
+        """Return the metadata of `key` as a KeyInfo. Raises KeyNotFound when missing."""
+        record = self._shared.backend.get(self._scope, check_key(key), time())
+        if record is None:
+            raise KeyNotFound("key not found")
+        payload = memoryview(record.value)[HEADER_SIZE:]
+        return KeyInfo(
+            key=key,
+            scope=self._scope,
+            size=len(payload),
+            created_at=_utc(record.created_at),
+            updated_at=_utc(record.updated_at),
+            expires_at=None if record.expires_at is None else _utc(record.expires_at),
+            version=record.version,
+            checksum=hashlib.blake2b(payload, digest_size=16).hexdigest(),
+        )
+
+    @_about_key
+    def ttl(self, key: str) -> float | None:
+        """Seconds until `key` expires, or None if it never does. Raises KeyNotFound."""
+        now = time()
+        record = self._shared.backend.get(self._scope, check_key(key), now)
+        if record is None:
+            raise KeyNotFound("key not found")
+        return None if record.expires_at is None else max(record.expires_at - now, 0.0)
+
+    def __len__(self) -> int:
+        return self._shared.backend.count(self._scope, time())
+
+    # -- writing -----------------------------------------------------------------------
+
+    def set(self, key: str, value: Any, ttl: float | dt.timedelta | None = None,
+            if_absent: bool = False) -> bool:
+        """Store `value` under `key`; return True if the key had no live value before.
+
+        `ttl` (seconds or a timedelta) makes the value expire; with ``if_absent=True``
+        nothing is written when the key has a live value (and False is returned).
+        Raises UnsupportedValue (a TypeError) if the codec cannot store `value`.
+        """
+        try:
+            key = check_key(key)
+            data = self._encode(value)
+            now = time()
+            new = self._shared.backend.put(
+                self._scope, key, data, _expiry(ttl, now), now, if_absent
+            )
+        except SatchelError as exc:
+            self._tag(exc, key)
+            raise
+        if now >= self._shared.next_purge:
+            self._after_write(now)
+        return new
+
+    def set_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                 ttl: float | dt.timedelta | None = None, if_absent: bool = False) -> int:
+        """Store many values in one atomic batch; return how many were written.
+
+        Every key and value is checked first: one bad item raises and nothing is stored.
+        """
+        pairs = items.items() if isinstance(items, Mapping) else items
+        try:
+            encoded = self._encode_many(pairs)
+            now = time()
+            expires_at = _expiry(ttl, now)
+            written = self._shared.backend.put_many(
+                self._scope, encoded, expires_at, now, if_absent
+            ) if encoded else 0
+        except SatchelError as exc:
+            self._tag(exc)
+            raise
+        self._after_write(now)
+        return written
+
+    @_about_key
+    def delete(self, key: str) -> bool:
+        """Delete `key`; return False if it had no live value."""
+        return self._shared.backend.delete_many(self._scope, (check_key(key),), time()) == 1
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete `keys` in one batch; return how many had a live value."""
+        try:
+            wanted = list(dict.fromkeys(check_key(key) for key in keys))
+            return self._shared.backend.delete_many(self._scope, wanted, time()) if wanted else 0
+        except SatchelError as exc:
+            self._tag(exc)
+            raise
+
+    def delete_matching(self, pattern: str) -> int:
+        """Delete every key matching the glob `pattern`; return how many."""
+        try:
+            deleted = 0
+            batch: list[str] = []
+            for record in self._records(pattern, values=False):
+                batch.append(record.key)
+                if len(batch) == PAGE_SIZE:
+                    deleted += self._shared.backend.delete_many(self._scope, batch, time())
+                    batch = []
+            if batch:
+                deleted += self._shared.backend.delete_many(self._scope, batch, time())
+            return deleted
+        except SatchelError as exc:
+            self._tag(exc)
+            raise
+
+    def clear(self) -> None:
+        """Delete every key of this scope (other scopes are untouched)."""
+        try:
+            self._shared.backend.clear(self._scope)
+        except SatchelError as exc:
+            self._tag(exc)
+            raise
+
+    @_about_key
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """Delete `key` and return its value, atomically; `default` (if given) when missing."""
+        record = self._shared.backend.pop(self._scope, check_key(key), time())
+        if record is None:
+            if default is _MISSING:
+                raise KeyNotFound("key not found")
+            return default
+        return self._decode(record.value)
+
+    @_about_key
+    def incr(self, key: str, delta: int = 1) -> int:
+        """Add `delta` to the int under `key` atomically and return the result.
+
+        A missing key counts as 0. The expiry is kept. Raises UnsupportedValue if the
+        stored value is not an int.
+        """
+        if type(delta) is not int:
+            raise InvalidInputType(f"delta must be an int, not {type(delta).__name__}")
+        check_key(key)
+        result = 0
+
+        def add(record: Record | None) -> tuple[bytes, float | None]:
+            nonlocal result
+            if record is None:
+                result = delta
+                return self._encode(result), None
+            current = self._decode(record.value)
+            if type(current) is not int:
+                raise UnsupportedValue(f"cannot increment a {type(current).__name__} value")
+            result = current + delta
+            return self._encode(result), record.expires_at
+
+        now = time()
+        self._shared.backend.modify(self._scope, key, add, now)
+        self._after_write(now)
+        return result
+
+    @_about_key
+    def compare_and_set(self, key: str, expected_version: int | None, value: Any,
+                        ttl: float | dt.timedelta | None = None) -> bool:
+        """Write `value` only if the key's version is `expected_version`; True if written.
+
+        ``expected_version=None`` means "only if the key has no live value". Read the
+        version with `info`.
+        """
+        check_key(key)
+        if expected_version is not None:
+            if type(expected_version) is not int:
+                raise InvalidInputType(
+                    f"expected_version must be an int or None, not {expected_version!r}"
+                )
+            if expected_version < 1:
+                raise InvalidInput(f"versions start at 1; {expected_version} never matches")
+        data = self._encode(value)
+        now = time()
+        return self._shared.backend.compare_and_set(
+            self._scope, key, expected_version, data, _expiry(ttl, now), now
+        )
+
+    @_about_key
+    def update(self, key: str, fn: Callable[[Any], Any], default: Any = _MISSING) -> Any:
+        """Replace the value with ``fn(value)`` atomically and return the new value.
+
+        `fn` may run more than once if another writer gets in between. A missing key
+        raises KeyNotFound, unless `default` is given (then ``fn(default)`` is stored).
+        The expiry is kept.
+        """
+        check_key(key)
+        backend = self._shared.backend
+        while True:
+            record = backend.get(self._scope, key, time())
+            if record is None:
+                if default is _MISSING:
+                    raise KeyNotFound("key not found")
+                version, expires_at, new = None, None, fn(default)
+            else:
+                version, expires_at = record.version, record.expires_at
+                new = fn(self._decode(record.value))
+            data = self._encode(new)
+            if backend.compare_and_set(self._scope, key, version, data, expires_at, time()):
+                return new
+
+    @_about_key
+    def touch(self, key: str, ttl: float | dt.timedelta | None) -> bool:
+        """Set how long `key` lives from now (None: forever); False if it has no live value."""
+        check_key(key)
+        now = time()
+        return self._shared.backend.touch(self._scope, key, _expiry(ttl, now), now)
+
+    # -- scopes and lifetime -------------------------------------------------------------
+
+    @property
+    def scope_name(self) -> str:
+        """The scope this Store reads and writes."""
+        return self._scope
+
+    @property
+    def url(self) -> str:
+        """The engine this store uses (any password replaced)."""
+        return self._shared.engine
+
+    def scope(self, name: str) -> Store:
+        """Return a Store for scope `name` sharing this one's connection and codec."""
+        return Store(self._shared, check_scope(name), self._codec)
+
+    def scopes(self) -> list[str]:
+        """Sorted names of the scopes holding at least one live value."""
+        return self._shared.backend.scopes(time())
+
+    def close(self) -> None:
+        """Close the connection (for every scope view of it). Idempotent."""
+        shared = self._shared
+        backend = shared.backend
+        shared.backend = cast(Backend, _Closed(shared.engine))
+        backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<satchel.Store {self._shared.engine} scope={self._scope!r}>"
+
+    # -- the dict protocol -----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if not self.delete(key):
+            raise self._tag(KeyNotFound("key not found"), key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return self.exists(check_key(key))
+        except InvalidInput:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+
+def open(  # noqa: A001 - mirrors the builtin on purpose: satchel.open(url)
+    url: str | os.PathLike[str] | None = None,
+    *,
+    scope: str = "default",
+    codec: str | UserCodec = "typed",
+    **options: Any,
+) -> Store:
+    """Open a store and return it.
+
+    `url` picks the engine: ``sqlite:///app.db`` (or a plain path), ``memory://``. Without
+    one, ``$SATCHEL_URL`` is used, else a SQLite file in the user data directory.
+    `codec` is "typed" (keeps Python types), "json", "raw" (bytes only), "pickle" (unsafe
+    with untrusted data: opt in only if you trust every writer) or an object with
+    ``dumps``/``loads``. Engine options (``durability="full"``, ``timeout=``) may also be
+    given in the URL query.
+
+    Raises InvalidInput for a bad URL, scope or option; BackendError if the engine fails.
+
+    >>> with satchel.open("sqlite:///app.db", scope="users") as store:
+    ...     store["alice"] = {"age": 30}
+    """
+    chosen_codec = get_codec(codec)
+    scope = check_scope(scope)
+    backend = connect(url, dict(options))
+    return Store(_Shared(backend), scope, chosen_codec)

@@ -1,0 +1,152 @@
+"""Shared fixtures: every contract test runs once per engine in ENGINES.
+
+Adding an engine is one entry in ENGINES: a factory that gets the test's private
+``tmp_path`` and returns the URL of an empty, isolated store (a fresh database file,
+a fresh Redis database or key prefix, a fresh PostgreSQL schema, ...).
+
+A factory for an engine that needs a running service (Redis, PostgreSQL, a satchel
+server) calls ``require_service(name, reason)`` when the service cannot be reached:
+that skips the test, unless ``SATCHEL_REQUIRE_SERVICES=1`` is set (as in CI), where a
+missing service is a failure, never a silent skip.
+
+Fixtures:
+
+    engine        the Engine under test (parametrised; ids are the ENGINES keys)
+    store_url     the URL of a fresh, empty store on that engine
+    store         an open Store (scope "default") on store_url
+    make_store    make_store(**options) -> another Store opened on store_url with
+                  options (codec=..., scope=...). On engines whose instances share no
+                  data (memory://) this is a separate, empty store.
+    open_store    open_store(**options) -> another Store on the SAME underlying data as
+                  `store` (a second connection to the same SQLite file). For engines
+                  whose instances share nothing (memory://) it returns a scope view of
+                  `store` when that is equivalent, and skips the test otherwise (e.g.
+                  a different codec on the same data).
+
+Every Store opened through these fixtures is closed at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+
+import satchel
+
+__all__ = ["ENGINES", "Engine", "require_service"]
+
+
+def require_service(name: str, reason: str) -> NoReturn:
+    """Skip the current test because service `name` is unavailable.
+
+    With SATCHEL_REQUIRE_SERVICES=1 in the environment this fails the test instead:
+    a CI job that is meant to test an engine must not turn green by skipping it.
+    """
+    message = f"{name} is not available: {reason}"
+    if os.environ.get("SATCHEL_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (SATCHEL_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One engine of the contract suite.
+
+    url:    factory(tmp_path) -> URL of an empty, isolated store. It may call
+            require_service() when its service is unreachable.
+    shared: True when two satchel.open(url) calls see the same data (a real
+            database); False when every open is a fresh, private store (memory://).
+    """
+
+    name: str
+    url: Callable[[Path], str]
+    shared: bool = True
+
+    def __call__(self, tmp_path: Path) -> str:
+        return self.url(tmp_path)
+
+
+def _memory_url(tmp_path: Path) -> str:
+    return "memory://"
+
+
+def _sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/contract.db"
+
+
+ENGINES: dict[str, Engine] = {
+    "memory": Engine("memory", _memory_url, shared=False),
+    "sqlite": Engine("sqlite", _sqlite_url),
+}
+
+
+@pytest.fixture(params=list(ENGINES), ids=list(ENGINES))
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return ENGINES[request.param]
+
+
+@pytest.fixture
+def store_url(engine: Engine, tmp_path: Path) -> str:
+    return engine(tmp_path)
+
+
+@pytest.fixture
+def _opened() -> Iterator[list[satchel.Store]]:
+    """Every Store a fixture opened; closed (idempotently) at teardown."""
+    opened: list[satchel.Store] = []
+    yield opened
+    errors: list[BaseException] = []
+    for s in reversed(opened):
+        try:
+            s.close()
+        except Exception as exc:  # close() must be idempotent; report, don't mask
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def store(store_url: str, _opened: list[satchel.Store]) -> satchel.Store:
+    s = satchel.open(store_url)
+    _opened.append(s)
+    return s
+
+
+@pytest.fixture
+def make_store(
+    store_url: str, _opened: list[satchel.Store]
+) -> Callable[..., satchel.Store]:
+    def make(**options: Any) -> satchel.Store:
+        s = satchel.open(store_url, **options)
+        _opened.append(s)
+        return s
+
+    return make
+
+
+@pytest.fixture
+def open_store(
+    engine: Engine,
+    store: satchel.Store,
+    store_url: str,
+    _opened: list[satchel.Store],
+) -> Callable[..., satchel.Store]:
+    def open_(**options: Any) -> satchel.Store:
+        if engine.shared:
+            s = satchel.open(store_url, **options)
+            _opened.append(s)
+            return s
+        scope = options.pop("scope", store.scope_name)
+        if options:
+            pytest.skip(
+                f"{engine.name}: separate Store instances share no data, "
+                f"cannot open the same data with {sorted(options)}"
+            )
+        return store.scope(scope)
+
+    return open_
