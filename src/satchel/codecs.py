@@ -18,7 +18,7 @@ import json
 import pickle
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgpack
 
@@ -54,17 +54,19 @@ _TUPLE, _SET, _FROZENSET, _BIGINT, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL
 
 
 def _pack(value: Any) -> bytes:
+    data: bytes
     try:
-        return msgpack.packb(value, default=_to_ext, strict_types=True, use_bin_type=True)
+        data = msgpack.packb(value, default=_to_ext, strict_types=True, use_bin_type=True)
     except UnicodeEncodeError:
         # A str with a lone surrogate: valid Python, not valid UTF-8. Keep it anyway.
-        return msgpack.packb(
+        data = msgpack.packb(
             value,
             default=_to_ext,
             strict_types=True,
             use_bin_type=True,
             unicode_errors="surrogatepass",
         )
+    return data
 
 
 def _to_ext(obj: Any) -> msgpack.ExtType:
@@ -72,7 +74,9 @@ def _to_ext(obj: Any) -> msgpack.ExtType:
     if kind is tuple:
         return msgpack.ExtType(_TUPLE, _pack(list(obj)))
     if kind is int:  # msgpack asks only for ints beyond 64 bits
-        return msgpack.ExtType(_BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True))
+        return msgpack.ExtType(
+            _BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True)
+        )
     if kind is set:
         return msgpack.ExtType(_SET, _pack(list(obj)))
     if kind is frozenset:
@@ -123,9 +127,9 @@ def _unpack(data: bytes | memoryview) -> Any:
 def _encode_typed(value: Any) -> bytes:
     kind = type(value)
     if kind is bytes:
-        return _H_BYTES + value
+        return _H_BYTES + cast(bytes, value)
     if kind is str:
-        return _H_STR + value.encode("utf-8", "surrogatepass")
+        return _H_STR + cast(str, value).encode("utf-8", "surrogatepass")
     try:
         return _H_TYPED + _pack(value)
     except UnsupportedValue:
@@ -242,7 +246,9 @@ def get_codec(codec: str | UserCodec) -> Codec:
         except (TypeError, ValueError, OverflowError) as exc:
             raise UnsupportedValue(f"the custom codec cannot store this value: {exc}") from exc
         if not isinstance(data, bytes):
-            raise UnsupportedValue(f"custom codec dumps() returned {type(data).__name__}, not bytes")
+            raise UnsupportedValue(
+                f"custom codec dumps() returned {type(data).__name__}, not bytes"
+            )
         return _H_CUSTOM + data
 
     return Codec(type(codec).__qualname__, encode_user, user)

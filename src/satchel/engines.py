@@ -57,7 +57,9 @@ def _memory(location: str, options: dict[str, Any]) -> Backend:
 
 def _no_more(options: dict[str, Any], engine: str) -> None:
     if options:
-        raise InvalidInput(f"unknown option(s) for the {engine} engine: {', '.join(sorted(options))}")
+        raise InvalidInput(
+            f"unknown option(s) for the {engine} engine: {', '.join(sorted(options))}"
+        )
 
 
 ENGINES: dict[str, Callable[[str, dict[str, Any]], Backend]] = {

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -99,17 +99,21 @@ class _Closed:
         pass
 
 
-def _about_key(method: Callable[Concatenate[Store, str, P], R]) -> Callable[Concatenate[Store, str, P], R]:
+def _about_key(
+    method: Callable[Concatenate[Store, str, P], R],
+) -> Callable[Concatenate[Store, str, P], R]:
     """Make every SatchelError from `method` name its key, scope and engine."""
 
-    @functools.wraps(method)
-    def wrapper(self: Store, key: str, *args: P.args, **kwargs: P.kwargs) -> R:
+    def wrapper(self: Store, key: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, key, *args, **kwargs)
         except SatchelError as exc:
             self._tag(exc, key)
             raise
 
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    wrapper.__qualname__ = method.__qualname__
     return wrapper
 
 
@@ -157,10 +161,9 @@ class Store:
         shared = self._shared
         if now >= shared.next_purge:
             shared.next_purge = now + PURGE_EVERY
-            try:
+            # Housekeeping only: expired records are invisible either way.
+            with contextlib.suppress(BackendError):
                 shared.backend.purge_expired(now, PURGE_LIMIT)
-            except BackendError:
-                pass  # housekeeping only: expired records are invisible either way
 
     def _records(self, pattern: object, values: bool) -> Iterator[Record]:
         compiled = compile_pattern(pattern)  # validated now, not at the first next()
@@ -280,8 +283,9 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------
 
-    def set(self, key: str, value: Any, ttl: float | dt.timedelta | None = None,
-            if_absent: bool = False) -> bool:
+    def set(
+        self, key: str, value: Any, ttl: float | dt.timedelta | None = None, if_absent: bool = False
+    ) -> bool:
         """Store `value` under `key`; return True if the key had no live value before.
 
         `ttl` (seconds or a timedelta) makes the value expire; with ``if_absent=True``
@@ -302,8 +306,12 @@ class Store:
             self._after_write(now)
         return new
 
-    def set_many(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]],
-                 ttl: float | dt.timedelta | None = None, if_absent: bool = False) -> int:
+    def set_many(
+        self,
+        items: Mapping[str, Any] | Iterable[tuple[str, Any]],
+        ttl: float | dt.timedelta | None = None,
+        if_absent: bool = False,
+    ) -> int:
         """Store many values in one atomic batch; return how many were written.
 
         Every key and value is checked first: one bad item raises and nothing is stored.
@@ -313,9 +321,11 @@ class Store:
             encoded = self._encode_many(pairs)
             now = time()
             expires_at = _expiry(ttl, now)
-            written = self._shared.backend.put_many(
-                self._scope, encoded, expires_at, now, if_absent
-            ) if encoded else 0
+            written = (
+                self._shared.backend.put_many(self._scope, encoded, expires_at, now, if_absent)
+                if encoded
+                else 0
+            )
         except SatchelError as exc:
             self._tag(exc)
             raise
@@ -400,8 +410,13 @@ class Store:
         return result
 
     @_about_key
-    def compare_and_set(self, key: str, expected_version: int | None, value: Any,
-                        ttl: float | dt.timedelta | None = None) -> bool:
+    def compare_and_set(
+        self,
+        key: str,
+        expected_version: int | None,
+        value: Any,
+        ttl: float | dt.timedelta | None = None,
+    ) -> bool:
         """Write `value` only if the key's version is `expected_version`; True if written.
 
         ``expected_version=None`` means "only if the key has no live value". Read the
@@ -481,8 +496,9 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -510,7 +526,7 @@ class Store:
         return self.keys()
 
 
-def open(  # noqa: A001 - mirrors the builtin on purpose: satchel.open(url)
+def open(
     url: str | os.PathLike[str] | None = None,
     *,
     scope: str = "default",

@@ -49,15 +49,24 @@ class Backend(ABC):
 
     @abstractmethod
     def put(
-        self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
+        self,
+        scope: str,
+        key: str,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
         if_absent: bool,
     ) -> bool:
         """Write one value; True if the key had no live record (with `if_absent`: if written)."""
 
     @abstractmethod
     def put_many(
-        self, scope: str, items: Sequence[tuple[str, bytes]], expires_at: float | None,
-        now: float, if_absent: bool,
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        expires_at: float | None,
+        now: float,
+        if_absent: bool,
     ) -> int:
         """Write all `items` in one transaction (keys are distinct); return how many written."""
 
@@ -71,8 +80,13 @@ class Backend(ABC):
 
     @abstractmethod
     def compare_and_set(
-        self, scope: str, key: str, expected_version: int | None, value: bytes,
-        expires_at: float | None, now: float,
+        self,
+        scope: str,
+        key: str,
+        expected_version: int | None,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
     ) -> bool:
         """Write if the live version is `expected_version` (None: no live record)."""
 
@@ -89,7 +103,12 @@ class Backend(ABC):
 
     @abstractmethod
     def scan(
-        self, scope: str, prefix: str, after: str | None, limit: int, now: float,
+        self,
+        scope: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        now: float,
         values: bool = True,
     ) -> list[Record]:
         """Up to `limit` live records whose key starts with `prefix` and sorts after

@@ -37,7 +37,9 @@ class MemoryBackend(Backend):
             found = self._scopes[scope] = _Scope()
         return found
 
-    def _write(self, s: _Scope, key: str, value: bytes, expires_at: float | None, now: float) -> bool:
+    def _write(
+        self, s: _Scope, key: str, value: bytes, expires_at: float | None, now: float
+    ) -> bool:
         old = _live(s.records.get(key), now)
         if old is None:
             if key not in s.records:
@@ -68,7 +70,12 @@ class MemoryBackend(Backend):
             return _live(self._scope(scope).records.get(key), now)
 
     def put(
-        self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
+        self,
+        scope: str,
+        key: str,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
         if_absent: bool,
     ) -> bool:
         with self._lock:
@@ -78,8 +85,12 @@ class MemoryBackend(Backend):
             return self._write(s, key, value, expires_at, now)
 
     def put_many(
-        self, scope: str, items: Sequence[tuple[str, bytes]], expires_at: float | None,
-        now: float, if_absent: bool,
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        expires_at: float | None,
+        now: float,
+        if_absent: bool,
     ) -> int:
         with self._lock:
             s = self._scope(scope)
@@ -101,8 +112,13 @@ class MemoryBackend(Backend):
             return _live(self._remove(self._scope(scope), key), now)
 
     def compare_and_set(
-        self, scope: str, key: str, expected_version: int | None, value: bytes,
-        expires_at: float | None, now: float,
+        self,
+        scope: str,
+        key: str,
+        expected_version: int | None,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
     ) -> bool:
         with self._lock:
             s = self._scope(scope)
@@ -127,7 +143,12 @@ class MemoryBackend(Backend):
             return True
 
     def scan(
-        self, scope: str, prefix: str, after: str | None, limit: int, now: float,
+        self,
+        scope: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        now: float,
         values: bool = True,
     ) -> list[Record]:
         with self._lock:

@@ -97,7 +97,10 @@ def _scan_sql(values: bool, inclusive: bool, bounded: bool) -> str:
 
 
 SCAN = {
-    (v, i, b): _scan_sql(v, i, b) for v in (True, False) for i in (True, False) for b in (True, False)
+    (v, i, b): _scan_sql(v, i, b)
+    for v in (True, False)
+    for i in (True, False)
+    for b in (True, False)
 }
 
 # Connections must not cross fork(); children reopen lazily (see _after_fork).
@@ -161,8 +164,9 @@ def _record(key: str, row: Any) -> Record:
 class SQLiteBackend(Backend):
     """A satchel store in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "normal",
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, durability: str = "normal", timeout: float = 30.0
+    ) -> None:
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
         self.path = Path(path).expanduser().absolute()
@@ -173,8 +177,9 @@ class SQLiteBackend(Backend):
         self._guard = _Guard(self)
         self._db: sqlite3.Connection | None = None
         if not self.path.parent.is_dir():
-            raise BackendUnavailable(f"directory {self.path.parent} does not exist",
-                                     engine=self.engine)
+            raise BackendUnavailable(
+                f"directory {self.path.parent} does not exist", engine=self.engine
+            )
         with self._guard:  # open now, so a bad file is reported by open()
             pass
         _OPEN_BACKENDS.add(self)
@@ -182,8 +187,13 @@ class SQLiteBackend(Backend):
     # -- connection ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None,
-                             check_same_thread=False, cached_statements=64)
+        db = sqlite3.connect(
+            self.path,
+            timeout=self._timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=64,
+        )
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -223,8 +233,9 @@ class SQLiteBackend(Backend):
                 engine=self.engine,
             )
         if version < 1:
-            raise IncompatibleDatabase(f"{self.path} has no valid satchel schema version",
-                                       engine=self.engine)
+            raise IncompatibleDatabase(
+                f"{self.path} has no valid satchel schema version", engine=self.engine
+            )
 
     def _translate(self, exc: sqlite3.Error) -> BackendError:
         text = str(exc)
@@ -234,8 +245,7 @@ class SQLiteBackend(Backend):
                 engine=self.engine,
             )
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
-            return IncompatibleDatabase(f"{self.path} is not a SQLite database",
-                                        engine=self.engine)
+            return IncompatibleDatabase(f"{self.path} is not a SQLite database", engine=self.engine)
         if "unable to open" in text:
             return BackendUnavailable(f"cannot open {self.path}: {text}", engine=self.engine)
         return BackendError(f"SQLite failed on {self.path}: {text}", engine=self.engine)
@@ -269,16 +279,29 @@ class SQLiteBackend(Backend):
                     found[key] = _record(key, row)
         return found
 
-    def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
-            if_absent: bool) -> bool:
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
+        if_absent: bool,
+    ) -> bool:
         with self._guard as db:
             if if_absent:
                 return db.execute(PUT_IF_ABSENT, (scope, key, value, now, expires_at)).rowcount == 1
             version: int = db.execute(PUT, (scope, key, value, now, expires_at)).fetchone()[0]
         return version == 1
 
-    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]],
-                 expires_at: float | None, now: float, if_absent: bool) -> int:
+    def put_many(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        expires_at: float | None,
+        now: float,
+        if_absent: bool,
+    ) -> int:
         rows = [(scope, key, value, now, expires_at) for key, value in items]
         with self._guard as db, _immediate(db):
             return db.executemany(PUT_IF_ABSENT if if_absent else UPSERT, rows).rowcount
@@ -295,8 +318,15 @@ class SQLiteBackend(Backend):
             row = db.execute(POP, (scope, key, now)).fetchone()
         return None if row is None else _record(key, row)
 
-    def compare_and_set(self, scope: str, key: str, expected_version: int | None, value: bytes,
-                        expires_at: float | None, now: float) -> bool:
+    def compare_and_set(
+        self,
+        scope: str,
+        key: str,
+        expected_version: int | None,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
         with self._guard as db:
             if expected_version is None:
                 cursor = db.execute(PUT_IF_ABSENT, (scope, key, value, now, expires_at))
@@ -316,8 +346,15 @@ class SQLiteBackend(Backend):
         with self._guard as db:
             return db.execute(TOUCH, (expires_at, scope, key, now)).rowcount == 1
 
-    def scan(self, scope: str, prefix: str, after: str | None, limit: int, now: float,
-             values: bool = True) -> list[Record]:
+    def scan(
+        self,
+        scope: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        now: float,
+        values: bool = True,
+    ) -> list[Record]:
         inclusive = after is None or after < prefix
         params: list[object] = [scope, prefix if inclusive else after]
         upper = prefix_upper_bound(prefix)
