@@ -179,6 +179,18 @@ class Codec:
 
     def decode(self, record: bytes) -> Any:
         """Return the value a record holds."""
+        if record[:HEADER_SIZE] == _H_TYPED:  # the common case, kept short
+            try:
+                return msgpack.unpackb(
+                    record[HEADER_SIZE:],
+                    ext_hook=_from_ext,
+                    strict_map_key=False,
+                    unicode_errors="surrogatepass",
+                )
+            except CorruptData:
+                raise
+            except Exception as exc:
+                raise CorruptData(f"stored value cannot be decoded: {exc}") from exc
         if len(record) < HEADER_SIZE or record[0] != FORMAT_VERSION or record[1] not in _KNOWN_IDS:
             raise CorruptData(_describe_bad_header(record))
         if record[2]:

@@ -210,12 +210,12 @@ class Store:
         Raises KeyNotFound (a KeyError) when missing and no default is given.
         """
         try:
-            record = self._shared.backend.get(self._scope, check_key(key), time())
-            if record is None:
+            data = self._shared.backend.get_value(self._scope, check_key(key), time())
+            if data is None:
                 if default is _MISSING:
                     raise KeyNotFound("key not found")
                 return default
-            return self._decode(record.value)
+            return self._decode(data)
         except SatchelError as exc:
             self._tag(exc, key)
             raise

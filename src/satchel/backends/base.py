@@ -47,6 +47,11 @@ class Backend(ABC):
         """The live record for `key`, or None. Engines may override for speed."""
         return self.get_many(scope, (key,), now).get(key)
 
+    def get_value(self, scope: str, key: str, now: float) -> bytes | None:
+        """The live value of `key`, or None: the hot path of ``Store.get``."""
+        record = self.get(scope, key, now)
+        return None if record is None else record.value
+
     @abstractmethod
     def put(
         self,

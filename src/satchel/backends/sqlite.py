@@ -48,6 +48,7 @@ LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
 LIVE = "(expires_at IS NULL OR expires_at > ?)"
 COLUMNS = "value, created_at, updated_at, expires_at, version"
 GET = f"SELECT {COLUMNS} FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE}"
+GET_VALUE = f"SELECT value FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE}"
 # ?1 scope, ?2 key, ?3 value, ?4 now, ?5 expires_at. A row that expired counts as absent:
 # overwriting it starts a new record (version 1, new created_at).
 UPSERT = """
@@ -269,6 +270,11 @@ class SQLiteBackend(Backend):
         with self._guard as db:
             row = db.execute(GET, (scope, key, now)).fetchone()
         return None if row is None else _record(key, row)
+
+    def get_value(self, scope: str, key: str, now: float) -> bytes | None:
+        with self._guard as db:
+            row = db.execute(GET_VALUE, (scope, key, now)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
 
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         found = {}
