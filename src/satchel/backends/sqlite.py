@@ -274,7 +274,7 @@ class SQLiteBackend(Backend):
     def get_value(self, scope: str, key: str, now: float) -> bytes | None:
         with self._guard as db:
             row = db.execute(GET_VALUE, (scope, key, now)).fetchone()
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         found = {}
