@@ -37,15 +37,7 @@ from typing import Any, TypeVar
 import diskcache  # type: ignore[import-untyped]
 import sqlitedict  # type: ignore[import-untyped]
 
-# TEMPORARY (until satchel.open exists): skip satchel contenders if it cannot be used.
-try:
-    import satchel
-
-    satchel.open("memory://").close()
-    SATCHEL_OK = True
-except (ImportError, AttributeError) as exc:  # pragma: no cover
-    print(f"bench_core: satchel unusable ({exc!r}); skipping satchel contenders", file=sys.stderr)
-    SATCHEL_OK = False
+import satchel
 
 T = TypeVar("T")
 Value = dict[str, Any]
@@ -494,8 +486,8 @@ def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def fmt_ratio(x: float) -> str:
-    return f"{x:.2f}x"
+def fmt_ratio(x: float, digits: int = 2) -> str:
+    return f"{x:.{digits if x >= 0.1 else digits + 1}f}x"
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -549,8 +541,6 @@ def report(
     ratios = md_table(
         header, [[n, *(fmt_ratio(best[n][op] / base[op]) for op in OPS)] for n in names]
     )
-    if not SATCHEL_OK:  # TEMPORARY
-        return f"# satchel core benchmark (satchel skipped)\n\n{rates}\n\n{ratios}\n"
     sat, dc = best[SATCHEL_SQLITE], best[DISKCACHE]
     vs_dc = md_table(header, [[SATCHEL_SQLITE, *(fmt_ratio(sat[op] / dc[op]) for op in OPS)]])
 
@@ -571,7 +561,7 @@ def report(
         target_rows.append(
             [
                 f"satchel sqlite {label} >= {want:g}x {other_label}",
-                fmt_ratio(ratio),
+                fmt_ratio(ratio, 3),
                 "met" if met else "**NOT met**",
             ]
         )
@@ -686,19 +676,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             d.mkdir()
         shelf_db = shelve_backend(root)
         cap = args.shelve_delete_max if 0 < args.shelve_delete_max < args.n else None
-        if SATCHEL_OK:  # TEMPORARY
-            contenders.append(
-                SatchelContender(SATCHEL_SQLITE, f"sqlite:///{dirs[SATCHEL_SQLITE]}/s.db")
-            )
-        contenders += [
+        contenders = [
+            SatchelContender(SATCHEL_SQLITE, f"sqlite:///{dirs[SATCHEL_SQLITE]}/s.db"),
             RawSqlite(dirs[RAW_SQLITE]),
             DiskCache(dirs[DISKCACHE]),
             SqliteDictContender(dirs[SQLITEDICT]),
             ShelveContender(dirs[SHELVE], cap),
+            SatchelContender(SATCHEL_MEMORY, "memory://"),
+            DictContender(),
         ]
-        if SATCHEL_OK:  # TEMPORARY
-            contenders.append(SatchelContender(SATCHEL_MEMORY, "memory://"))
-        contenders.append(DictContender())
 
         print(
             f"warm-up, then {args.repeat} round(s) of N={args.n:,}, batch={args.batch:,} ...",

@@ -192,11 +192,11 @@ class Store:
             after = page[-1].key
 
     def _encode_many(self, items: Iterable[tuple[Any, Any]]) -> list[tuple[str, bytes]]:
-        encoded: dict[str, bytes] = {}
+        encode = self._encode
+        encoded: dict[str, bytes] = {}  # a later pair for the same key wins, as in dict()
         for key, value in items:
-            key = check_key(key)
             try:
-                encoded[key] = self._encode(value)
+                encoded[check_key(key)] = encode(value)
             except SatchelError as exc:
                 self._tag(exc, key)
                 raise
@@ -374,12 +374,12 @@ class Store:
     @_about_key
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         """Delete `key` and return its value, atomically; `default` (if given) when missing."""
-        record = self._shared.backend.pop(self._scope, check_key(key), time())
-        if record is None:
+        found = self._shared.backend.pop(self._scope, check_key(key), time(), self._decode)
+        if found is None:
             if default is _MISSING:
                 raise KeyNotFound("key not found")
             return default
-        return self._decode(record.value)
+        return found[0]
 
     @_about_key
     def incr(self, key: str, delta: int = 1) -> int:

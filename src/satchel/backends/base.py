@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -80,8 +81,13 @@ class Backend(ABC):
         """Delete `keys`; return how many had a live record."""
 
     @abstractmethod
-    def pop(self, scope: str, key: str, now: float) -> Record | None:
-        """Delete `key` and return its live record (None if it had none), atomically."""
+    def pop(
+        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
+    ) -> tuple[Any] | None:
+        """Delete `key` and return ``(decode(value),)``, or None if it had no live record.
+
+        Atomic; if `decode` raises, nothing is deleted and the exception propagates.
+        """
 
     @abstractmethod
     def compare_and_set(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .base import Backend, Modifier, Record
 
@@ -107,9 +108,17 @@ class MemoryBackend(Backend):
             s = self._scope(scope)
             return sum(_live(self._remove(s, key), now) is not None for key in keys)
 
-    def pop(self, scope: str, key: str, now: float) -> Record | None:
+    def pop(
+        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
+    ) -> tuple[Any] | None:
         with self._lock:
-            return _live(self._remove(self._scope(scope), key), now)
+            s = self._scope(scope)
+            record = _live(s.records.get(key), now)
+            if record is None:
+                return None
+            value = decode(record.value)
+            self._remove(s, key)
+            return (value,)
 
     def compare_and_set(
         self,

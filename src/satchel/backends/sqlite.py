@@ -14,8 +14,9 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -77,7 +78,7 @@ SET_IF_VERSION = f"""
 UPDATE satchel_kv SET value = ?, updated_at = ?, expires_at = ?, version = version + 1
 WHERE scope = ? AND key = ? AND version = ? AND {LIVE}"""
 DELETE = f"DELETE FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE}"
-POP = f"DELETE FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE} RETURNING {COLUMNS}"
+POP = f"DELETE FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE} RETURNING value"
 TOUCH = f"UPDATE satchel_kv SET expires_at = ? WHERE scope = ? AND key = ? AND {LIVE}"
 COUNT = f"SELECT count(*) FROM satchel_kv WHERE scope = ? AND {LIVE}"
 SCOPES = f"SELECT DISTINCT scope FROM satchel_kv WHERE {LIVE} ORDER BY scope"
@@ -85,6 +86,15 @@ CLEAR = "DELETE FROM satchel_kv WHERE scope = ?"
 PURGE = """
 DELETE FROM satchel_kv WHERE (scope, key) IN (
     SELECT scope, key FROM satchel_kv WHERE expires_at <= ? LIMIT ?)"""
+
+
+GET_MANY_CHUNK = 500  # keys per IN (...) query, well below SQLite's parameter limit
+
+
+@lru_cache(maxsize=8)
+def _get_many_sql(count: int) -> str:
+    marks = ", ".join("?" * count)
+    return f"SELECT key, {COLUMNS} FROM satchel_kv WHERE scope = ? AND {LIVE} AND key IN ({marks})"
 
 
 def _scan_sql(values: bool, inclusive: bool, bounded: bool) -> str:
@@ -279,10 +289,10 @@ class SQLiteBackend(Backend):
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         found = {}
         with self._guard as db:
-            for key in keys:  # one prepared statement per key beats a huge IN (...)
-                row = db.execute(GET, (scope, key, now)).fetchone()
-                if row is not None:
-                    found[key] = _record(key, row)
+            for start in range(0, len(keys), GET_MANY_CHUNK):
+                chunk = keys[start : start + GET_MANY_CHUNK]
+                for row in db.execute(_get_many_sql(len(chunk)), (scope, now, *chunk)):
+                    found[row[0]] = Record(*row)
         return found
 
     def put(
@@ -319,10 +329,12 @@ class SQLiteBackend(Backend):
             with _immediate(db):
                 return db.executemany(DELETE, [(scope, key, now) for key in keys]).rowcount
 
-    def pop(self, scope: str, key: str, now: float) -> Record | None:
-        with self._guard as db:
+    def pop(
+        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
+    ) -> tuple[Any] | None:
+        with self._guard as db, _immediate(db):
             row = db.execute(POP, (scope, key, now)).fetchone()
-        return None if row is None else _record(key, row)
+            return None if row is None else (decode(row[0]),)
 
     def compare_and_set(
         self,
