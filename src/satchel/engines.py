@@ -52,7 +52,7 @@ def _memory(location: str, options: dict[str, Any]) -> Backend:
     from .backends.memory import MemoryBackend
 
     _no_more(options, "memory")
-    return MemoryBackend()
+    return MemoryBackend(location)
 
 
 def _no_more(options: dict[str, Any], engine: str) -> None:

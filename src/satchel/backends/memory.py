@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +25,35 @@ def _live(record: Record | None, now: float) -> Record | None:
     return record
 
 
-class MemoryBackend(Backend):
-    """Thread-safe; lives as long as the process (each ``memory://`` open is a new one)."""
+class _Data:
+    """The records of one memory store, shared by every open of the same name."""
 
     def __init__(self) -> None:
-        self.engine = "memory://"
-        self._scopes: dict[str, _Scope] = {}
-        self._lock = threading.RLock()
+        self.scopes: dict[str, _Scope] = {}
+        self.lock = threading.RLock()
+
+
+# Named stores live while at least one open store refers to them.
+_NAMED: weakref.WeakValueDictionary[str, _Data] = weakref.WeakValueDictionary()
+_NAMED_LOCK = threading.Lock()
+
+
+class MemoryBackend(Backend):
+    """Thread-safe records in this process. ``memory://`` is private to one open;
+    ``memory://name`` is shared by every open of that name in the process."""
+
+    def __init__(self, name: str = "") -> None:
+        self.engine = f"memory://{name}"
+        if name:
+            with _NAMED_LOCK:
+                data = _NAMED.get(name)
+                if data is None:
+                    data = _NAMED[name] = _Data()
+        else:
+            data = _Data()
+        self._data = data
+        self._scopes = data.scopes
+        self._lock = data.lock
 
     def _scope(self, scope: str) -> _Scope:
         found = self._scopes.get(scope)
@@ -204,5 +227,4 @@ class MemoryBackend(Backend):
             return purged
 
     def close(self) -> None:
-        with self._lock:
-            self._scopes.clear()
+        pass  # the records go when the last open store of this name goes
