@@ -15,13 +15,13 @@ Fixtures:
     store_url     the URL of a fresh, empty store on that engine
     store         an open Store (scope "default") on store_url
     make_store    make_store(**options) -> another Store opened on store_url with
-                  options (codec=..., scope=...). On engines whose instances share no
-                  data (memory://) this is a separate, empty store.
+                  options (codec=..., scope=...). On an engine whose opens share no
+                  data (Engine.shared False) this is a separate, empty store.
     open_store    open_store(**options) -> another Store on the SAME underlying data as
-                  `store` (a second connection to the same SQLite file). For engines
-                  whose instances share nothing (memory://) it returns a scope view of
-                  `store` when that is equivalent, and skips the test otherwise (e.g.
-                  a different codec on the same data).
+                  `store` (a second connection to the same SQLite file, a second open
+                  of the same memory://name). On an engine whose opens share no data
+                  it returns a scope view of `store` when that is equivalent, and
+                  skips the test otherwise (e.g. another codec on the same data).
 
 Every Store opened through these fixtures is closed at teardown.
 """
@@ -29,6 +29,7 @@ Every Store opened through these fixtures is closed at teardown.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,22 +58,25 @@ def require_service(name: str, reason: str) -> NoReturn:
 class Engine:
     """One engine of the contract suite.
 
-    url:    factory(tmp_path) -> URL of an empty, isolated store. It may call
-            require_service() when its service is unreachable.
-    shared: True when two satchel.open(url) calls see the same data (a real
-            database); False when every open is a fresh, private store (memory://).
+    url:        factory(tmp_path) -> URL of an empty, isolated store. It may call
+                require_service() when its service is unreachable.
+    shared:     two satchel.open(url) calls, both open, see the same data.
+    persistent: the data outlives closing every Store that has it open.
     """
 
     name: str
     url: Callable[[Path], str]
     shared: bool = True
+    persistent: bool = True
 
     def __call__(self, tmp_path: Path) -> str:
         return self.url(tmp_path)
 
 
 def _memory_url(tmp_path: Path) -> str:
-    return "memory://"
+    # memory://name is shared by every open of that name while one is open; a unique
+    # name keeps tests apart and lets open_store() reach the same records.
+    return f"memory://contract-{uuid.uuid4().hex}"
 
 
 def _sqlite_url(tmp_path: Path) -> str:
@@ -80,7 +84,7 @@ def _sqlite_url(tmp_path: Path) -> str:
 
 
 ENGINES: dict[str, Engine] = {
-    "memory": Engine("memory", _memory_url, shared=False),
+    "memory": Engine("memory", _memory_url, persistent=False),
     "sqlite": Engine("sqlite", _sqlite_url),
 }
 
@@ -118,9 +122,7 @@ def store(store_url: str, _opened: list[satchel.Store]) -> satchel.Store:
 
 
 @pytest.fixture
-def make_store(
-    store_url: str, _opened: list[satchel.Store]
-) -> Callable[..., satchel.Store]:
+def make_store(store_url: str, _opened: list[satchel.Store]) -> Callable[..., satchel.Store]:
     def make(**options: Any) -> satchel.Store:
         s = satchel.open(store_url, **options)
         _opened.append(s)

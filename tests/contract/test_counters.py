@@ -57,9 +57,7 @@ def test_incr_beyond_64_bits(store):
     assert store.incr("big", -(2**201)) == 0
 
 
-@pytest.mark.parametrize(
-    "existing", ["7", 7.0, True, False, None, [1], b"1", {"n": 1}], ids=repr
-)
+@pytest.mark.parametrize("existing", ["7", 7.0, True, False, None, [1], b"1", {"n": 1}], ids=repr)
 def test_incr_non_int_value_is_rejected_and_unchanged(store, existing):
     store.set("n", existing)
     with pytest.raises(UnsupportedValue) as exc_info:

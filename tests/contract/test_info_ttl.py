@@ -9,15 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import satchel
 from satchel import InvalidInput, InvalidInputType, KeyNotFound
 
 
 def _is_utc(dt):
-    return (
-        isinstance(dt, datetime)
-        and dt.tzinfo is not None
-        and dt.utcoffset() == timedelta(0)
-    )
+    return isinstance(dt, datetime) and dt.tzinfo is not None and dt.utcoffset() == timedelta(0)
 
 
 def _near_now(dt, slack=5.0):
@@ -30,6 +27,7 @@ def _near_now(dt, slack=5.0):
 def test_info_fields_for_new_key(store):
     store.scope("sc").set("k", b"12345")
     info = store.scope("sc").info("k")
+    assert isinstance(info, satchel.KeyInfo)
     assert info.key == "k"
     assert info.scope == "sc"
     assert info.size == 5
