@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from .backends.base import Backend
-from .errors import InvalidInput, InvalidInputType
+from .errors import BackendError, InvalidInput, InvalidInputType
 
 DEFAULT_FILE_NAME = "satchel.db"
 
@@ -33,9 +33,15 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-def _sqlite(location: str, options: dict[str, Any]) -> Backend:
+def _path_of(url: str) -> str:
+    """The path part: sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"."""
+    return unquote(url.split("://", 1)[1].removeprefix("/"))
+
+
+def _sqlite(url: str, options: dict[str, Any]) -> Backend:
     from .backends.sqlite import SQLiteBackend
 
+    location = _path_of(url) if "://" in url else url
     if not location:
         raise InvalidInput("a sqlite URL needs a path: sqlite:///relative.db or sqlite:////abs.db")
     timeout = options.pop("timeout", 30.0)
@@ -48,11 +54,33 @@ def _sqlite(location: str, options: dict[str, Any]) -> Backend:
     return SQLiteBackend(location, durability=durability, timeout=timeout)
 
 
-def _memory(location: str, options: dict[str, Any]) -> Backend:
+def _memory(url: str, options: dict[str, Any]) -> Backend:
     from .backends.memory import MemoryBackend
 
     _no_more(options, "memory")
-    return MemoryBackend(location)
+    return MemoryBackend(_path_of(url))
+
+
+def _redis(url: str, options: dict[str, Any]) -> Backend:
+    try:
+        from .backends.redis import open_redis
+    except ImportError as exc:
+        raise _missing_extra("redis", exc) from exc
+    return open_redis(url, options)
+
+
+def _postgres(url: str, options: dict[str, Any]) -> Backend:
+    try:
+        from .backends.postgres import open_postgres
+    except ImportError as exc:
+        raise _missing_extra("postgres", exc) from exc
+    return open_postgres(url, options)
+
+
+def _missing_extra(extra: str, exc: ImportError) -> BackendError:
+    return BackendError(
+        f"the {extra} engine needs its driver ({exc.name}): pip install 'satchel[{extra}]'"
+    )
 
 
 def _no_more(options: dict[str, Any], engine: str) -> None:
@@ -62,9 +90,15 @@ def _no_more(options: dict[str, Any], engine: str) -> None:
         )
 
 
+# scheme -> factory(url without its query, options from the query and keywords)
 ENGINES: dict[str, Callable[[str, dict[str, Any]], Backend]] = {
     "sqlite": _sqlite,
     "memory": _memory,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+cluster": _redis,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 
@@ -93,5 +127,4 @@ def connect(url: str | os.PathLike[str] | None, options: dict[str, Any]) -> Back
     location, _, query = rest.partition("?")
     merged = dict(parse_qsl(query, keep_blank_values=True))
     merged.update(options)
-    # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
-    return factory(unquote(location.removeprefix("/")), merged)
+    return factory(f"{scheme.lower()}://{location}", merged)

@@ -101,12 +101,19 @@ class Backend(ABC):
     ) -> bool:
         """Write if the live version is `expected_version` (None: no live record)."""
 
-    @abstractmethod
     def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
         """Read the live record, call `fn`, write what it returns, all atomically.
 
-        An exception from `fn` leaves the record as it was and propagates.
+        An exception from `fn` leaves the record as it was and propagates. This default
+        retries an optimistic read + `compare_and_set`; engines with transactions or
+        locks may do better.
         """
+        while True:
+            record = self.get(scope, key, now)
+            value, expires_at = fn(record)
+            version = None if record is None else record.version
+            if self.compare_and_set(scope, key, version, value, expires_at, now):
+                return
 
     @abstractmethod
     def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
