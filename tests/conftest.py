@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import support_postgres
+import support_redis
 
 import satchel
 
@@ -68,6 +70,7 @@ class Engine:
     url: Callable[[Path], str]
     shared: bool = True
     persistent: bool = True
+    cleanup: Callable[[str], None] | None = None  # removes what url() made, given the URL
 
     def __call__(self, tmp_path: Path) -> str:
         return self.url(tmp_path)
@@ -86,6 +89,11 @@ def _sqlite_url(tmp_path: Path) -> str:
 ENGINES: dict[str, Engine] = {
     "memory": Engine("memory", _memory_url, persistent=False),
     "sqlite": Engine("sqlite", _sqlite_url),
+    "postgres": Engine("postgres", support_postgres.fresh_url, cleanup=support_postgres.drop),
+    "redis": Engine("redis", support_redis.fresh_url, cleanup=support_redis.drop),
+    "redis-cluster": Engine(
+        "redis-cluster", support_redis.fresh_cluster_url, cleanup=support_redis.drop
+    ),
 }
 
 
@@ -95,8 +103,15 @@ def engine(request: pytest.FixtureRequest) -> Engine:
 
 
 @pytest.fixture
-def store_url(engine: Engine, tmp_path: Path) -> str:
-    return engine(tmp_path)
+def store_url(engine: Engine, tmp_path: Path) -> Iterator[str]:
+    url = engine(tmp_path)
+    yield url
+    if engine.cleanup is not None:
+        engine.cleanup(url)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    support_redis.stop_cluster()  # the test Redis Cluster, if one was started
 
 
 @pytest.fixture

@@ -324,13 +324,14 @@ class StoreModel(RuleBasedStateMachine):
 
 
 def test_store_matches_dict_model(engine, tmp_path):
-    engine(tmp_path)  # may skip (or fail) when the engine's service is unavailable
+    urls = [engine(tmp_path)]  # may skip (or fail) when the engine's service is unavailable
     counter = itertools.count()
 
     def new_store():
         path = tmp_path / f"example-{next(counter)}"
         path.mkdir()
-        store = satchel.open(engine(path), scope=SCOPES[0])
+        urls.append(engine(path))
+        store = satchel.open(urls[-1], scope=SCOPES[0])
         for name in SCOPES:  # engines on a shared service may hand out used namespaces
             store.scope(name).clear()
         return store
@@ -338,16 +339,21 @@ def test_store_matches_dict_model(engine, tmp_path):
     machine = type(
         f"StoreModel_{engine.name}", (StoreModel,), {"new_store": staticmethod(new_store)}
     )
-    run_state_machine_as_test(
-        machine,
-        settings=settings(
-            max_examples=100,
-            stateful_step_count=40,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-            database=None,
-        ),
-    )
+    try:
+        run_state_machine_as_test(
+            machine,
+            settings=settings(
+                max_examples=100,
+                stateful_step_count=40,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+                database=None,
+            ),
+        )
+    finally:
+        if engine.cleanup is not None:
+            for url in urls:
+                engine.cleanup(url)
 
 
 @pytest.mark.parametrize(
