@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..engines import redact
@@ -172,7 +173,11 @@ class PostgresBackend(Backend):
         self.engine = redact(url).replace("postgres://", "postgresql://", 1)
         self._password = urlsplit(url).password
         self._conninfo = url
-        self._libpq = {"connect_timeout": int(self._connect_timeout), **(libpq or {})}
+        self._libpq = {
+            "connect_timeout": int(self._connect_timeout),
+            "application_name": "satchel",
+            **(libpq or {}),
+        }
         self._sql = self._statements(schema, table)
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
@@ -213,23 +218,23 @@ class PostgresBackend(Backend):
         with self._lock:
             if self._pool is not None:
                 return self._pool
+            kwargs = {"autocommit": True, **self._libpq}
+            # One direct connection first: a bad option or an unreachable server is
+            # reported now with its real cause (a pool would only retry until timeout).
+            with self._errors():
+                conninfo = make_conninfo(self._conninfo, **self._libpq)
+                with psycopg.connect(conninfo, autocommit=True) as conn:
+                    self._check_schema(conn)
             pool = ConnectionPool(
                 self._conninfo,
-                kwargs={"autocommit": True, **self._libpq},
+                kwargs=kwargs,
                 min_size=self._pool_min,
                 max_size=self._pool_max,
                 timeout=self._timeout,
                 open=False,
                 name="satchel",
             )
-            try:
-                with self._errors():
-                    pool.open(wait=self._pool_min > 0, timeout=self._connect_timeout)
-                    with pool.connection() as conn:
-                        self._check_schema(conn)
-            except BaseException:
-                pool.close()
-                raise
+            pool.open(wait=False)
             self._pool = pool
             return pool
 
@@ -271,7 +276,7 @@ class PostgresBackend(Backend):
                 f"PostgreSQL connection failed: {message}", engine=self.engine
             ) from exc
         except psycopg.ProgrammingError as exc:
-            if "invalid connection option" in str(exc) or "invalid dsn" in str(exc):
+            if "invalid connection option" in str(exc) or "dsn" in str(exc).lower():
                 raise InvalidInput(
                     f"bad PostgreSQL option: {self._scrub(exc)}", engine=self.engine
                 ) from exc
