@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-import support_postgres
-import support_redis
 
 import satchel
+import support_postgres
+import support_redis
 
 __all__ = ["ENGINES", "Engine", "require_service"]
 

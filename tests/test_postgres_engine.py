@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
-import support_postgres
 
 import satchel
+import support_postgres
 from satchel.backends.postgres import SCAN
 
 
@@ -44,11 +44,14 @@ def test_table_holds_typed_records_with_metadata(url):
         store.set("user:1", {"a": (1, 2)})
         store.set("user:1", {"a": (1, 2)})
     with _admin() as conn:
+        schema = _schema(url)
         row = conn.execute(
-            f'SELECT scope, key, version, created_at <= updated_at, value FROM "{_schema(url)}".satchel_kv'
+            "SELECT scope, key, version, created_at <= updated_at, value "
+            f'FROM "{schema}".satchel_kv'
         ).fetchone()
         version = conn.execute(
-            f"SELECT value FROM \"{_schema(url)}\".satchel_meta WHERE name = 'satchel_kv.schema_version'"
+            f'SELECT value FROM "{schema}".satchel_meta '
+            "WHERE name = 'satchel_kv.schema_version'"
         ).fetchone()
     assert row[:4] == ("default", "user:1", 2, True)
     assert row[4][:3] == b"\x01t\x00"
