@@ -181,6 +181,8 @@ class PostgresBackend(Backend):
         self._sql = self._statements(schema, table)
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
+        self._sticky: psycopg.Connection[Any] | None = None
+        self._sticky_lock = threading.Lock()
         self._create = sql.SQL(CREATE).format(
             schema=sql.Identifier(schema),
             meta=sql.Identifier(schema, "satchel_meta"),
@@ -293,17 +295,34 @@ class PostgresBackend(Backend):
         return text.replace(self._password, "***") if self._password else text
 
     def _run(self, fn: Callable[[psycopg.Connection[Any]], T], *, read: bool = False) -> T:
-        """Run `fn` on a pooled connection. Reads are retried once on a broken one."""
-        pool = self._pool or self._open_pool()
+        """Run `fn` on a connection. Reads are retried once on a broken one."""
         attempts = 2 if read else 1
         while True:
             attempts -= 1
             try:
-                with self._errors(may_have_written=not read), pool.connection() as conn:
-                    return fn(conn)
+                with self._errors(may_have_written=not read):
+                    return self._on_connection(fn)
             except BackendUnavailable:
                 if attempts <= 0:
                     raise
+
+    def _on_connection(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        pool = self._pool or self._open_pool()
+        # Fast path: one connection kept checked out for whoever finds it free; the
+        # pool's check-out costs more than a local round trip. Busy: use the pool.
+        if not self._sticky_lock.acquire(blocking=False):
+            with pool.connection() as pooled:
+                return fn(pooled)
+        try:
+            sticky = self._sticky
+            if sticky is None or sticky.closed:  # a broken connection reports closed
+                self._sticky = None
+                if sticky is not None:
+                    pool.putconn(sticky)  # the pool discards it
+                sticky = self._sticky = pool.getconn()
+            return fn(sticky)
+        finally:
+            self._sticky_lock.release()
 
     def _one(self, name: str, params: dict[str, Any], *, read: bool = False) -> Any:
         """The first row of one statement, or None."""
@@ -317,13 +336,17 @@ class PostgresBackend(Backend):
     def _after_fork(self) -> None:
         if self._pool is not None:
             _ABANDONED.append(self._pool)
-        self._pool = None
+        self._pool = self._sticky = None
         self._lock = threading.Lock()
+        self._sticky_lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._sticky_lock:
             pool, self._pool = self._pool, None
+            sticky, self._sticky = self._sticky, None
         if pool is not None:
+            if sticky is not None:
+                pool.putconn(sticky)
             pool.close()
         _OPEN.discard(self)
 
