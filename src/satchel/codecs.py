@@ -91,18 +91,45 @@ def _pack(value: Any) -> bytes:
     return data
 
 
+# Each tuple/set level is a msgpack call of its own, with a large frame on the C stack:
+# a few hundred levels would crash the process, so both directions stop here.
+MAX_NESTED_EXTENSIONS = 32
+
+
+def _pack_nested(items: list[Any]) -> bytes:
+    depth = getattr(_local, "depth", 0)
+    if depth >= MAX_NESTED_EXTENSIONS:
+        raise UnsupportedValue(f"tuples and sets nest more than {MAX_NESTED_EXTENSIONS} deep")
+    _local.depth = depth + 1
+    try:
+        return _pack(items)
+    finally:
+        _local.depth = depth
+
+
+def _unpack_nested(data: bytes) -> Any:
+    depth = getattr(_local, "depth", 0)
+    if depth >= MAX_NESTED_EXTENSIONS:
+        raise CorruptData(f"record nests tuples or sets more than {MAX_NESTED_EXTENSIONS} deep")
+    _local.depth = depth + 1
+    try:
+        return _unpack(data)
+    finally:
+        _local.depth = depth
+
+
 def _to_ext(obj: Any) -> msgpack.ExtType:
     kind = type(obj)
     if kind is tuple:
-        return msgpack.ExtType(_TUPLE, _pack(list(obj)))
+        return msgpack.ExtType(_TUPLE, _pack_nested(list(obj)))
     if kind is int:  # msgpack asks only for ints beyond 64 bits
         return msgpack.ExtType(
             _BIGINT, obj.to_bytes((obj.bit_length() + 8) // 8, "big", signed=True)
         )
     if kind is set:
-        return msgpack.ExtType(_SET, _pack(list(obj)))
+        return msgpack.ExtType(_SET, _pack_nested(list(obj)))
     if kind is frozenset:
-        return msgpack.ExtType(_FROZENSET, _pack(list(obj)))
+        return msgpack.ExtType(_FROZENSET, _pack_nested(list(obj)))
     if kind is dt.datetime:
         return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
     if kind is dt.date:
@@ -119,9 +146,9 @@ def _to_ext(obj: Any) -> msgpack.ExtType:
 
 
 _FROM_EXT: dict[int, Callable[[bytes], Any]] = {
-    _TUPLE: lambda b: tuple(_unpack(b)),
-    _SET: lambda b: set(_unpack(b)),
-    _FROZENSET: lambda b: frozenset(_unpack(b)),
+    _TUPLE: lambda b: tuple(_unpack_nested(b)),
+    _SET: lambda b: set(_unpack_nested(b)),
+    _FROZENSET: lambda b: frozenset(_unpack_nested(b)),
     _BIGINT: lambda b: int.from_bytes(b, "big", signed=True),
     _DATETIME: lambda b: dt.datetime.fromisoformat(b.decode()),
     _DATE: lambda b: dt.date.fromisoformat(b.decode()),
@@ -154,17 +181,18 @@ def _encode_typed(value: Any) -> bytes:
         return _H_STR + cast(str, value).encode("utf-8", "surrogatepass")
     try:
         data = _pack_top(value)
+        # msgpack packs bytearray and memoryview as bytes without asking `_to_ext`, so
+        # they would come back as bytes. Look for them only when the output holds a
+        # bin marker.
+        if (0xC4 in data or 0xC5 in data or 0xC6 in data) and _holds_bytes_like(value):
+            raise UnsupportedValue(
+                "the typed codec keeps types and cannot store bytearray or memoryview; "
+                "convert them with bytes()"
+            )
     except UnsupportedValue:
         raise
-    except (TypeError, ValueError, OverflowError) as exc:  # e.g. nesting too deep
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. too deep
         raise UnsupportedValue(f"the typed codec cannot store this value: {exc}") from exc
-    # msgpack packs bytearray and memoryview as bytes without asking `_to_ext`, so they
-    # would come back as bytes. Look for them only when the output holds a bin marker.
-    if (0xC4 in data or 0xC5 in data or 0xC6 in data) and _holds_bytes_like(value):
-        raise UnsupportedValue(
-            "the typed codec keeps types and cannot store bytearray or memoryview; "
-            "convert them with bytes()"
-        )
     return _H_TYPED + data
 
 

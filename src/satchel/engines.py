@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote
 
 from .backends.base import Backend
 from .errors import BackendError, InvalidInput, InvalidInputType
@@ -21,16 +21,30 @@ def default_path() -> Path:
     return Path(platformdirs.user_data_dir("satchel", appauthor=False)) / DEFAULT_FILE_NAME
 
 
+def _userinfo(url: str) -> tuple[int, int] | None:
+    """Where the password of `url` starts and ends, or None if it has none.
+
+    Done by hand, not with urlsplit: a password may hold characters ("/", "#", "[")
+    that make a URL parser fail or cut it short, and it must never be shown anyway.
+    """
+    start = url.find("://")
+    at = url.rfind("@")
+    if start < 0 or at < start:
+        return None
+    colon = url.find(":", start + 3, at)
+    return None if colon < 0 else (colon + 1, at)
+
+
 def redact(url: str) -> str:
     """`url` with any password replaced by ``***``."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    span = _userinfo(url)
+    return url if span is None else f"{url[: span[0]]}***{url[span[1] :]}"
+
+
+def password(url: str) -> str | None:
+    """The password in `url` as written (percent-encoded or not), or None."""
+    span = _userinfo(url)
+    return None if span is None else unquote(url[span[0] : span[1]])
 
 
 def _path_of(url: str) -> str:

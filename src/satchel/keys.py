@@ -30,7 +30,9 @@ def _check_name(name: object, what: str, limit: int) -> str:
 
 def _check(name: object, what: str, limit: int) -> str:
     if type(name) is not str:
-        raise InvalidInputType(f"{what} must be a str, not {type(name).__name__}")
+        if not isinstance(name, str):
+            raise InvalidInputType(f"{what} must be a str, not {type(name).__name__}")
+        name = str.__str__(name)  # a StrEnum member or other str subclass: its text
     # Fast path: an ASCII name of at most `limit` chars is that many bytes.
     if name.isascii() and 0 < len(name) <= limit and "\x00" not in name:
         return name
@@ -98,9 +100,9 @@ class Pattern:
 
 def compile_pattern(pattern: object) -> Pattern:
     """Compile a glob pattern; raise InvalidInput for an empty or malformed one."""
-    if type(pattern) is not str:
+    if not isinstance(pattern, str):
         raise InvalidInputType(f"pattern must be a str, not {type(pattern).__name__}")
-    return _compile(pattern)
+    return _compile(str.__str__(pattern))
 
 
 @lru_cache(maxsize=256)

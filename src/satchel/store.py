@@ -390,7 +390,7 @@ class Store:
         """
         if type(delta) is not int:
             raise InvalidInputType(f"delta must be an int, not {type(delta).__name__}")
-        check_key(key)
+        key = check_key(key)
         result = 0
 
         def add(record: Record | None) -> tuple[bytes, float | None]:
@@ -422,7 +422,7 @@ class Store:
         ``expected_version=None`` means "only if the key has no live value". Read the
         version with `info`.
         """
-        check_key(key)
+        key = check_key(key)
         if expected_version is not None:
             if type(expected_version) is not int:
                 raise InvalidInputType(
@@ -444,7 +444,7 @@ class Store:
         raises KeyNotFound, unless `default` is given (then ``fn(default)`` is stored).
         The expiry is kept.
         """
-        check_key(key)
+        key = check_key(key)
         backend = self._shared.backend
         while True:
             record = backend.get(self._scope, key, time())
@@ -462,7 +462,7 @@ class Store:
     @_about_key
     def touch(self, key: str, ttl: float | dt.timedelta | None) -> bool:
         """Set how long `key` lives from now (None: forever); False if it has no live value."""
-        check_key(key)
+        key = check_key(key)
         now = time()
         return self._shared.backend.touch(self._scope, key, _expiry(ttl, now), now)
 

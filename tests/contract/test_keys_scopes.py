@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 
 from satchel import InvalidInput, InvalidInputType
@@ -139,13 +141,15 @@ def test_non_str_keys_are_type_errors(store, key):
     assert len(store) == 0
 
 
-def test_str_subclass_key_is_not_a_key(store):
-    class MyStr(str):
-        pass
+def test_str_subclass_key_is_stored_under_its_text(store):
+    class Color(enum.StrEnum):
+        RED = "red"
 
-    with pytest.raises(InvalidInputType):
-        store.set(MyStr("k"), 1)
-    assert len(store) == 0
+    assert store.set(Color.RED, 1) is True
+    assert store.get("red") == 1
+    assert store.incr(Color.RED) == 2
+    assert [type(k) for k in store] == [str]
+    assert list(store.keys(Color.RED)) == ["red"]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS + BAD_KEY_TYPES, ids=repr)

@@ -22,14 +22,13 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..engines import redact
+from ..engines import password, redact
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
 from ..keys import prefix_upper_bound
 from .base import Backend, Modifier, Record
@@ -171,7 +170,7 @@ class PostgresBackend(Backend):
             if not value or len(value) > 63 or "\x00" in value:
                 raise InvalidInput(f"{name} must be a PostgreSQL identifier, not {value!r}")
         self.engine = redact(url).replace("postgres://", "postgresql://", 1)
-        self._password = urlsplit(url).password
+        self._password = password(url)
         self._conninfo = url
         self._libpq = {
             "connect_timeout": int(self._connect_timeout),

@@ -46,7 +46,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -57,8 +57,9 @@ from redis.commands.core import Script
 from redis.crc import key_slot
 from redis.retry import Retry
 
+from ..engines import password as password_of
 from ..engines import redact
-from ..errors import BackendError, BackendUnavailable, CorruptData, InvalidInput
+from ..errors import BackendError, BackendUnavailable, CorruptData, InvalidInput, SatchelError
 from .base import Backend, Record
 
 DEFAULT_PREFIX = "satchel:"
@@ -155,7 +156,7 @@ _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.ClusterDownError, rx.Mas
 _NO_RETRY = Retry(NoBackoff(), 0)  # a lost reply must not make us apply a write twice
 
 
-def _translate(exc: BaseException, engine: str, secret: str | None) -> BackendError:
+def _translate(exc: BaseException, engine: str, secret: str | None) -> SatchelError:
     """The satchel error for redis-py's `exc`, its text stripped of `secret`."""
     text = str(exc)
     if secret:
@@ -263,14 +264,17 @@ class RedisBackend(Backend):
                 raise ValueError("a field is missing")
             return Record(key, value, float(created), float(updated), expires_at, int(version))
         except ValueError as exc:
-            raise CorruptData(
-                f"the Redis hash of this key is not a satchel record ({exc})",
-                key=key,
-                engine=self.engine,
-            ) from exc
+            raise self._corrupt(exc, key) from exc
+
+    def _corrupt(self, exc: ValueError, key: str | None = None) -> CorruptData:
+        return CorruptData(
+            f"a Redis hash under this store's prefix is not a satchel record ({exc})",
+            key=key,
+            engine=self.engine,
+        )
 
     def _pipeline(self) -> Any:
-        # MULTI/EXEC on plain Redis: an atomic read; a cluster pipeline is atomic per node.
+        # MULTI/EXEC on plain Redis (an atomic read); on a cluster each read stands alone.
         return self._client.pipeline(transaction=not self._cluster)
 
     def _batch(self, script: Script, names: list[bytes], head: list[Any], tail: list[bytes]) -> int:
@@ -284,7 +288,7 @@ class RedisBackend(Backend):
         if len(groups) <= 1:
             return int(script(keys=names, args=[*head, *tail]))
         pending, total = list(groups.values()), 0
-        while pending:
+        for _ in range(2):  # the second round reruns what failed with NOSCRIPT
             pipe = self._client.pipeline(transaction=False)
             for group in pending:
                 values = [tail[i] for i in group] if tail else []
@@ -294,15 +298,16 @@ class RedisBackend(Backend):
             missing = []
             for group, result in zip(pending, pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(result, rx.NoScriptError):
-                    missing.append(group)  # a node that lost its scripts; load and rerun
+                    missing.append(group)  # the node lost its scripts (restart, SCRIPT FLUSH)
                 elif isinstance(result, Exception):
                     raise result
                 else:
                     total += int(result)
-            if missing:
-                self._client.script_load(script.script)
+            if not missing:
+                return total
+            self._client.script_load(script.script)  # on every primary
             pending = missing
-        return total
+        raise BackendError("Redis keeps losing satchel's Lua scripts", engine=self.engine)
 
     def _scan_names(self, match: bytes) -> Iterator[bytes]:
         names: Iterator[bytes] = self._client.scan_iter(match=match + b"*", count=SCAN_COUNT)
@@ -314,21 +319,28 @@ class RedisBackend(Backend):
             pipe = self._client.pipeline(transaction=False)
             for name in names[start : start + SCAN_COUNT]:
                 pipe.hmget(name, LIVENESS)
-            flags += [_is_live(row, now) for row in pipe.execute()]
+            try:
+                flags += [_is_live(row, now) for row in pipe.execute()]
+            except ValueError as exc:
+                raise self._corrupt(exc) from exc
         return flags
 
     # -- primitives ------------------------------------------------------------------------
 
     def get(self, scope: str, key: str, now: float) -> Record | None:
         with self._errors:
-            row = self._client.hmget(self._name(scope, key), FIELDS)
+            row = cast(list[bytes | None], self._client.hmget(self._name(scope, key), FIELDS))
         return self._record(key, row, now)
 
     def get_value(self, scope: str, key: str, now: float) -> bytes | None:
         with self._errors:
-            value, expires = self._client.hmget(self._name(scope, key), (b"value", b"expires_at"))
-        if value is None or (expires is not None and float(expires) <= now):
-            return None
+            found = self._client.hmget(self._name(scope, key), (b"value", b"expires_at"))
+        value, expires = cast(list[bytes | None], found)
+        try:
+            if value is None or (expires is not None and float(expires) <= now):
+                return None
+        except ValueError as exc:
+            raise self._corrupt(exc, key) from exc
         return bytes(value)
 
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
@@ -528,7 +540,7 @@ def _cluster_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]
             port = parts.port or 6379
         except ValueError:
             raise InvalidInput(f"bad port in Redis Cluster node {host!r}") from None
-        nodes.append(ClusterNode(parts.hostname or "127.0.0.1", port))
+        nodes.append(ClusterNode(parts.hostname or "127.0.0.1", port))  # type: ignore[no-untyped-call]
     if not nodes:
         raise InvalidInput("redis+cluster:// needs at least one host:port")
     user, colon, password = credentials.partition(":")
@@ -570,8 +582,7 @@ def open_redis(url: str, options: dict[str, Any]) -> RedisBackend:
                     **kwargs,
                 )
         else:
-            password = urlsplit(url).password
-            errors = _Errors(engine, unquote(password) if password else None)
+            errors = _Errors(engine, password_of(url))
             client = redis.Redis.from_url(url, retry=_NO_RETRY, **kwargs)
             try:
                 with errors:
@@ -579,6 +590,8 @@ def open_redis(url: str, options: dict[str, Any]) -> RedisBackend:
             except BackendError:
                 client.close()
                 raise
+    except InvalidInput:
+        raise
     except ValueError as exc:  # from parsing the URL
         raise InvalidInput(f"bad Redis URL {engine!r}: {exc}") from exc
     return RedisBackend(client, errors, prefix)

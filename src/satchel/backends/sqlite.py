@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -119,12 +120,33 @@ _OPEN_BACKENDS: weakref.WeakSet[SQLiteBackend] = weakref.WeakSet()
 _ABANDONED: list[sqlite3.Connection] = []  # a parent's connections, never closed in a child
 
 
-def _after_fork() -> None:
+_FORK_HELD: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    # Let no operation be half-way through when the process forks: a child must not
+    # inherit SQLite's in-process lock state for a transaction it will never finish.
+    for backend in list(_OPEN_BACKENDS):
+        backend._lock.acquire()
+        _FORK_HELD.append(backend._lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _FORK_HELD:
+        _FORK_HELD.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    _FORK_HELD.clear()
     for backend in list(_OPEN_BACKENDS):
         backend._after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 class _Guard:
@@ -206,36 +228,53 @@ class SQLiteBackend(Backend):
             cached_statements=64,
         )
         try:
-            db.execute("PRAGMA journal_mode = WAL")
+            # Refuse a foreign database before changing anything in it (WAL included).
+            version = self._schema_version(db)
+            self._while_locked(lambda: db.execute("PRAGMA journal_mode = WAL"))
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
-            self._check_schema(db)
+            if version is None:
+                with _immediate(db):
+                    if self._schema_version(db) is None:  # nobody created it meanwhile
+                        for statement in (CREATE_META, CREATE_KV, CREATE_EXPIRY_INDEX):
+                            db.execute(statement)
+                        db.execute(INSERT_META, ("schema_version", str(SCHEMA_VERSION)))
+                        db.execute(INSERT_META, ("application", "satchel"))
         except BaseException:
             db.close()
             raise
         self._db = db
         return db
 
-    def _check_schema(self, db: sqlite3.Connection) -> None:
-        try:
-            found = db.execute(READ_SCHEMA_VERSION).fetchone()
-        except sqlite3.OperationalError:  # no satchel_meta table yet
-            found = None
-        if found is None:
-            with _immediate(db):
-                tables = {name for (name,) in db.execute(LIST_TABLES)}
-                if "satchel_meta" not in tables:
-                    if tables:
-                        raise IncompatibleDatabase(
-                            f"{self.path} is a SQLite database of another application "
-                            f"(tables: {', '.join(sorted(tables))}), not a satchel store",
-                            engine=self.engine,
-                        )
-                    db.execute(CREATE_META)
-                    db.execute(CREATE_KV)
-                    db.execute(CREATE_EXPIRY_INDEX)
-                    db.execute(INSERT_META, ("schema_version", str(SCHEMA_VERSION)))
-                    db.execute(INSERT_META, ("application", "satchel"))
-                found = db.execute(READ_SCHEMA_VERSION).fetchone()
+    def _while_locked(self, step: Callable[[], object]) -> None:
+        """Run `step`, retrying while the file is locked: changing the journal mode
+        fails at once instead of waiting for the busy timeout."""
+        deadline = time.monotonic() + self._timeout
+        pause = 0.001
+        while True:
+            try:
+                step()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _schema_version(self, db: sqlite3.Connection) -> int | None:
+        """The satchel schema version of the file; None if it holds no tables yet.
+
+        Raises IncompatibleDatabase for another application's database or a newer schema.
+        """
+        tables = {name for (name,) in db.execute(LIST_TABLES)}
+        if "satchel_meta" not in tables:
+            if tables:
+                raise IncompatibleDatabase(
+                    f"{self.path} is a SQLite database of another application "
+                    f"(tables: {', '.join(sorted(tables))}), not a satchel store",
+                    engine=self.engine,
+                )
+            return None
+        found = db.execute(READ_SCHEMA_VERSION).fetchone()
         version = int(found[0]) if found and str(found[0]).isdigit() else -1
         if version > SCHEMA_VERSION:
             raise IncompatibleDatabase(
@@ -247,6 +286,7 @@ class SQLiteBackend(Backend):
             raise IncompatibleDatabase(
                 f"{self.path} has no valid satchel schema version", engine=self.engine
             )
+        return version
 
     def _translate(self, exc: sqlite3.Error) -> BackendError:
         text = str(exc)
