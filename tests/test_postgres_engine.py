@@ -50,8 +50,7 @@ def test_table_holds_typed_records_with_metadata(url):
             f'FROM "{schema}".satchel_kv'
         ).fetchone()
         version = conn.execute(
-            f'SELECT value FROM "{schema}".satchel_meta '
-            "WHERE name = 'satchel_kv.schema_version'"
+            f"SELECT value FROM \"{schema}\".satchel_meta WHERE name = 'satchel_kv.schema_version'"
         ).fetchone()
     assert row[:4] == ("default", "user:1", 2, True)
     assert row[4][:3] == b"\x01t\x00"
