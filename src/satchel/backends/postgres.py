@@ -91,6 +91,7 @@ SET_IF_VERSION = f"""
 UPDATE {{t}} SET value = %(value)s, updated_at = %(now)s, expires_at = %(expires_at)s,
     version = version + 1
 WHERE scope = %(scope)s AND key = %(key)s AND version = %(version)s AND {LIVE}"""
+DELETE = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
 DELETE_MANY = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(keys)s) AND {LIVE}"
 POP = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE} RETURNING value"
 LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended(%(scope)s || chr(1) || %(key)s, 0))"
@@ -205,8 +206,8 @@ class PostgresBackend(Backend):
             "GET": GET, "GET_VALUE": GET_VALUE, "GET_MANY": GET_MANY, "PUT": PUT,
             "PUT_IF_ABSENT": PUT_IF_ABSENT, "PUT_MANY": PUT_MANY,
             "PUT_MANY_IF_ABSENT": PUT_MANY_IF_ABSENT, "SET_IF_VERSION": SET_IF_VERSION,
-            "DELETE_MANY": DELETE_MANY, "POP": POP, "TOUCH": TOUCH, "COUNT": COUNT,
-            "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
+            "DELETE": DELETE, "DELETE_MANY": DELETE_MANY, "POP": POP, "TOUCH": TOUCH,
+            "COUNT": COUNT, "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
         }  # fmt: skip
         statements = {name: text.replace("{t}", qualified) for name, text in names.items()}
         for shape, text in SCAN.items():
@@ -392,6 +393,8 @@ class PostgresBackend(Backend):
         return self._count("PUT_MANY_IF_ABSENT" if if_absent else "PUT_MANY", params)
 
     def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
+        if len(keys) == 1:  # the plain statement is a third cheaper than "= ANY"
+            return self._count("DELETE", {"scope": scope, "key": keys[0], "now": now})
         return self._count("DELETE_MANY", {"scope": scope, "keys": sorted(keys), "now": now})
 
     def pop(
