@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
+from satchel.engines import redact
+
 BASE_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_HINT = (
     'start it with `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
@@ -55,11 +57,11 @@ def fresh_url(tmp_path: Path) -> str:
             _reachable = True
         except redis.RedisError as exc:
             _reachable = False
-            print(f"Redis unreachable at {BASE_URL}: {exc}")
+            print(f"Redis unreachable at {redact(BASE_URL)}: {exc}")
     if not _reachable:
         from conftest import require_service
 
-        require_service("Redis", f"cannot connect to {BASE_URL}; {START_HINT}")
+        require_service("Redis", f"cannot connect to {redact(BASE_URL)}; {START_HINT}")
     return _with_prefix(BASE_URL, _prefix())
 
 
@@ -120,7 +122,7 @@ def stop_cluster() -> None:
 # --- local servers: the session's cluster, private servers for tests ------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
     for _ in range(100):
         with socket.socket() as sock:
@@ -174,7 +176,7 @@ class LocalServers:
         atexit.register(self.stop)
         ports: list[int] = []
         while len(ports) < self.count:
-            port = _free_port()
+            port = free_port()
             if port not in ports:
                 ports.append(port)
         for port in ports:

@@ -1,40 +1,33 @@
 """``redis://``, ``rediss://`` and ``redis+cluster://``: records in Redis hashes, via redis-py.
 
-Key layout. Every record is one Redis hash named
+Key layout: every record is one Redis hash named ``{prefix}{len(scope)}:{scope}:{key}``,
+e.g. ``satchel:7:default:user:1``. `prefix` is an option (default ``satchel:``) and the
+length counts the scope's UTF-8 bytes, so a name decodes one way only: ``a:b`` in scope
+``x`` (``satchel:1:x:a:b``) never meets ``b`` in scope ``x:a`` (``satchel:3:x:a:b``).
+The hash holds ``value``, ``created_at``, ``updated_at``, ``expires_at`` (absent: never)
+and ``version``; times are Unix seconds written as Python's ``repr(float)``, which Lua
+reads back as the same double. Keys may hold any Unicode, ``{``/``}`` and newlines too.
 
-    {prefix}{len(scope)}:{scope}:{key}        e.g.  satchel:7:default:user:1
+Expiry: a record with a TTL also gets ``PEXPIREAT``, so Redis drops it by itself, but the
+client's clock decides: every read and script treats ``expires_at <= now`` (the `now`
+the Store passes) as absent. So `purge_expired` has nothing to do.
 
-where `prefix` is the ``prefix`` option (default ``satchel:``) and ``len(scope)`` is the
-scope's length in UTF-8 bytes, so a name decodes one way only: ``a:b`` in scope ``x``
-(``satchel:1:x:a:b``) never meets ``b`` in scope ``x:a`` (``satchel:3:x:a:b``). The hash
-holds the fields ``value``, ``created_at``, ``updated_at``, ``expires_at`` (absent when
-the record never expires) and ``version``; times are Unix seconds as written by Python's
-``repr(float)``, so Lua and Python read back the same doubles. Names and values are
-bytes; keys may hold any Unicode, including newlines and ``{``/``}``.
+Atomicity: a single operation is one round trip, an ``HMGET`` (`get_value`) or one Lua
+script (``EVALSHA``) that keeps ``created_at`` and bumps ``version``. `pop` reads,
+decodes, then deletes only if the version is unchanged (two round trips: a value that
+cannot be decoded is never deleted); `modify` is the base class's get + compare-and-set
+loop. On plain Redis a batch is one script call: fully atomic. On a cluster it is one
+script call per hash slot, pipelined: atomic per slot only (a prefix with a hash tag,
+``prefix={app}:``, puts every key in one slot, which makes batches atomic again at the
+price of scale-out). Nothing is retried after a lost connection, so a write is never
+applied twice; the caller gets BackendUnavailable.
 
-Expiry. A record with a TTL also gets ``PEXPIREAT`` so Redis drops it by itself, but the
-contract is defined by the client's clock: every read and every script treats
-``expires_at <= now`` (the `now` the Store passes) as absent. `purge_expired` has nothing
-to do.
+Scans: ``SCAN`` (on every primary of a cluster) with ``MATCH`` on the escaped name
+prefix, sorted client-side since SCAN has no order. The sorted keys of the last few scans
+are kept briefly, so an iteration costs one SCAN, not one per page. SCAN walks the whole
+database; keys written during an iteration may be missed.
 
-Atomicity. Every single operation is one round trip: reads are one ``HMGET``, writes one
-Lua script (``EVALSHA``; loaded once with ``register_script``) that keeps ``created_at``
-and bumps ``version``. `pop` reads, decodes, then deletes only if the version did not
-change (two round trips, so a value that fails to decode is never deleted). On plain
-Redis a batch is one script call (``set_many``/``delete_many``) or one ``MULTI``/``EXEC``
-(``get_many``): fully atomic. On a cluster a batch runs as one script call per hash slot,
-pipelined per node: atomic within a slot only. (A prefix with a hash tag, such as
-``prefix={app}:``, puts all keys in one slot, which makes batches atomic again at the
-price of scale-out.) Failed commands are not retried, so a write is never applied twice.
-
-Scans. ``SCAN`` (on every primary of a cluster) with ``MATCH`` on the escaped name
-prefix finds the keys; they are sorted client-side, since SCAN has no order. The
-sorted list of the last few scans is kept briefly, so that iterating page by page
-costs one SCAN per iteration, not one per page. SCAN walks the whole database, so
-``keys()`` costs time in proportion to it; keys written during an iteration may be missed.
-
-Redis keeps data in memory and is not durable by default: configure AOF
-(``appendonly yes``, ``appendfsync everysec``) if the data must survive a restart.
+Redis is not durable by default: configure AOF (``appendonly yes``) to survive restarts.
 """
 
 from __future__ import annotations
@@ -63,39 +56,35 @@ from ..errors import BackendError, BackendUnavailable, CorruptData, InvalidInput
 from .base import Backend, Record
 
 DEFAULT_PREFIX = "satchel:"
-DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds; socket_timeout (if given) overrides it
-SCAN_COUNT = 1000  # SCAN COUNT hint and the chunk size of pipelined reads
+DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, unless socket_[connect_]timeout says otherwise
+SCAN_COUNT = 1000  # the SCAN COUNT hint, and how many records one read script gets
 SCAN_CACHE_SIZE = 4  # sorted key lists kept for iterations in progress
 SCAN_CACHE_SECONDS = 60.0
 
-FIELDS = (b"value", b"created_at", b"updated_at", b"expires_at", b"version")
-META = FIELDS[1:]
-LIVENESS = (b"version", b"expires_at")
-
-# Shared by every script: `live_version(name, now)` is the version of the live record at
-# `name` or nil; `write(...)` stores a value if `condition` holds ('' always, '0' only
-# when no live record, 'N' only at version N) and returns 0 (not written), 1 (written,
-# no live record before) or 2 (overwrote a live record, keeping created_at).
+# live_version(name, now): the version of the live record at `name` (or nil), and the
+# stored expires_at (or nil), live or not.
+# write(...): store a value if `condition` holds ('' always; '0' if no live record; 'N'
+# if the live version is N); returns 0 (not written), 1 (new record) or 2 (overwrote).
 LUA_COMMON = """
 local function live_version(name, now)
   local found = redis.call('HMGET', name, 'version', 'expires_at')
-  if not found[1] then return nil end
+  if not found[1] then return nil, found[2] end
   local version = tonumber(found[1])
   if not version then error({err = 'ERR not a satchel record: ' .. name}) end
-  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil end
-  return version
+  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found[2] end
+  return version, found[2]
 end
-local function set_expiry(name, expires_at, expire_ms)
-  if expires_at == '' then
-    redis.call('HDEL', name, 'expires_at')
-    redis.call('PERSIST', name)
-  else
+local function set_expiry(name, expires_at, expire_ms, old_expires_at)
+  if expires_at ~= '' then
     redis.call('HSET', name, 'expires_at', expires_at)
     redis.call('PEXPIREAT', name, expire_ms)
+  elseif old_expires_at then
+    redis.call('HDEL', name, 'expires_at')
+    redis.call('PERSIST', name)
   end
 end
 local function write(name, value, now, expires_at, expire_ms, condition)
-  local version = live_version(name, now)
+  local version, old_expires_at = live_version(name, now)
   if condition ~= '' and tonumber(condition) ~= (version or 0) then return 0 end
   if version then
     redis.call('HSET', name, 'value', value, 'updated_at', now,
@@ -104,17 +93,14 @@ local function write(name, value, now, expires_at, expire_ms, condition)
     redis.call('HSET', name, 'value', value, 'created_at', now, 'updated_at', now,
                'version', '1')
   end
-  set_expiry(name, expires_at, expire_ms)
-  if version then return 2 end
-  return 1
+  set_expiry(name, expires_at, expire_ms, old_expires_at)
+  return version and 2 or 1
 end
 """
 # KEYS[1]; ARGV: value, now, expires_at, expire_ms, condition
 WRITE = LUA_COMMON + "return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
 # KEYS: names; ARGV: now, expires_at, expire_ms, condition, then one value per name
-WRITE_MANY = (
-    LUA_COMMON
-    + """
+WRITE_MANY = f"""{LUA_COMMON}
 local written = 0
 for i, name in ipairs(KEYS) do
   if write(name, ARGV[4 + i], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) > 0 then
@@ -122,34 +108,41 @@ for i, name in ipairs(KEYS) do
   end
 end
 return written"""
-)
 # KEYS: names; ARGV: now. Deletes them all (expired ones too); returns how many were live.
-DELETE_MANY = (
-    LUA_COMMON
-    + """
+DELETE_MANY = f"""{LUA_COMMON}
 local deleted = 0
 for _, name in ipairs(KEYS) do
   if live_version(name, ARGV[1]) then deleted = deleted + 1 end
   redis.call('DEL', name)
 end
 return deleted"""
-)
-# KEYS[1]; ARGV: now, version. Deletes the record only if it is live at that version.
-DELETE_IF_VERSION = (
-    LUA_COMMON
-    + """
+# KEYS[1]; ARGV: now, version. Deletes the record if it is live at that version.
+DELETE_IF_VERSION = f"""{LUA_COMMON}
 if live_version(KEYS[1], ARGV[1]) ~= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1"""
-)
 # KEYS[1]; ARGV: now, expires_at, expire_ms. Sets the expiry of a live record.
-TOUCH = (
-    LUA_COMMON
-    + """
-if not live_version(KEYS[1], ARGV[1]) then return 0 end
-set_expiry(KEYS[1], ARGV[2], ARGV[3])
+TOUCH = f"""{LUA_COMMON}
+local version, old_expires_at = live_version(KEYS[1], ARGV[1])
+if not version then return 0 end
+set_expiry(KEYS[1], ARGV[2], ARGV[3], old_expires_at)
 return 1"""
-)
+# KEYS: names; ARGV: now, with_values ('1'/'0'). For each name false (no live record) or
+# one string 'version created_at updated_at expires_at|- value' (value '' without
+# with_values): far cheaper to parse in Python than five fields per record.
+GET_MANY = """
+local out, now = {}, tonumber(ARGV[1])
+for i, name in ipairs(KEYS) do
+  local f = redis.call('HMGET', name, 'version', 'created_at', 'updated_at', 'expires_at', 'value')
+  if f[1] and not (f[4] and tonumber(f[4]) <= now) then
+    local value = ARGV[2] == '1' and f[5] or ''
+    out[i] = table.concat({f[1], f[2] or '', f[3] or '', f[4] or '-', value or ''}, ' ')
+  else
+    out[i] = false
+  end
+end
+return out"""
+SCRIPTS = (WRITE, WRITE_MANY, DELETE_MANY, DELETE_IF_VERSION, TOUCH, GET_MANY)
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.ClusterDownError, rx.MasterDownError)
@@ -157,20 +150,19 @@ _NO_RETRY = Retry(NoBackoff(), 0)  # a lost reply must not make us apply a write
 
 
 def _translate(exc: BaseException, engine: str, secret: str | None) -> SatchelError:
-    """The satchel error for redis-py's `exc`, its text stripped of `secret`."""
+    """The satchel error for a redis-py exception, its text stripped of `secret`."""
     text = str(exc)
     if secret:
         text = text.replace(secret, "***")
-    if isinstance(exc, rx.AuthenticationError):
+    if isinstance(exc, rx.AuthenticationError) or isinstance(exc.__cause__, rx.AuthenticationError):
         return BackendError(f"Redis refused the credentials: {text}", engine=engine)
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, _UNAVAILABLE) or "cannot be connected" in text:
+        if "connecting" not in text and "cannot be connected" not in text:  # broke mid-command
+            text += "; a write in progress may or may not have been applied"
         return BackendUnavailable(f"cannot reach Redis: {text}", engine=engine)
-    if isinstance(exc, rx.RedisClusterException) and "cannot be connected" in text:
-        return BackendUnavailable(f"cannot reach the Redis Cluster: {text}", engine=engine)
     if "WRONGTYPE" in text or "not a satchel record" in text:
         return CorruptData(
-            f"a Redis key under this store's prefix is not a satchel record: {text}",
-            engine=engine,
+            f"a key under the store's prefix is not a satchel record: {text}", engine=engine
         )
     return BackendError(f"Redis failed: {text}", engine=engine)
 
@@ -195,25 +187,18 @@ class _Errors:
 
 
 def _expire_args(expires_at: float | None) -> tuple[float | str, int | str]:
-    if expires_at is None:
-        return "", ""
-    return expires_at, math.ceil(expires_at * 1000)
+    return ("", "") if expires_at is None else (expires_at, math.ceil(expires_at * 1000))
 
 
-def _escape(pattern: bytes) -> bytes:
-    """`pattern` as a literal for Redis MATCH (glob specials backslash-escaped)."""
+def _escape(literal: bytes) -> bytes:
+    """`literal` as a Redis MATCH pattern (glob specials backslash-escaped)."""
     for special in (b"\\", b"*", b"?", b"[", b"]"):
-        pattern = pattern.replace(special, b"\\" + special)
-    return pattern
-
-
-def _is_live(row: Sequence[bytes | None], now: float) -> bool:
-    """`row` = (version, expires_at) of one name: does it hold a live record?"""
-    return row[0] is not None and (row[1] is None or float(row[1]) > now)
+        literal = literal.replace(special, b"\\" + special)
+    return literal
 
 
 class RedisBackend(Backend):
-    """A satchel store in Redis (or a Redis Cluster): one hash per record."""
+    """A satchel store in Redis or a Redis Cluster: one hash per record."""
 
     def __init__(self, client: Client, errors: _Errors, prefix: str) -> None:
         self.engine = errors.engine
@@ -224,13 +209,17 @@ class RedisBackend(Backend):
         self._scans: OrderedDict[tuple[str, str, bytes], tuple[list[bytes], int, float]]
         self._scans = OrderedDict()
         self._scans_lock = threading.Lock()
-        self._write = client.register_script(WRITE)
-        self._write_many = client.register_script(WRITE_MANY)
-        self._delete_many = client.register_script(DELETE_MANY)
-        self._delete_if_version = client.register_script(DELETE_IF_VERSION)
-        self._touch = client.register_script(TOUCH)
+        scripts = [client.register_script(text) for text in SCRIPTS]
+        self._write, self._write_many, self._delete_many, self._delete_if, self._touch = scripts[:5]
+        self._get_many = scripts[5]
+        if not self._cluster:  # load them now: one round trip that also checks the server
+            with errors:
+                pipe = client.pipeline(transaction=False)
+                for text in SCRIPTS:
+                    pipe.script_load(text)
+                pipe.execute()
 
-    # -- names and errors ----------------------------------------------------------------
+    # -- helpers ---------------------------------------------------------------------------
 
     def _base(self, scope: str) -> bytes:
         encoded = scope.encode()
@@ -240,7 +229,7 @@ class RedisBackend(Backend):
         return self._base(scope) + key.encode()
 
     def _scope_of(self, name: bytes) -> str | None:
-        """The scope a Redis key name belongs to, or None if it is not one of ours."""
+        """The scope of a Redis key name under our prefix, or None if it is not ours."""
         length, colon, rest = name[len(self._prefix) :].partition(b":")
         if not colon or not length.isdigit() or rest[int(length) : int(length) + 1] != b":":
             return None
@@ -249,50 +238,31 @@ class RedisBackend(Backend):
         except UnicodeDecodeError:
             return None
 
-    def _record(self, key: str, row: Sequence[bytes | None], now: float) -> Record | None:
-        """The live Record from an HMGET of FIELDS (or of META: no value), or None."""
-        if len(row) == len(META):
-            row = (b"", *row)
-        value, created, updated, expires, version = row
-        if version is None:
-            return None
-        try:
-            expires_at = None if expires is None else float(expires)
-            if expires_at is not None and expires_at <= now:
-                return None
-            if value is None or created is None or updated is None:
-                raise ValueError("a field is missing")
-            return Record(key, value, float(created), float(updated), expires_at, int(version))
-        except ValueError as exc:
-            raise self._corrupt(exc, key) from exc
-
     def _corrupt(self, exc: ValueError, key: str | None = None) -> CorruptData:
         return CorruptData(
-            f"a Redis hash under this store's prefix is not a satchel record ({exc})",
+            f"a Redis hash under the store's prefix is not a satchel record ({exc})",
             key=key,
             engine=self.engine,
         )
 
-    def _pipeline(self) -> Any:
-        # MULTI/EXEC on plain Redis (an atomic read); on a cluster each read stands alone.
-        return self._client.pipeline(transaction=not self._cluster)
-
-    def _batch(self, script: Script, names: list[bytes], head: list[Any], tail: list[bytes]) -> int:
+    def _per_slot(
+        self, script: Script, names: list[bytes], head: list[Any], tail: Sequence[bytes] = ()
+    ) -> list[tuple[Sequence[int], Any]]:
         """Run `script` with KEYS `names` and ARGV `head` + `tail` (one item per name, or
-        none); return the sum of its results. One call on Redis; on a cluster one call
-        per hash slot, pipelined."""
+        none): in one call on Redis, one call per hash slot (pipelined) on a cluster.
+        Return ``(indexes of the names it got, its result)`` per call."""
         groups: dict[int, list[int]] = {}
         if self._cluster:
             for i, name in enumerate(names):
                 groups.setdefault(key_slot(name), []).append(i)
         if len(groups) <= 1:
-            return int(script(keys=names, args=[*head, *tail]))
-        pending, total = list(groups.values()), 0
+            return [(range(len(names)), script(keys=names, args=[*head, *tail]))] if names else []
+        pending, done = list(groups.values()), list[tuple[Sequence[int], Any]]()
         for _ in range(2):  # the second round reruns what failed with NOSCRIPT
             pipe = self._client.pipeline(transaction=False)
             for group in pending:
                 values = [tail[i] for i in group] if tail else []
-                pipe.execute_command(
+                pipe.execute_command(  # EVALSHA by hand: a cluster pipeline blocks .evalsha()
                     "EVALSHA", script.sha, len(group), *[names[i] for i in group], *head, *values
                 )
             missing = []
@@ -302,35 +272,57 @@ class RedisBackend(Backend):
                 elif isinstance(result, Exception):
                     raise result
                 else:
-                    total += int(result)
+                    done.append((group, result))
             if not missing:
-                return total
+                return done
             self._client.script_load(script.script)  # on every primary
             pending = missing
         raise BackendError("Redis keeps losing satchel's Lua scripts", engine=self.engine)
 
-    def _scan_names(self, match: bytes) -> Iterator[bytes]:
-        names: Iterator[bytes] = self._client.scan_iter(match=match + b"*", count=SCAN_COUNT)
+    def _fetch(
+        self, keys: Sequence[bytes | str], base: bytes, now: float, values: bool
+    ) -> list[Record]:
+        """The live records of `keys` (str or UTF-8), in their order, in one script call
+        (on a cluster one per slot)."""
+        names = [base + (key if isinstance(key, bytes) else key.encode()) for key in keys]
+        packed: list[bytes | None] = [None] * len(names)
+        for indexes, results in self._per_slot(self._get_many, names, [now, int(values)]):
+            for i, result in zip(indexes, results, strict=True):
+                packed[i] = result
+        found = []
+        for key, row in zip(keys, packed, strict=True):
+            if row is not None:
+                try:
+                    key = key if isinstance(key, str) else key.decode()
+                    version, created, updated, expires, value = row.split(b" ", 4)
+                    expires_at = None if expires == b"-" else float(expires)
+                    found.append(
+                        Record(key, value, float(created), float(updated), expires_at, int(version))
+                    )
+                except ValueError as exc:  # UnicodeDecodeError is one too
+                    raise self._corrupt(exc, key if isinstance(key, str) else None) from exc
+        return found
+
+    def _scan_names(self, literal: bytes) -> Iterator[bytes]:
+        """Every Redis key name that starts with `literal`, in no order."""
+        names: Iterator[bytes] = self._client.scan_iter(
+            match=_escape(literal) + b"*", count=SCAN_COUNT
+        )
         return names
 
-    def _live_flags(self, names: Sequence[bytes], now: float) -> list[bool]:
-        flags: list[bool] = []
-        for start in range(0, len(names), SCAN_COUNT):
-            pipe = self._client.pipeline(transaction=False)
-            for name in names[start : start + SCAN_COUNT]:
-                pipe.hmget(name, LIVENESS)
-            try:
-                flags += [_is_live(row, now) for row in pipe.execute()]
-            except ValueError as exc:
-                raise self._corrupt(exc) from exc
-        return flags
+    def _live(self, names: Sequence[bytes], now: float) -> int:
+        """How many of `names` hold a live record."""
+        return sum(
+            len(self._fetch(names[start : start + SCAN_COUNT], b"", now, False))
+            for start in range(0, len(names), SCAN_COUNT)
+        )
 
     # -- primitives ------------------------------------------------------------------------
 
     def get(self, scope: str, key: str, now: float) -> Record | None:
         with self._errors:
-            row = cast(list[bytes | None], self._client.hmget(self._name(scope, key), FIELDS))
-        return self._record(key, row, now)
+            found = self._fetch([key], self._base(scope), now, True)
+        return found[0] if found else None
 
     def get_value(self, scope: str, key: str, now: float) -> bytes | None:
         with self._errors:
@@ -341,21 +333,13 @@ class RedisBackend(Backend):
                 return None
         except ValueError as exc:
             raise self._corrupt(exc, key) from exc
-        return bytes(value)
+        return value
 
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
-        base = self._base(scope)
         with self._errors:
-            pipe = self._pipeline()
-            for key in keys:
-                pipe.hmget(base + key.encode(), FIELDS)
-            rows = pipe.execute()
-        found = {}
-        for key, row in zip(keys, rows, strict=True):
-            record = self._record(key, row, now)
-            if record is not None:
-                found[key] = record
-        return found
+            return {
+                record.key: record for record in self._fetch(keys, self._base(scope), now, True)
+            }
 
     def put(
         self,
@@ -382,24 +366,25 @@ class RedisBackend(Backend):
         names = [base + key.encode() for key, _ in items]
         head = [now, *_expire_args(expires_at), "0" if if_absent else ""]
         with self._errors:
-            return self._batch(self._write_many, names, head, [value for _, value in items])
+            results = self._per_slot(self._write_many, names, head, [v for _, v in items])
+        return sum(int(result) for _, result in results)
 
     def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
         base = self._base(scope)
         with self._errors:
-            return self._batch(self._delete_many, [base + k.encode() for k in keys], [now], [])
+            results = self._per_slot(self._delete_many, [base + k.encode() for k in keys], [now])
+        return sum(int(result) for _, result in results)
 
     def pop(
         self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
     ) -> tuple[Any] | None:
-        name = self._name(scope, key)
         while True:
             record = self.get(scope, key, now)
             if record is None:
                 return None
             value = decode(record.value)  # raises before anything is deleted
             with self._errors:
-                if self._delete_if_version(keys=[name], args=[now, record.version]):
+                if self._delete_if(keys=[self._name(scope, key)], args=[now, record.version]):
                     return (value,)
             # another writer got in between: read again
 
@@ -412,8 +397,7 @@ class RedisBackend(Backend):
         expires_at: float | None,
         now: float,
     ) -> bool:
-        condition = str(expected_version or 0)
-        args = [value, now, *_expire_args(expires_at), condition]
+        args = [value, now, *_expire_args(expires_at), str(expected_version or 0)]
         with self._errors:
             return int(self._write(keys=[self._name(scope, key)], args=args)) > 0
 
@@ -432,40 +416,27 @@ class RedisBackend(Backend):
         values: bool = True,
     ) -> list[Record]:
         base = self._base(scope)
-        after_bytes = None if after is None else after.encode()
-        cached = None if after_bytes is None else self._cached_scan(scope, prefix, after_bytes)
+        start = None if after is None else after.encode()
+        cached = None if start is None else self._cached_scan(scope, prefix, start)
+        found: list[Record] = []
         with self._errors:
             if cached is None:
-                names = self._scan_names(_escape(base + prefix.encode()))
-                keys = sorted(name[len(base) :] for name in names)
-                index = 0 if after_bytes is None else bisect_right(keys, after_bytes)
+                keys = sorted(
+                    name[len(base) :] for name in self._scan_names(base + prefix.encode())
+                )
+                index = 0 if start is None else bisect_right(keys, start)
             else:
                 keys, index = cached
-            found: list[Record] = []
-            fields = FIELDS if values else META
             while len(found) < limit and index < len(keys):
                 chunk = keys[index : index + min(limit - len(found), SCAN_COUNT)]
                 index += len(chunk)
-                pipe = self._client.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.hmget(base + key, fields)
-                for key, row in zip(chunk, pipe.execute(), strict=True):
-                    record = self._record(self._decode_key(key), row, now)
-                    if record is not None:
-                        found.append(record)
+                found += self._fetch(chunk, base, now, values)
         if index < len(keys) and found:
             self._cache_scan((scope, prefix, found[-1].key.encode()), keys, index)
         return found
 
-    def _decode_key(self, key: bytes) -> str:
-        try:
-            return key.decode()
-        except UnicodeDecodeError as exc:
-            raise CorruptData(
-                f"a Redis key name is not UTF-8: {key!r}", engine=self.engine
-            ) from exc
-
     def _cached_scan(self, scope: str, prefix: str, after: bytes) -> tuple[list[bytes], int] | None:
+        """The sorted keys and the position after `after` of an iteration in progress."""
         with self._scans_lock:
             entry = self._scans.pop((scope, prefix, after), None)
         if entry is None or entry[2] < time.monotonic() - SCAN_CACHE_SECONDS:
@@ -480,22 +451,20 @@ class RedisBackend(Backend):
 
     def count(self, scope: str, now: float) -> int:
         with self._errors:
-            return sum(self._live_flags(list(self._scan_names(_escape(self._base(scope)))), now))
+            return self._live(list(self._scan_names(self._base(scope))), now)
 
     def scopes(self, now: float) -> list[str]:
         by_scope: dict[str, list[bytes]] = {}
         with self._errors:
-            for name in self._scan_names(_escape(self._prefix)):
+            for name in self._scan_names(self._prefix):
                 scope = self._scope_of(name)
                 if scope is not None:
                     by_scope.setdefault(scope, []).append(name)
-            return sorted(
-                scope for scope, names in by_scope.items() if any(self._live_flags(names, now))
-            )
+            return sorted(scope for scope, names in by_scope.items() if self._live(names, now))
 
     def clear(self, scope: str) -> None:
         with self._errors:
-            names = list(self._scan_names(_escape(self._base(scope))))
+            names = list(self._scan_names(self._base(scope)))
             for start in range(0, len(names), SCAN_COUNT):
                 pipe = self._client.pipeline(transaction=False)
                 for name in names[start : start + SCAN_COUNT]:
@@ -514,33 +483,32 @@ class RedisBackend(Backend):
 
 
 def _option(options: dict[str, Any], name: str, kind: type[int] | type[float]) -> Any:
+    """Pop option `name`: a positive number of `kind`, or None when not given."""
     if name not in options:
         return None
     raw = options.pop(name)
     try:
-        value = kind(raw)
+        value = None if isinstance(raw, bool) else kind(raw)
     except (TypeError, ValueError):
         value = None
-    if value is None or isinstance(raw, bool) or not value > 0 or math.isinf(value):
+    if value is None or not 0 < value < math.inf:
         raise InvalidInput(f"{name} must be a positive {kind.__name__}, not {raw!r}")
     return value
 
 
-def _cluster_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]:
+def _cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
     """Startup nodes, username and password of ``redis+cluster://[user:pw@]h:p,h:p[/0]``."""
-    location = url.split("://", 1)[1]
-    credentials, _, hosts = location.rpartition("@")
-    hosts, _, db = hosts.partition("/")
+    credentials, _, location = url.split("://", 1)[1].rpartition("@")
+    hosts, _, db = location.partition("/")
     if db not in ("", "0"):
         raise InvalidInput("a Redis Cluster has only database 0")
     nodes = []
     for host in filter(None, hosts.split(",")):
         parts = urlsplit(f"//{host}")
         try:
-            port = parts.port or 6379
+            nodes.append((parts.hostname or "127.0.0.1", parts.port or 6379))
         except ValueError:
             raise InvalidInput(f"bad port in Redis Cluster node {host!r}") from None
-        nodes.append(ClusterNode(parts.hostname or "127.0.0.1", port))  # type: ignore[no-untyped-call]
     if not nodes:
         raise InvalidInput("redis+cluster:// needs at least one host:port")
     user, colon, password = credentials.partition(":")
@@ -548,50 +516,52 @@ def _cluster_nodes(url: str) -> tuple[list[ClusterNode], str | None, str | None]
 
 
 def open_redis(url: str, options: dict[str, Any]) -> RedisBackend:
-    """Open `url` (redis://, rediss:// or redis+cluster://) with `options` (prefix,
-    max_connections, socket_timeout, socket_connect_timeout).
+    """Open `url` (redis://, rediss:// or redis+cluster://) with `options`: ``prefix``,
+    ``max_connections`` (per server), ``socket_timeout``, ``socket_connect_timeout``.
 
-    Raises InvalidInput for a bad option, BackendUnavailable when Redis cannot be
+    Raises InvalidInput for a bad URL or option, BackendUnavailable when Redis cannot be
     reached, BackendError when it refuses (e.g. the credentials).
     """
     options = dict(options)
     prefix = options.pop("prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str):
         raise InvalidInput(f"prefix must be a str, not {type(prefix).__name__}")
-    kwargs: dict[str, Any] = {"decode_responses": False}
-    max_connections = _option(options, "max_connections", int)
-    if max_connections is not None:
+    kwargs: dict[str, Any] = {"decode_responses": False, "retry": _NO_RETRY}
+    if (max_connections := _option(options, "max_connections", int)) is not None:
+        # a full pool makes a caller wait for a free connection (up to 20 s), not fail
         kwargs["max_connections"] = max_connections
-    timeout = _option(options, "socket_timeout", float)
-    kwargs["socket_timeout"] = timeout
+        kwargs["connection_pool_class"] = redis.BlockingConnectionPool
+    timeout = kwargs["socket_timeout"] = _option(options, "socket_timeout", float)
     connect_timeout = _option(options, "socket_connect_timeout", float)
     kwargs["socket_connect_timeout"] = connect_timeout or timeout or DEFAULT_CONNECT_TIMEOUT
     if options:
         raise InvalidInput(f"unknown option(s) for the redis engine: {', '.join(sorted(options))}")
     engine = redact(url)
+    if url.startswith("redis+cluster://"):
+        nodes, username, password = _cluster_nodes(url)
+        errors = _Errors(engine, password)
+        (host, port), *more = nodes
+        # The first node goes in as url=: only then do node pools get connection_pool_class.
+        first = f"redis://[{host}]:{port}" if ":" in host else f"redis://{host}:{port}"
+        others = [ClusterNode(h, p) for h, p in more]  # type: ignore[no-untyped-call]
+        with errors:  # connects, to discover the cluster
+            cluster = RedisCluster(
+                url=first, startup_nodes=others, username=username, password=password, **kwargs
+            )
+        return RedisBackend(cluster, errors, prefix)
+    errors = _Errors(engine, password_of(url))
+    db = url.split("://", 1)[1].rpartition("@")[2].partition("/")[2]
+    if db not in ("", "/") and not db.isdigit():  # redis-py would quietly use database 0
+        raise InvalidInput(f"the path of a Redis URL is a database number, not {db!r}")
     try:
-        if url.startswith("redis+cluster://"):
-            nodes, username, password = _cluster_nodes(url)
-            errors = _Errors(engine, password)
-            with errors:
-                client: Client = RedisCluster(
-                    startup_nodes=nodes,
-                    username=username,
-                    password=password,
-                    retry=_NO_RETRY,
-                    **kwargs,
-                )
-        else:
-            errors = _Errors(engine, password_of(url))
-            client = redis.Redis.from_url(url, retry=_NO_RETRY, **kwargs)
-            try:
-                with errors:
-                    client.ping()  # report a bad address or password now, not at first use
-            except BackendError:
-                client.close()
-                raise
-    except InvalidInput:
+        pool_class = kwargs.pop("connection_pool_class", redis.ConnectionPool)
+        client = redis.Redis(connection_pool=pool_class.from_url(url, **kwargs))
+    except ValueError:  # redis-py's message may quote a piece of a password
+        raise InvalidInput(
+            f"bad Redis URL {engine!r} (percent-encode special characters in a password)"
+        ) from None
+    try:
+        return RedisBackend(client, errors, prefix)  # loads the scripts: reports a bad server
+    except BackendError:
+        client.close()
         raise
-    except ValueError as exc:  # from parsing the URL
-        raise InvalidInput(f"bad Redis URL {engine!r}: {exc}") from exc
-    return RedisBackend(client, errors, prefix)
