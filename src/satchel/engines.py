@@ -64,8 +64,9 @@ def _sqlite(url: str, options: dict[str, Any]) -> Backend:
     except (TypeError, ValueError):
         raise InvalidInput(f"timeout must be a number of seconds, not {timeout!r}") from None
     durability = str(options.pop("durability", "normal"))
+    mode = str(options.pop("mode", "rw"))
     _no_more(options, "sqlite")
-    return SQLiteBackend(location, durability=durability, timeout=timeout)
+    return SQLiteBackend(location, durability=durability, timeout=timeout, mode=mode)
 
 
 def _memory(url: str, options: dict[str, Any]) -> Backend:
@@ -120,7 +121,11 @@ def connect(url: str | os.PathLike[str] | None, options: dict[str, Any]) -> Back
     """Open the engine `url` names. A plain path (no ``scheme://``) is a SQLite file.
 
     Raises InvalidInput for an unknown scheme or option, BackendError if the engine fails.
+    ``options["readonly"]`` opens a SQLite file read-only; other engines ignore it (the
+    Store refuses writes for every engine).
     """
+    if options.pop("readonly", False):
+        options = {**options, "mode": "ro"}  # only the sqlite factory reads "mode"
     if url is None:
         url = os.environ.get("SATCHEL_URL") or None
     if url is None:
@@ -141,4 +146,6 @@ def connect(url: str | os.PathLike[str] | None, options: dict[str, Any]) -> Back
     location, _, query = rest.partition("?")
     merged = dict(parse_qsl(query, keep_blank_values=True))
     merged.update(options)
+    if factory is not _sqlite and options.get("mode") == "ro":
+        del merged["mode"]
     return factory(f"{scheme.lower()}://{location}", merged)

@@ -7,6 +7,8 @@
     ├── UnsupportedValue (TypeError)    the codec cannot store this value; nothing was written
     ├── CorruptData                     stored bytes cannot be read back (bad header, newer
     │                                   format, unknown codec, pickle not enabled)
+    ├── DecryptionError                 no key, the wrong key, or a tampered encrypted value
+    ├── ReadOnlyError                   a write to a store opened with readonly=True
     ├── StoreClosed                     the store was closed
     └── BackendError                    the engine failed
         ├── BackendUnavailable          cannot reach the engine, or it went away
@@ -21,10 +23,12 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CorruptData",
+    "DecryptionError",
     "IncompatibleDatabase",
     "InvalidInput",
     "InvalidInputType",
     "KeyNotFound",
+    "ReadOnlyError",
     "SatchelError",
     "StoreClosed",
     "UnsupportedValue",
@@ -88,6 +92,14 @@ class UnsupportedValue(SatchelError, TypeError):
 
 class CorruptData(SatchelError):
     """Stored bytes cannot be decoded: damaged, from a newer satchel, or a codec not enabled."""
+
+
+class DecryptionError(SatchelError):
+    """An encrypted value cannot be read: no key given, the wrong key, or it was changed."""
+
+
+class ReadOnlyError(SatchelError):
+    """The store was opened with ``readonly=True``; nothing was written."""
 
 
 class StoreClosed(SatchelError):

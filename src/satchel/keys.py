@@ -56,9 +56,17 @@ def check_key(key: object) -> str:
     return _check_name(key, "key", MAX_KEY_BYTES)
 
 
+# Where satchel keeps its own records (the salt of a passphrase) in any engine; users
+# cannot name it, and Store.scopes() does not list it.
+RESERVED_SCOPE = "__satchel__"
+
+
 def check_scope(scope: object) -> str:
     """Return `scope` if it is a valid scope name, else raise InvalidInput / InvalidInputType."""
-    return _check_name(scope, "scope", MAX_SCOPE_BYTES)
+    name = _check_name(scope, "scope", MAX_SCOPE_BYTES)
+    if name == RESERVED_SCOPE:
+        raise InvalidInput(f"scope {RESERVED_SCOPE!r} is reserved for satchel itself")
+    return name
 
 
 def prefix_upper_bound(prefix: str) -> str | None:

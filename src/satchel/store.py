@@ -6,30 +6,34 @@ import contextlib
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from time import time
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from .backends.base import Backend, Record
+from .backends.readonly import ReadOnlyBackend
 from .codecs import HEADER_SIZE, Codec, UserCodec, get_codec
+from .crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
 from .engines import connect
 from .errors import (
     BackendError,
     InvalidInput,
     InvalidInputType,
     KeyNotFound,
+    ReadOnlyError,
     SatchelError,
     StoreClosed,
     UnsupportedValue,
 )
-from .keys import Pattern, check_key, check_scope, compile_pattern
+from .keys import RESERVED_SCOPE, Pattern, check_key, check_scope, compile_pattern
 
 _MISSING: Any = object()
 PAGE_SIZE = 500  # records fetched per round trip when iterating
 PURGE_EVERY = 60.0  # seconds between sweeps of expired records (they are invisible anyway)
 PURGE_LIMIT = 1000
+SALT_KEY = "encryption-salt"  # in RESERVED_SCOPE
 MAX_TTL = 1e10  # seconds (about 317 years): keeps every engine's timestamps in range
 
 P = ParamSpec("P")
@@ -78,10 +82,12 @@ def _expiry(ttl: object, now: float) -> float | None:
 class _Shared:
     """What every scope view of one opened store shares."""
 
-    __slots__ = ("backend", "engine", "next_purge")
+    __slots__ = ("backend", "codec", "engine", "next_purge", "sealer")
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, codec: Codec, sealer: Sealer | None) -> None:
         self.backend = backend
+        self.codec = codec
+        self.sealer = sealer
         self.engine = backend.engine
         self.next_purge = 0.0
 
@@ -130,14 +136,15 @@ class Store:
     ('hello', 42)
     """
 
-    __slots__ = ("_codec", "_decode", "_encode", "_scope", "_shared")
+    __slots__ = ("_decode", "_encode", "_keyring", "_scope", "_sealer", "_shared")
 
-    def __init__(self, shared: _Shared, scope: str, codec: Codec) -> None:
+    def __init__(self, shared: _Shared, scope: str) -> None:
         self._shared = shared
         self._scope = scope
-        self._codec = codec
-        self._encode = codec.encode
-        self._decode = codec.decode
+        self._encode = shared.codec.encode
+        self._decode = shared.codec.decode
+        self._sealer = shared.sealer
+        self._keyring = None if shared.sealer is None else shared.sealer.keyring
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -150,9 +157,20 @@ class Store:
             exc.engine = self._shared.engine
         return exc
 
+    def _dump(self, value: Any, key: str) -> bytes:
+        """`value` as the bytes to store under `key`: encoded, then sealed if configured."""
+        data = self._encode(value)
+        return data if self._sealer is None else self._sealer.seal(data, self._scope, key)
+
+    def _load(self, data: bytes, key: str) -> Any:
+        """The value stored as `data` under `key`: unsealed if need be, then decoded."""
+        if len(data) > 2 and data[2]:  # flags: encrypted and/or compressed
+            data = unseal(data, self._keyring, self._scope, key)
+        return self._decode(data)
+
     def _value(self, record: Record) -> Any:
         try:
-            return self._decode(record.value)
+            return self._load(record.value, record.key)
         except SatchelError as exc:
             self._tag(exc, record.key)
             raise
@@ -192,11 +210,12 @@ class Store:
             after = page[-1].key
 
     def _encode_many(self, items: Iterable[tuple[Any, Any]]) -> list[tuple[str, bytes]]:
-        encode = self._encode
+        encode = self._encode if self._sealer is None else None
         encoded: dict[str, bytes] = {}  # a later pair for the same key wins, as in dict()
         for key, value in items:
             try:
-                encoded[check_key(key)] = encode(value)
+                valid = check_key(key)
+                encoded[valid] = encode(value) if encode else self._dump(value, valid)
             except SatchelError as exc:
                 self._tag(exc, key)
                 raise
@@ -210,12 +229,13 @@ class Store:
         Raises KeyNotFound (a KeyError) when missing and no default is given.
         """
         try:
-            data = self._shared.backend.get_value(self._scope, check_key(key), time())
+            key = check_key(key)
+            data = self._shared.backend.get_value(self._scope, key, time())
             if data is None:
                 if default is _MISSING:
                     raise KeyNotFound("key not found")
                 return default
-            return self._decode(data)
+            return self._load(data, key)
         except SatchelError as exc:
             self._tag(exc, key)
             raise
@@ -254,10 +274,14 @@ class Store:
     @_about_key
     def info(self, key: str) -> KeyInfo:
         """Return the metadata of `key` as a KeyInfo. Raises KeyNotFound when missing."""
-        record = self._shared.backend.get(self._scope, check_key(key), time())
+        key = check_key(key)
+        record = self._shared.backend.get(self._scope, key, time())
         if record is None:
             raise KeyNotFound("key not found")
-        payload = memoryview(record.value)[HEADER_SIZE:]
+        data = record.value
+        if len(data) > 2 and data[2]:  # sealed: describe the value, not its ciphertext
+            data = unseal(data, self._keyring, self._scope, key)
+        payload = memoryview(data)[HEADER_SIZE:]
         return KeyInfo(
             key=key,
             scope=self._scope,
@@ -295,6 +319,8 @@ class Store:
         try:
             key = check_key(key)
             data = self._encode(value)
+            if self._sealer is not None:
+                data = self._sealer.seal(data, self._scope, key)
             now = time()
             new = self._shared.backend.put(
                 self._scope, key, data, _expiry(ttl, now), now, if_absent
@@ -374,7 +400,10 @@ class Store:
     @_about_key
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         """Delete `key` and return its value, atomically; `default` (if given) when missing."""
-        found = self._shared.backend.pop(self._scope, check_key(key), time(), self._decode)
+        key = check_key(key)
+        found = self._shared.backend.pop(
+            self._scope, key, time(), lambda data: self._load(data, key)
+        )
         if found is None:
             if default is _MISSING:
                 raise KeyNotFound("key not found")
@@ -397,12 +426,12 @@ class Store:
             nonlocal result
             if record is None:
                 result = delta
-                return self._encode(result), None
-            current = self._decode(record.value)
+                return self._dump(result, key), None
+            current = self._load(record.value, key)
             if type(current) is not int:
                 raise UnsupportedValue(f"cannot increment a {type(current).__name__} value")
             result = current + delta
-            return self._encode(result), record.expires_at
+            return self._dump(result, key), record.expires_at
 
         now = time()
         self._shared.backend.modify(self._scope, key, add, now)
@@ -430,7 +459,7 @@ class Store:
                 )
             if expected_version < 1:
                 raise InvalidInput(f"versions start at 1; {expected_version} never matches")
-        data = self._encode(value)
+        data = self._dump(value, key)
         now = time()
         return self._shared.backend.compare_and_set(
             self._scope, key, expected_version, data, _expiry(ttl, now), now
@@ -454,8 +483,8 @@ class Store:
                 version, expires_at, new = None, None, fn(default)
             else:
                 version, expires_at = record.version, record.expires_at
-                new = fn(self._decode(record.value))
-            data = self._encode(new)
+                new = fn(self._load(record.value, key))
+            data = self._dump(new, key)
             if backend.compare_and_set(self._scope, key, version, data, expires_at, time()):
                 return new
 
@@ -480,11 +509,40 @@ class Store:
 
     def scope(self, name: str) -> Store:
         """Return a Store for scope `name` sharing this one's connection and codec."""
-        return Store(self._shared, check_scope(name), self._codec)
+        return Store(self._shared, check_scope(name))
 
     def scopes(self) -> list[str]:
         """Sorted names of the scopes holding at least one live value."""
-        return self._shared.backend.scopes(time())
+        return [s for s in self._shared.backend.scopes(time()) if s != RESERVED_SCOPE]
+
+    def rotate_encryption(self, *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Re-encrypt every value of this scope with the first key of `encryption_key`.
+
+        Values already on that key are skipped, so an interrupted rotation resumes where
+        it stopped; plain values get encrypted. A value rewritten concurrently is left to
+        its writer. `progress(checked, rewritten)` is called after each page. Returns
+        how many values were rewritten. Raises InvalidInput without an encryption key.
+        """
+        keyring = self._keyring
+        if keyring is None or self._sealer is None:
+            raise self._tag(InvalidInput("rotate_encryption needs an encryption_key"))
+        backend, checked, rewritten = self._shared.backend, 0, 0
+        for record in self._scan(compile_pattern("*"), values=True):
+            checked += 1
+            if not is_current(record.value, keyring):
+                try:
+                    plain = self._encode(self._load(record.value, record.key))
+                except SatchelError as exc:
+                    raise self._tag(exc, record.key) from exc.__cause__
+                data = self._sealer.seal(plain, self._scope, record.key)
+                rewritten += backend.compare_and_set(
+                    self._scope, record.key, record.version, data, record.expires_at, time()
+                )
+            if progress is not None and checked % PAGE_SIZE == 0:
+                progress(checked, rewritten)
+        if progress is not None:
+            progress(checked, rewritten)
+        return rewritten
 
     def close(self) -> None:
         """Close the connection (for every scope view of it). Idempotent."""
@@ -531,6 +589,10 @@ def open(
     *,
     scope: str = "default",
     codec: str | UserCodec = "typed",
+    encryption_key: KeyMaterial | Sequence[KeyMaterial] | None = None,
+    compress: str | None = None,
+    compress_min_size: int = 1024,
+    readonly: bool = False,
     **options: Any,
 ) -> Store:
     """Open a store and return it.
@@ -549,5 +611,41 @@ def open(
     """
     chosen_codec = get_codec(codec)
     scope = check_scope(scope)
+    if type(compress_min_size) is not int or compress_min_size < 0:
+        raise InvalidInput(f"compress_min_size must be an int >= 0, not {compress_min_size!r}")
+    if readonly:
+        options["readonly"] = True  # engines that can open read-only (SQLite) do so
     backend = connect(url, dict(options))
-    return Store(_Shared(backend), scope, chosen_codec)
+    try:
+        if readonly:
+            backend = ReadOnlyBackend(backend)
+        keyring = None
+        if encryption_key is not None:
+            salt = _salt(backend) if needs_salt(encryption_key) else None
+            keyring = Keyring(encryption_key, salt)
+        sealer = None
+        if keyring is not None or compress is not None:
+            sealer = Sealer(keyring, compress, compress_min_size)
+    except BaseException:
+        backend.close()
+        raise
+    return Store(_Shared(backend, chosen_codec, sealer), scope)
+
+
+def _salt(backend: Backend) -> bytes:
+    """The store's salt for passphrases, created by the first store that needs one."""
+    raw = get_codec("raw")
+    data = backend.get_value(RESERVED_SCOPE, SALT_KEY, time())
+    if data is None:
+        fresh = raw.encode(os.urandom(SALT_SIZE))
+        with contextlib.suppress(ReadOnlyError):  # then the read below reports it
+            backend.put(RESERVED_SCOPE, SALT_KEY, fresh, None, time(), True)
+        data = backend.get_value(RESERVED_SCOPE, SALT_KEY, time())
+    if data is None:
+        raise InvalidInput(
+            "a read-only store without a salt cannot derive a key from a passphrase",
+            engine=backend.engine,
+        )
+    salt = raw.decode(data)
+    assert isinstance(salt, bytes)
+    return salt

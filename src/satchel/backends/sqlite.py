@@ -198,10 +198,18 @@ class SQLiteBackend(Backend):
     """A satchel store in one SQLite file."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, durability: str = "normal", timeout: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: str = "normal",
+        timeout: float = 30.0,
+        mode: str = "rw",
     ) -> None:
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
+        if mode not in ("rw", "ro"):
+            raise InvalidInput(f"mode must be 'rw' or 'ro' (read-only), not {mode!r}")
+        self._readonly = mode == "ro"
         self.path = Path(path).expanduser().absolute()
         self.engine = f"sqlite:///{self.path}"
         self._synchronous = durability.upper()
@@ -220,16 +228,26 @@ class SQLiteBackend(Backend):
     # -- connection ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        target = f"{self.path.as_uri()}?mode=ro" if self._readonly else str(self.path)
         db = sqlite3.connect(
-            self.path,
+            target,
             timeout=self._timeout,
             isolation_level=None,
             check_same_thread=False,
             cached_statements=64,
+            uri=self._readonly,
         )
         try:
             # Refuse a foreign database before changing anything in it (WAL included).
             version = self._schema_version(db)
+            if self._readonly:
+                if version is None:
+                    raise IncompatibleDatabase(
+                        f"{self.path} holds no satchel store to open read-only",
+                        engine=self.engine,
+                    )
+                self._db = db
+                return db
             self._while_locked(lambda: db.execute("PRAGMA journal_mode = WAL"))
             db.execute(f"PRAGMA synchronous = {self._synchronous}")
             if version is None:

@@ -1,0 +1,73 @@
+"""A wrapper that lets reads through to an engine and refuses every write."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ..errors import ReadOnlyError
+from .base import Backend, Modifier, Record
+
+
+class ReadOnlyBackend(Backend):
+    """`backend` for reading; every write primitive raises ReadOnlyError."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.engine = backend.engine
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise ReadOnlyError("the store was opened read-only", engine=self.engine)
+
+    def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
+        return self._backend.get_many(scope, keys, now)
+
+    def get(self, scope: str, key: str, now: float) -> Record | None:
+        return self._backend.get(scope, key, now)
+
+    def get_value(self, scope: str, key: str, now: float) -> bytes | None:
+        return self._backend.get_value(scope, key, now)
+
+    def scan(self, scope: str, prefix: str, after: str | None, limit: int, now: float,
+             values: bool = True) -> list[Record]:  # fmt: skip
+        return self._backend.scan(scope, prefix, after, limit, now, values)
+
+    def count(self, scope: str, now: float) -> int:
+        return self._backend.count(scope, now)
+
+    def scopes(self, now: float) -> list[str]:
+        return self._backend.scopes(now)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def purge_expired(self, now: float, limit: int) -> int:
+        return 0  # housekeeping is a write; expired records stay invisible anyway
+
+    def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
+            if_absent: bool) -> bool:  # fmt: skip
+        self._refuse()
+
+    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]],
+                 expires_at: float | None, now: float, if_absent: bool) -> int:  # fmt: skip
+        self._refuse()
+
+    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
+        self._refuse()
+
+    def pop(self, scope: str, key: str, now: float,
+            decode: Callable[[bytes], Any]) -> tuple[Any] | None:  # fmt: skip
+        self._refuse()
+
+    def compare_and_set(self, scope: str, key: str, expected_version: int | None, value: bytes,
+                        expires_at: float | None, now: float) -> bool:  # fmt: skip
+        self._refuse()
+
+    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
+        self._refuse()
+
+    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
+        self._refuse()
+
+    def clear(self, scope: str) -> None:
+        self._refuse()
