@@ -96,26 +96,25 @@ def _pack(value: Any) -> bytes:
 MAX_NESTED_EXTENSIONS = 32
 
 
-def _pack_nested(items: list[Any]) -> bytes:
+def _nested(step: Callable[[Any], Any], data: Any, error: type[Exception]) -> Any:
+    """Run one nested msgpack call, refusing to go deeper than MAX_NESTED_EXTENSIONS."""
     depth = getattr(_local, "depth", 0)
     if depth >= MAX_NESTED_EXTENSIONS:
-        raise UnsupportedValue(f"tuples and sets nest more than {MAX_NESTED_EXTENSIONS} deep")
+        raise error(f"tuples and sets nest more than {MAX_NESTED_EXTENSIONS} deep")
     _local.depth = depth + 1
     try:
-        return _pack(items)
+        return step(data)
     finally:
         _local.depth = depth
+
+
+def _pack_nested(items: list[Any]) -> bytes:
+    packed: bytes = _nested(_pack, items, UnsupportedValue)
+    return packed
 
 
 def _unpack_nested(data: bytes) -> Any:
-    depth = getattr(_local, "depth", 0)
-    if depth >= MAX_NESTED_EXTENSIONS:
-        raise CorruptData(f"record nests tuples or sets more than {MAX_NESTED_EXTENSIONS} deep")
-    _local.depth = depth + 1
-    try:
-        return _unpack(data)
-    finally:
-        _local.depth = depth
+    return _nested(_unpack, data, CorruptData)
 
 
 def _to_ext(obj: Any) -> msgpack.ExtType:

@@ -85,6 +85,13 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+def scan_range(prefix: str, after: str | None) -> tuple[str, bool, str | None]:
+    """The key range an ordered engine scans for keys that start with `prefix` and sort
+    after `after`: ``(low, low_inclusive, high)``, `high` exclusive (None: unbounded)."""
+    inclusive = after is None or after < prefix
+    return (prefix if inclusive else str(after)), inclusive, prefix_upper_bound(prefix)
+
+
 @dataclass(frozen=True, slots=True)
 class Pattern:
     """A compiled glob: `*`, `?`, `[abc]`, `[a-z]`, `[!abc]`, and backslash escapes.

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..engines import password, redact
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
-from ..keys import prefix_upper_bound
+from ..keys import scan_range
 from .base import Backend, Modifier, Record
 
 SCHEMA_VERSION = 1
@@ -451,11 +451,9 @@ class PostgresBackend(Backend):
         now: float,
         values: bool = True,
     ) -> list[Record]:
-        inclusive = after is None or after < prefix
-        high = prefix_upper_bound(prefix)
+        low, inclusive, high = scan_range(prefix, after)
         statement = self._sql[f"SCAN{(values, inclusive, high is not None)}"]
-        params = {"scope": scope, "low": prefix if inclusive else after, "high": high,
-                  "now": now, "limit": limit}  # fmt: skip
+        params = {"scope": scope, "low": low, "high": high, "now": now, "limit": limit}
         rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
         return [_record(row) for row in rows]
 

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
-from ..keys import prefix_upper_bound
+from ..keys import scan_range
 from .base import Backend, Modifier, Record
 
 SCHEMA_VERSION = 1
@@ -431,15 +431,14 @@ class SQLiteBackend(Backend):
         now: float,
         values: bool = True,
     ) -> list[Record]:
-        inclusive = after is None or after < prefix
-        params: list[object] = [scope, prefix if inclusive else after]
-        upper = prefix_upper_bound(prefix)
+        low, inclusive, upper = scan_range(prefix, after)
+        params: list[object] = [scope, low]
         if upper is not None:
             params.append(upper)
         params += (now, limit)
         with self._guard as db:
             rows = db.execute(SCAN[values, inclusive, upper is not None], params).fetchall()
-        return [Record(row[0], row[1], row[2], row[3], row[4], row[5]) for row in rows]
+        return [Record(*row) for row in rows]
 
     def count(self, scope: str, now: float) -> int:
         with self._guard as db:
