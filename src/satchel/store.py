@@ -442,16 +442,23 @@ class Store:
     def compare_and_set(
         self,
         key: str,
-        expected_version: int | None,
+        expected_version: int | KeyInfo | None,
         value: Any,
         ttl: float | dt.timedelta | None = None,
     ) -> bool:
-        """Write `value` only if the key's version is `expected_version`; True if written.
+        """Write `value` only if the key is as expected; True if written.
 
-        ``expected_version=None`` means "only if the key has no live value". Read the
-        version with `info`.
+        `expected_version` is the `KeyInfo` you read with `info` (safest: it also names
+        the life of the key, since versions restart at 1 when a key is deleted and set
+        again), a bare version number, or None for "only if the key has no live value".
         """
         key = check_key(key)
+        created_at = None
+        if isinstance(expected_version, KeyInfo):
+            if (expected_version.key, expected_version.scope) != (key, self._scope):
+                raise InvalidInput("the KeyInfo given describes another key or scope")
+            created_at = expected_version.created_at.timestamp()
+            expected_version = expected_version.version
         if expected_version is not None:
             if type(expected_version) is not int:
                 raise InvalidInputType(
@@ -462,8 +469,9 @@ class Store:
         data = self._dump(value, key)
         now = time()
         return self._shared.backend.compare_and_set(
-            self._scope, key, expected_version, data, _expiry(ttl, now), now
-        )
+            self._scope, key, expected_version, data, _expiry(ttl, now), now,
+            expected_created_at=created_at,
+        )  # fmt: skip
 
     @_about_key
     def update(self, key: str, fn: Callable[[Any], Any], default: Any = _MISSING) -> Any:
@@ -480,12 +488,14 @@ class Store:
             if record is None:
                 if default is _MISSING:
                     raise KeyNotFound("key not found")
-                version, expires_at, new = None, None, fn(default)
+                version, created, expires_at, new = None, None, None, fn(default)
             else:
-                version, expires_at = record.version, record.expires_at
+                version, created, expires_at = record.version, record.created_at, record.expires_at
                 new = fn(self._load(record.value, key))
             data = self._dump(new, key)
-            if backend.compare_and_set(self._scope, key, version, data, expires_at, time()):
+            if backend.compare_and_set(
+                self._scope, key, version, data, expires_at, time(), expected_created_at=created
+            ):
                 return new
 
     @_about_key
@@ -536,8 +546,9 @@ class Store:
                     raise self._tag(exc, record.key) from exc.__cause__
                 data = self._sealer.seal(plain, self._scope, record.key)
                 rewritten += backend.compare_and_set(
-                    self._scope, record.key, record.version, data, record.expires_at, time()
-                )
+                    self._scope, record.key, record.version, data, record.expires_at, time(),
+                    expected_created_at=record.created_at,
+                )  # fmt: skip
             if progress is not None and checked % PAGE_SIZE == 0:
                 progress(checked, rewritten)
         if progress is not None:

@@ -31,6 +31,10 @@ class Record:
     version: int
 
 
+# How close two created_at must be to name the same life of a key (KeyInfo carries them
+# as datetimes, which keep microseconds).
+CREATED_AT_TOLERANCE = 1e-6
+
 # Given the live record (or None), return the new value and expiry to store.
 Modifier = Callable[[Record | None], tuple[bytes, float | None]]
 
@@ -98,8 +102,15 @@ class Backend(ABC):
         value: bytes,
         expires_at: float | None,
         now: float,
+        *,
+        expected_created_at: float | None = None,
     ) -> bool:
-        """Write if the live version is `expected_version` (None: no live record)."""
+        """Write if the live version is `expected_version` (None: no live record).
+
+        With `expected_created_at`, the live record must also have been created then
+        (within CREATED_AT_TOLERANCE): versions restart at 1 when a key is deleted and
+        created again, so the version alone could match a record the caller never saw.
+        """
 
     def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
         """Read the live record, call `fn`, write what it returns, all atomically.
@@ -112,7 +123,10 @@ class Backend(ABC):
             record = self.get(scope, key, now)
             value, expires_at = fn(record)
             version = None if record is None else record.version
-            if self.compare_and_set(scope, key, version, value, expires_at, now):
+            created = None if record is None else record.created_at
+            if self.compare_and_set(
+                scope, key, version, value, expires_at, now, expected_created_at=created
+            ):
                 return
 
     @abstractmethod

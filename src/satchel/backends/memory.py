@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import Backend, Modifier, Record
+from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
 
 
 class _Scope:
@@ -151,11 +151,19 @@ class MemoryBackend(Backend):
         value: bytes,
         expires_at: float | None,
         now: float,
+        *,
+        expected_created_at: float | None = None,
     ) -> bool:
         with self._lock:
             s = self._scope(scope)
             old = _live(s.records.get(key), now)
             if (None if old is None else old.version) != expected_version:
+                return False
+            if (
+                old is not None
+                and expected_created_at is not None
+                and abs(old.created_at - expected_created_at) > CREATED_AT_TOLERANCE
+            ):
                 return False
             self._write(s, key, value, expires_at, now)
             return True

@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..engines import password, redact
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
 from ..keys import scan_range
-from .base import Backend, Modifier, Record
+from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -90,7 +90,9 @@ PUT_MANY_IF_ABSENT = _INSERT_MANY + _ON_CONFLICT_IF_EXPIRED
 SET_IF_VERSION = f"""
 UPDATE {{t}} SET value = %(value)s, updated_at = %(now)s, expires_at = %(expires_at)s,
     version = version + 1
-WHERE scope = %(scope)s AND key = %(key)s AND version = %(version)s AND {LIVE}"""
+WHERE scope = %(scope)s AND key = %(key)s AND version = %(version)s AND {LIVE}
+    AND (%(created)s::float8 IS NULL
+         OR abs(created_at - %(created)s::float8) <= {CREATED_AT_TOLERANCE})"""
 DELETE = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
 DELETE_MANY = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(keys)s) AND {LIVE}"
 POP = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE} RETURNING value"
@@ -418,9 +420,12 @@ class PostgresBackend(Backend):
         value: bytes,
         expires_at: float | None,
         now: float,
+        *,
+        expected_created_at: float | None = None,
     ) -> bool:
         params = {"scope": scope, "key": key, "value": value, "now": now,
-                  "expires_at": expires_at, "version": expected_version}  # fmt: skip
+                  "expires_at": expires_at, "version": expected_version,
+                  "created": expected_created_at}  # fmt: skip
         if expected_version is None:
             return self._one("PUT_IF_ABSENT", params) is not None
         return self._count("SET_IF_VERSION", params) == 1

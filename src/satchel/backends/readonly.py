@@ -60,7 +60,8 @@ class ReadOnlyBackend(Backend):
         self._refuse()
 
     def compare_and_set(self, scope: str, key: str, expected_version: int | None, value: bytes,
-                        expires_at: float | None, now: float) -> bool:  # fmt: skip
+                        expires_at: float | None, now: float, *,
+                        expected_created_at: float | None = None) -> bool:  # fmt: skip
         self._refuse()
 
     def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:

@@ -53,7 +53,7 @@ from redis.retry import Retry
 from ..engines import password as password_of
 from ..engines import redact
 from ..errors import BackendError, BackendUnavailable, CorruptData, InvalidInput, SatchelError
-from .base import Backend, Record
+from .base import CREATED_AT_TOLERANCE, Backend, Record
 
 DEFAULT_PREFIX = "satchel:"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, unless socket_[connect_]timeout says otherwise
@@ -64,8 +64,11 @@ SCAN_CACHE_SECONDS = 60.0
 # live_version(name, now): the version of the live record at `name` (or nil), and the
 # stored expires_at (or nil), live or not.
 # write(...): store a value if `condition` holds ('' always; '0' if no live record; 'N'
-# if the live version is N); returns 0 (not written), 1 (new record) or 2 (overwrote).
-LUA_COMMON = """
+# if the live version is N; 'N@T' if that record was also created at T); returns 0
+# (not written), 1 (new record) or 2 (overwrote).
+LUA_COMMON = (
+    f"\nlocal TOLERANCE = {CREATED_AT_TOLERANCE!r}"
+    + """
 local function live_version(name, now)
   local found = redis.call('HMGET', name, 'version', 'expires_at')
   if not found[1] then return nil, found[2] end
@@ -85,7 +88,14 @@ local function set_expiry(name, expires_at, expire_ms, old_expires_at)
 end
 local function write(name, value, now, expires_at, expire_ms, condition)
   local version, old_expires_at = live_version(name, now)
-  if condition ~= '' and tonumber(condition) ~= (version or 0) then return 0 end
+  if condition ~= '' then
+    local want, created = string.match(condition, '^(%d+)@?(.*)$')
+    if tonumber(want) ~= (version or 0) then return 0 end
+    if version and created ~= '' then
+      local have = tonumber(redis.call('HGET', name, 'created_at'))
+      if not have or math.abs(have - tonumber(created)) > TOLERANCE then return 0 end
+    end
+  end
   if version then
     redis.call('HSET', name, 'value', value, 'updated_at', now,
                'version', string.format('%d', version + 1))
@@ -97,6 +107,7 @@ local function write(name, value, now, expires_at, expire_ms, condition)
   return version and 2 or 1
 end
 """
+)
 # KEYS[1]; ARGV: value, now, expires_at, expire_ms, condition
 WRITE = LUA_COMMON + "return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
 # KEYS: names; ARGV: now, expires_at, expire_ms, condition, then one value per name
@@ -396,8 +407,13 @@ class RedisBackend(Backend):
         value: bytes,
         expires_at: float | None,
         now: float,
+        *,
+        expected_created_at: float | None = None,
     ) -> bool:
-        args = [value, now, *_expire_args(expires_at), str(expected_version or 0)]
+        condition = str(expected_version or 0)
+        if expected_version is not None and expected_created_at is not None:
+            condition += f"@{expected_created_at!r}"
+        args = [value, now, *_expire_args(expires_at), condition]
         with self._errors:
             return int(self._write(keys=[self._name(scope, key)], args=args)) > 0
 

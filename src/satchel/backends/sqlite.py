@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
 from ..keys import scan_range
-from .base import Backend, Modifier, Record
+from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
 
 SCHEMA_VERSION = 1
 
@@ -75,9 +75,11 @@ ON CONFLICT (scope, key) DO UPDATE SET
     expires_at = excluded.expires_at,
     version = 1
 WHERE satchel_kv.expires_at <= excluded.updated_at"""
+# ?1 value, ?2 now, ?3 expires_at, ?4 scope, ?5 key, ?6 version, ?7 created_at or NULL
 SET_IF_VERSION = f"""
-UPDATE satchel_kv SET value = ?, updated_at = ?, expires_at = ?, version = version + 1
-WHERE scope = ? AND key = ? AND version = ? AND {LIVE}"""
+UPDATE satchel_kv SET value = ?1, updated_at = ?2, expires_at = ?3, version = version + 1
+WHERE scope = ?4 AND key = ?5 AND version = ?6 AND (expires_at IS NULL OR expires_at > ?2)
+    AND (?7 IS NULL OR abs(created_at - ?7) <= {CREATED_AT_TOLERANCE})"""
 DELETE = f"DELETE FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE}"
 POP = f"DELETE FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE} RETURNING value"
 TOUCH = f"UPDATE satchel_kv SET expires_at = ? WHERE scope = ? AND key = ? AND {LIVE}"
@@ -402,13 +404,16 @@ class SQLiteBackend(Backend):
         value: bytes,
         expires_at: float | None,
         now: float,
+        *,
+        expected_created_at: float | None = None,
     ) -> bool:
         with self._guard as db:
             if expected_version is None:
                 cursor = db.execute(PUT_IF_ABSENT, (scope, key, value, now, expires_at))
             else:
                 cursor = db.execute(
-                    SET_IF_VERSION, (value, now, expires_at, scope, key, expected_version, now)
+                    SET_IF_VERSION,
+                    (value, now, expires_at, scope, key, expected_version, expected_created_at),
                 )
             return cursor.rowcount == 1
 
