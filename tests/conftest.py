@@ -86,9 +86,14 @@ def _sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/contract.db"
 
 
+def _files_url(tmp_path: Path) -> str:
+    return f"file://{tmp_path}/files-store"  # tmp_path is absolute: file:///tmp/...
+
+
 ENGINES: dict[str, Engine] = {
     "memory": Engine("memory", _memory_url, persistent=False),
     "sqlite": Engine("sqlite", _sqlite_url),
+    "files": Engine("files", _files_url),
     "postgres": Engine("postgres", support_postgres.fresh_url, cleanup=support_postgres.drop),
     "redis": Engine("redis", support_redis.fresh_url, cleanup=support_redis.drop),
     "redis-cluster": Engine(

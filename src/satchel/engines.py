@@ -69,6 +69,19 @@ def _sqlite(url: str, options: dict[str, Any]) -> Backend:
     return SQLiteBackend(location, durability=durability, timeout=timeout, mode=mode)
 
 
+def _file(url: str, options: dict[str, Any]) -> Backend:
+    """``file:///abs/dir`` (RFC 8089: an empty host) or ``file://relative/dir`` (to the
+    working directory; a host name is not supported). ``~`` expands to the home directory."""
+    from .backends.files import FilesBackend
+
+    location = unquote(url.split("://", 1)[1])
+    if not location:
+        raise InvalidInput("a file URL needs a directory: file:///abs/dir or file://relative/dir")
+    durability = str(options.pop("durability", "normal"))
+    _no_more(options, "file")
+    return FilesBackend(location, durability=durability)
+
+
 def _memory(url: str, options: dict[str, Any]) -> Backend:
     from .backends.memory import MemoryBackend
 
@@ -109,6 +122,7 @@ def _no_more(options: dict[str, Any], engine: str) -> None:
 ENGINES: dict[str, Callable[[str, dict[str, Any]], Backend]] = {
     "sqlite": _sqlite,
     "memory": _memory,
+    "file": _file,
     "redis": _redis,
     "rediss": _redis,
     "redis+cluster": _redis,

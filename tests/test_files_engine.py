@@ -1,0 +1,590 @@
+"""Files engine: on-disk layout, hostile names, processes, crashes, errors, URLs.
+
+Every test works on real directories in ``tmp_path``. Multi-process tests run their
+workers through `_run_in_processes`, bounded by a deadline, so a deadlock fails instead
+of hanging. Workers live at module level so the "spawn" start method can import them.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import queue
+import random
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import satchel
+from satchel.backends import files
+from satchel.backends.files import FilesBackend, escape_name, unescape_name
+from satchel.codecs import HEADER_SIZE
+
+PROCESS_DEADLINE = 60.0  # seconds for one multi-process run
+
+
+def _url(path: Path) -> str:
+    return f"file://{path}"
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for directory, dirs, names in os.walk(root):
+        for name in dirs + names:
+            yield Path(directory, name)
+
+
+# --- layout ----------------------------------------------------------------------------
+
+
+def test_layout_and_readable_values(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    with satchel.open(_url(root)) as store:
+        store.set("greeting", "héllo\nwörld")
+        store.set("blob", b"\x00\xff\n")
+        store.scope("users").set("User:42", {"name": "Ada"})
+    assert sorted(p.name for p in root.iterdir()) == [
+        ".lock", ".satchel", ".tmp", "default", "users"
+    ]  # fmt: skip
+    assert json.loads((root / ".satchel").read_text())["application"] == "satchel"
+    assert list((root / ".tmp").iterdir()) == []
+    data = (root / "default" / "greeting").read_bytes()
+    assert data[1:2] == b"s"  # the str codec: the text follows the header as it is
+    assert data[HEADER_SIZE:].startswith("héllo\nwörld\n".encode())
+    assert data.endswith(b"\n") and data.count(b"\n") == 3
+    meta = json.loads(data.splitlines()[-1])
+    assert meta["key"] == "greeting" and meta["version"] == 1 and meta["expires_at"] is None
+    assert meta["created_at"] == meta["updated_at"]
+    assert (root / "default" / "blob").read_bytes()[HEADER_SIZE:].startswith(b"\x00\xff\n\n")
+    assert (root / "users" / "%55ser%3a42").is_file()  # uppercase and ":" escaped
+
+
+def test_overwrite_updates_the_metadata_line(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    with satchel.open(_url(root)) as store:
+        store.set("k", "one")
+        first = json.loads((root / "default" / "k").read_bytes().splitlines()[-1])
+        store.set("k", "two", ttl=100)
+        store.touch("k", 200)
+    data = (root / "default" / "k").read_bytes()
+    meta = json.loads(data.splitlines()[-1])
+    assert data[HEADER_SIZE:].startswith(b"two\n")
+    assert meta["version"] == 2 and meta["created_at"] == first["created_at"]
+    assert meta["expires_at"] > meta["updated_at"] + 150
+
+
+# --- hostile names ---------------------------------------------------------------------
+
+HOSTILE = [
+    "../x", "/etc/passwd", "..", ".", "...", "a/../../b", "../../../../tmp/evil", "./.",
+    "\x01\x1f\x7f", "\t\r\n", " ", "a ", "a.", ".hidden", "~", "a~b", "%", "%2e", "%2E",
+    "%41", "A", "a", "Key", "KEY", "key", "ß", "SS", "ss", "é", "e\u0301", "İ", "i̇",
+    "con", "CON", "nul.txt", "com1", "lpt9.x", "a:b", 'a<>:"|?*\\b', "\\..\\x", "C:\\x",
+    "x" * 200, "x" * 201, "%" * 66, "%" * 67, "x" * 1024, "x" * 1023 + "y", "é" * 512,
+    "é" * 511 + "e", "💥" * 256, "a/" * 512, escape_name("x" * 1024), "a%3ab", "a%2fb",
+]  # fmt: skip
+
+
+def _inside(root: Path) -> None:
+    real = os.path.realpath(root)
+    for path in _walk(root):
+        assert not path.is_symlink(), path
+        assert os.path.realpath(path).startswith(real + os.sep), path
+        assert len(path.name.encode()) <= 255, path
+
+
+def test_hostile_keys_stay_inside_and_round_trip(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    with satchel.open(_url(root)) as store:
+        for scope in ("default", "../up", "A", "a", "x" * 255):
+            s = store.scope(scope)
+            assert s.set_many({key: f"value of {key}" for key in HOSTILE}) == len(HOSTILE)
+            for key in HOSTILE:
+                s.set(key, key)
+                assert s.get(key) == key
+            assert list(s.keys()) == sorted(HOSTILE)
+            assert len(s) == len(HOSTILE)
+            assert s.delete("../x") and s.get("..") == ".."
+        assert store.scopes() == sorted(["default", "../up", "A", "a", "x" * 255])
+    assert sorted(os.listdir(tmp_path)) == ["kv"]
+    _inside(root)
+    for scope_dir in root.iterdir():
+        if not scope_dir.name.startswith("."):
+            names = [p.name for p in scope_dir.iterdir() if p.name != ".scope"]
+            assert len(names) == len(HOSTILE) - 1  # one file per key: no two share one
+            assert all(n.isascii() and n == n.lower() for n in names)
+
+
+def test_keys_differing_only_by_case_are_separate_files(tmp_path: Path) -> None:
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        store.set_many({"Key": 1, "KEY": 2, "key": 3, "kEy": 4})
+        assert store.get_many(["Key", "KEY", "key", "kEy"]) == {
+            "Key": 1, "KEY": 2, "key": 3, "kEy": 4
+        }  # fmt: skip
+    names = os.listdir(tmp_path / "kv" / "default")
+    assert len({name.casefold() for name in names}) == 4
+
+
+def test_scope_and_key_separators_never_meet(tmp_path: Path) -> None:
+    with satchel.open(_url(tmp_path / "kv"), scope="a:b") as store:
+        store.set("c", 1)
+        store.scope("a").set("b:c", 2)
+        store.scope("a/b").set("c", 3)
+        assert store.get("c") == 1
+        assert store.scope("a").get("b:c") == 2
+        assert store.scope("a/b").get("c") == 3
+        store.clear()
+        assert store.scopes() == ["a", "a/b"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.characters(exclude_categories=["Cs"]), min_size=1), unique=True))
+def test_escaped_names_are_safe_and_distinct(names: list[str]) -> None:
+    names = [n for n in names if "\x00" not in n and len(n.encode()) <= 1024]
+    escaped = [escape_name(n) for n in names]
+    assert len({e.casefold() for e in escaped}) == len(names)
+    for name, text in zip(names, escaped, strict=True):
+        assert text.isascii() and text == text.lower() and 0 < len(text) <= 200
+        assert "/" not in text and "\\" not in text and text not in (".", "..")
+        assert not text.startswith(".") and not text.endswith((".", " "))
+        assert unescape_name(text) == (None if "~" in text else name)
+
+
+# --- processes and threads ---------------------------------------------------------------
+
+
+def _child_main(
+    results: Any, index: int, target: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    try:
+        results.put((index, True, target(*args)))
+    except BaseException:
+        results.put((index, False, traceback.format_exc()))
+
+
+def _run_in_processes(
+    jobs: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], method: str = "spawn"
+) -> list[Any]:
+    """Run each ``target(*args)`` of `jobs` in its own process; return the results in order.
+
+    Fails if a worker raises, dies, or is still running after PROCESS_DEADLINE.
+    """
+    ctx = multiprocessing.get_context(method)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_child_main, args=(results, i, target, args), daemon=True)
+        for i, (target, args) in enumerate(jobs)
+    ]
+    for proc in procs:
+        proc.start()
+    end = time.monotonic() + PROCESS_DEADLINE
+    got: dict[int, tuple[bool, Any]] = {}
+    try:
+        while len(got) < len(procs) and time.monotonic() < end:
+            try:
+                index, ok, payload = results.get(timeout=0.5)
+            except queue.Empty:
+                if all(p.exitcode is not None for p in procs) and results.empty():
+                    break
+                continue
+            got[index] = (ok, payload)
+    finally:
+        for proc in procs:
+            proc.join(timeout=max(0.1, end - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+    failures = [payload for ok, payload in got.values() if not ok]
+    assert not failures, "worker raised:\n" + "\n".join(failures)
+    assert len(got) == len(procs), f"only {len(got)} of {len(procs)} workers reported"
+    return [got[i][1] for i in range(len(procs))]
+
+
+def _incr_worker(url: str, count: int) -> int:
+    with satchel.open(url) as store:
+        last = 0
+        for _ in range(count):
+            value = store.incr("counter")
+            assert value > last
+            last = value
+        return last
+
+
+def test_incr_from_4_processes_loses_nothing(tmp_path: Path) -> None:
+    url = _url(tmp_path / "kv")
+    satchel.open(url).close()
+    lasts = _run_in_processes([(_incr_worker, (url, 200))] * 4)
+    with satchel.open(url) as store:
+        assert store.get("counter") == 800
+        assert store.info("counter").version == 800
+    assert max(lasts) == 800
+
+
+BATCH_KEYS = [f"k{i:02d}" for i in range(20)]
+
+
+def _batch_writer(url: str, rounds: int) -> int:
+    with satchel.open(url) as store:
+        deadline = time.monotonic() + 20
+        while not store.exists("reader-ready") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for r in range(1, rounds + 1):
+            if r % 5 == 0:
+                assert store.delete_many(BATCH_KEYS) == len(BATCH_KEYS)
+            else:
+                store.set_many(dict.fromkeys(BATCH_KEYS, r))
+        store.set("writer-done", True)
+        return rounds
+
+
+def _batch_reader(url: str) -> int:
+    with satchel.open(url) as store:
+        store.set("reader-ready", True)
+        seen: set[object] = set()
+        while not store.exists("writer-done"):
+            got = store.get_many(BATCH_KEYS)
+            assert not got or sorted(got) == BATCH_KEYS, f"half a batch: {sorted(got)}"
+            assert len(set(got.values())) <= 1, f"two batches mixed: {got}"
+            listed = dict(store.items("k*"))
+            assert not listed or len(listed) == len(BATCH_KEYS), f"half a batch: {listed}"
+            assert len(set(listed.values())) <= 1, f"two batches mixed: {listed}"
+            seen.update(got.values() or [None])
+        return len(seen)
+
+
+def test_readers_in_another_process_never_see_half_a_batch(tmp_path: Path) -> None:
+    url = _url(tmp_path / "kv")
+    satchel.open(url).close()
+    rounds, seen = _run_in_processes([(_batch_writer, (url, 150)), (_batch_reader, (url,))])
+    assert rounds == 150
+    assert seen > 3  # the reader really ran while batches were written
+
+
+def test_threads_share_one_store(tmp_path: Path) -> None:
+    import threading
+
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(50):
+                    store.incr("n")
+                    store.set_many({f"t{n}:{i}": i, f"t{n}:last": i})
+                    assert store.get(f"t{n}:last") == i
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not errors and store.get("n") == 300
+        assert len(store) == 1 + 6 * 51
+
+
+def test_store_keeps_working_across_fork(tmp_path: Path) -> None:
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        store.set("parent", 1)
+        pid = os.fork()
+        if pid == 0:  # the child: use the inherited store, then leave without cleanup
+            code = 1
+            try:
+                assert store.get("parent") == 1
+                store.incr("forks")
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.incr("forks") == 2
+
+
+def test_another_process_sees_writes_made_after_it_listed(tmp_path: Path) -> None:
+    url = _url(tmp_path / "kv")
+    with satchel.open(url) as first, satchel.open(url) as second:
+        first.set_many({"a": 1, "b": 2})
+        assert list(second.keys()) == ["a", "b"]  # second lists (and keeps) the scope
+        first.set("c", 3)
+        assert list(second.keys()) == ["a", "b", "c"]
+        first.delete("a")
+        assert list(second.keys()) == ["b", "c"] and len(second) == 2
+
+
+def test_paging_through_keys_lists_the_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        store.set_many({f"k{i:04d}": i for i in range(1200)})  # three pages of keys()
+        listed: list[str] = []
+        real_listdir = os.listdir
+
+        def listdir(path: Any = ".") -> list[str]:
+            listed.append(str(path))
+            return real_listdir(path)
+
+        monkeypatch.setattr(os, "listdir", listdir)
+        assert sum(1 for _ in store.keys("k*")) == 1200
+        assert len(store) == 1200
+        assert len(listed) <= 1  # none if the expiry sweep after set_many listed it
+        store.set("k9999", 0)  # a write makes the next listing fresh
+        assert list(store.keys("k999*")) == ["k9999"]
+        assert listed[-1] == str(tmp_path / "kv" / "default")
+
+
+# --- crashes -------------------------------------------------------------------------------
+
+CRASH_WRITER = """
+import sys, satchel
+store = satchel.open(sys.argv[1])
+keys = [f"k{i:03d}" for i in range(int(sys.argv[2]))]
+r = store.get("k000", 0)
+while True:
+    r += 1
+    store.set_many(dict.fromkeys(keys, r))
+    if r % 4 == 0:
+        store.delete_many(keys[::2])
+    print(r, flush=True)
+"""
+
+
+def test_a_batch_killed_at_a_random_moment_is_all_or_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    keys = 150
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    caught = {"after commit": 0, "while staging": 0, "between batches": 0}
+    for _ in range(6):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", CRASH_WRITER, _url(root), str(keys)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert writer.stdout is not None and writer.stdout.readline()  # one batch done
+            time.sleep(rng.uniform(0, 0.25))
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(10)
+        if (root / ".journal").exists():
+            caught["after commit"] += 1
+        elif os.listdir(root / ".tmp"):
+            caught["while staging"] += 1
+        else:
+            caught["between batches"] += 1
+        with satchel.open(_url(root)) as store:  # recovers what the writer left
+            got = dict(store.items())
+            assert len(set(got.values())) == 1, f"mixed batches (seed {seed}): {got}"
+            assert len(got) in (keys, keys // 2), f"half a batch (seed {seed}): {len(got)}"
+        assert not (root / ".journal").exists()
+        assert os.listdir(root / ".tmp") == []
+    # Batches take most of the writer's time, so some kills land inside one.
+    assert caught["between batches"] < 6, caught
+
+
+class _Crash(BaseException):
+    """Stands in for the process dying at that point."""
+
+
+def test_a_batch_that_died_after_its_commit_point_is_rolled_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _url(tmp_path / "kv")
+    with satchel.open(url) as store:
+        store.set_many({f"k{i}": "old" for i in range(10)})
+
+    def half_then_die(steps: Sequence[files.Step]) -> None:
+        for tmp, path in steps[: len(steps) // 2]:
+            os.replace(str(tmp), path)
+        raise _Crash
+
+    monkeypatch.setattr(FilesBackend, "_apply", staticmethod(half_then_die))
+    crashed = satchel.open(url)
+    with pytest.raises(_Crash):
+        crashed.set_many({f"k{i}": "new" for i in range(10)})
+    monkeypatch.undo()
+    assert (tmp_path / "kv" / ".journal").exists()
+    keys = [f"k{i}" for i in range(10)]
+    assert crashed.get_many(keys) == dict.fromkeys(keys, "new")  # a reader rolls it forward
+    assert not (tmp_path / "kv" / ".journal").exists()
+    assert crashed.info("k9").version == 2
+    crashed.close()
+
+
+def test_a_batch_that_died_before_its_commit_point_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _url(tmp_path / "kv")
+    satchel.open(url).close()
+
+    def die(self: FilesBackend, steps: Sequence[files.Step]) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(FilesBackend, "_commit", die)
+    crashed = satchel.open(url)
+    with pytest.raises(_Crash):
+        crashed.set_many({"a": 1, "b": 2})
+    monkeypatch.undo()
+    assert len(os.listdir(tmp_path / "kv" / ".tmp")) == 2  # the staged files
+    with satchel.open(url) as store:
+        assert len(store) == 0
+    assert os.listdir(tmp_path / "kv" / ".tmp") == []  # deleted by the open
+    crashed.close()
+
+
+@pytest.mark.parametrize(
+    "plan", [b"not json", b'[["../../x", "default/a"]]', b'[[null, "../outside"]]']
+)
+def test_a_damaged_journal_is_corrupt_data_and_touches_nothing(tmp_path: Path, plan: bytes) -> None:
+    root = tmp_path / "kv"
+    satchel.open(_url(root)).close()
+    (root / ".journal").write_bytes(plan)
+    (tmp_path / "outside").write_text("keep")
+    with pytest.raises(satchel.CorruptData, match="journal"):
+        satchel.open(_url(root))
+    assert (tmp_path / "outside").read_text() == "keep"
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+def test_disk_full_is_a_backend_error_naming_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        store.set("k", "old")
+        real_stage = FilesBackend._stage
+
+        def full(self: FilesBackend, *chunks: bytes, sync: bool = True) -> str:
+            path = real_stage(self, *chunks, sync=sync)
+            os.unlink(path)
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+
+        monkeypatch.setattr(FilesBackend, "_stage", full)
+        with pytest.raises(satchel.BackendError, match="no space left") as info:
+            store.set("k", "new")
+        assert str(tmp_path / "kv" / ".tmp") in str(info.value) and "'k'" in str(info.value)
+        monkeypatch.undo()
+        assert store.get("k") == "old"
+    assert os.listdir(tmp_path / "kv" / ".tmp") == []
+
+
+def test_a_foreign_directory_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"meow")
+    with pytest.raises(satchel.IncompatibleDatabase, match="not a satchel store"):
+        satchel.open(_url(tmp_path / "photos"))
+    assert os.listdir(tmp_path / "photos") == ["cat.jpg"]
+
+
+def test_an_empty_existing_directory_becomes_a_store(tmp_path: Path) -> None:
+    (tmp_path / "kv").mkdir()
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        store.set("a", 1)
+    assert (tmp_path / "kv" / ".satchel").is_file()
+
+
+def test_missing_parent_is_backend_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(satchel.BackendUnavailable, match="no directory"):
+        satchel.open(_url(tmp_path / "missing" / "kv"))
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_file_in_place_of_the_directory_is_incompatible(tmp_path: Path) -> None:
+    (tmp_path / "kv").write_text("a file")
+    with pytest.raises(satchel.IncompatibleDatabase):
+        satchel.open(_url(tmp_path / "kv"))
+
+
+def test_a_newer_format_is_incompatible(tmp_path: Path) -> None:
+    satchel.open(_url(tmp_path / "kv")).close()
+    (tmp_path / "kv" / ".satchel").write_text('{"application": "satchel", "format": 99}')
+    with pytest.raises(satchel.IncompatibleDatabase, match="format 99"):
+        satchel.open(_url(tmp_path / "kv"))
+
+
+def test_a_damaged_record_is_corrupt_data_naming_its_file(tmp_path: Path) -> None:
+    with satchel.open(_url(tmp_path / "kv")) as store:
+        store.set_many({"good": 1, "bad": 2, "copy": 3})
+        bad = tmp_path / "kv" / "default" / "bad"
+        bad.write_bytes(b"no metadata here")
+        with pytest.raises(satchel.CorruptData, match=str(bad)):
+            store.get("bad")
+        (tmp_path / "kv" / "default" / "copy").write_bytes(
+            (tmp_path / "kv" / "default" / "good").read_bytes()
+        )
+        with pytest.raises(satchel.CorruptData, match="another key"):
+            store.get("copy")  # a record is only ever returned for the key it holds
+        assert store.get("good") == 1
+
+
+def test_the_directory_removed_under_an_open_store(tmp_path: Path) -> None:
+    import shutil
+
+    store = satchel.open(_url(tmp_path / "kv"))
+    store.set("a", 1)
+    shutil.rmtree(tmp_path / "kv")
+    with pytest.raises(satchel.BackendUnavailable, match="gone"):
+        store.set("a", 2)
+    store.close()
+
+
+def test_expired_records_are_purged_physically(tmp_path: Path) -> None:
+    backend = FilesBackend(tmp_path / "kv")
+    now = time.time()
+    backend.put_many("s", [(f"k{i}", b"\x01b\x00") for i in range(5)], now + 10, now, False)
+    backend.put("s", "kept", b"\x01b\x00", None, now, False)
+    assert backend.purge_expired(now, 100) == 0
+    assert backend.purge_expired(now + 20, 3) == 3
+    assert backend.purge_expired(now + 20, 100) == 2
+    assert os.listdir(tmp_path / "kv" / "s") == ["kept"]
+    backend.close()
+
+
+def test_clear_removes_the_scope_directory(tmp_path: Path) -> None:
+    with satchel.open(_url(tmp_path / "kv"), scope="gone") as store:
+        store.set_many({"a": 1, "b": 2})
+        store.scope("stays").set("c", 3)
+        store.clear()
+    assert sorted(os.listdir(tmp_path / "kv")) == [".lock", ".satchel", ".tmp", "stays"]
+    assert os.listdir(tmp_path / "kv" / ".tmp") == []
+
+
+# --- URLs and options -------------------------------------------------------------------------
+
+
+def test_relative_url_resolves_against_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with satchel.open("file://data/kv") as store:
+        store.set("a", 1)
+        assert store.url == f"file://{tmp_path}/data/kv"
+    assert (tmp_path / "data" / "kv" / "default" / "a").is_file()
+
+
+def test_absolute_url_and_durability_option(tmp_path: Path) -> None:
+    with satchel.open(f"file://{tmp_path}/kv?durability=full") as store:
+        store.set_many({"a": 1, "b": 2})
+        store.delete("a")
+        assert store.url == f"file://{tmp_path}/kv"
+    with satchel.open(f"file://{tmp_path}/kv", durability="normal") as store:
+        assert dict(store.items()) == {"b": 2}
+
+
+@pytest.mark.parametrize(
+    "url", ["file://", "file:///x?durability=sometimes", "file:///x?timeout=3"]
+)
+def test_bad_file_urls_are_invalid_input(url: str) -> None:
+    with pytest.raises(satchel.InvalidInput):
+        satchel.open(url)
