@@ -115,6 +115,21 @@ def store_url(engine: Engine, tmp_path: Path) -> Iterator[str]:
         engine.cleanup(url)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="run the long variants of the reliability suite (more rounds, more data)",
+    )
+
+
+@pytest.fixture
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """True under ``pytest --long``: reliability tests then run their long variants."""
+    return bool(request.config.getoption("--long"))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     support_redis.stop_cluster()  # the test Redis Cluster, if one was started
 
