@@ -65,7 +65,10 @@ def _utc(timestamp: float) -> dt.datetime:
 
 def _ttl_seconds(ttl: object) -> float:
     if type(ttl) is int or type(ttl) is float:
-        seconds = float(ttl)
+        try:
+            seconds = float(ttl)
+        except OverflowError:  # an int beyond any float
+            raise InvalidInput(f"ttl must be at most {MAX_TTL:g} seconds") from None
     elif isinstance(ttl, dt.timedelta):
         seconds = ttl.total_seconds()
     else:
@@ -197,6 +200,11 @@ class Store:
             if record is not None:
                 yield record
             return
+        if not pattern.prefix.isascii():
+            try:
+                pattern.prefix.encode()
+            except UnicodeEncodeError:
+                return  # a lone surrogate: no stored key can start with it
         after = None
         while True:
             page = self._shared.backend.scan(
