@@ -304,9 +304,15 @@ class PostgresBackend(Backend):
             try:
                 with self._errors(may_have_written=not read):
                     return self._on_connection(fn)
-            except BackendUnavailable:
-                if attempts <= 0:
+            except BackendUnavailable as exc:
+                # Waiting for the pool already took `timeout`: no second wait.
+                if attempts <= 0 or isinstance(exc.__cause__, PoolTimeout):
                     raise
+                # After a server restart every idle pooled connection is dead too:
+                # drop them, so the retry gets a fresh one.
+                if self._pool is not None:
+                    with suppress(Exception):
+                        self._pool.check()
 
     def _on_connection(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         pool = self._pool or self._open_pool()
