@@ -40,6 +40,8 @@ import sqlitedict  # type: ignore[import-untyped]
 import satchel
 
 T = TypeVar("T")
+C = TypeVar("C", bound="Contender")
+W = TypeVar("W", bound="Workload")
 Value = dict[str, Any]
 Items = Sequence[tuple[str, Value]]
 
@@ -463,15 +465,19 @@ def run_op(c: Contender, op: str, w: Workload) -> tuple[float, int]:
 
 
 def run_round(
-    contenders: Sequence[Contender], w: Workload, rotate: int
+    contenders: Sequence[C],
+    w: W,
+    rotate: int,
+    ops: Sequence[str] = OPS,
+    run: Callable[[C, str, W], tuple[float, int]] = run_op,
 ) -> dict[str, dict[str, float]]:
     """One round: every op for every contender, op by op; returns ops/s per contender."""
     k = rotate % len(contenders)
     order = list(contenders[k:]) + list(contenders[:k])
     rates: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
-    for op in OPS:
+    for op in ops:
         for c in order:
-            secs, count = run_op(c, op, w)
+            secs, count = run(c, op, w)
             rates[c.name][op] = count / secs if secs > 0 else math.inf
     for c in contenders:
         c.clear()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import subprocess
@@ -54,6 +53,7 @@ from bench_core import (
     timed,
     version_of,
 )
+from bench_core import run_round as core_run_round
 
 POSTGRES = "postgres"
 REDIS = "redis"
@@ -294,17 +294,8 @@ def run_round(
     rotate: int,
     admin: psycopg.Connection[Any],
 ) -> dict[str, dict[str, float]]:
-    """One round: every op for every contender, op by op; returns ops/s per contender."""
-    k = rotate % len(contenders)
-    order = list(contenders[k:]) + list(contenders[:k])
-    rates: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
-    for op in OPS:
-        for c in order:
-            secs, count = run_server_op(c, op, w)
-            rates[c.name][op] = count / secs if secs > 0 else math.inf
-    for c in contenders:
-        c.clear()
-        check(c.count() == 0, c, "count after clear")
+    """bench_core's round over the server ops, then a VACUUM so rounds start alike."""
+    rates = core_run_round(contenders, w, rotate, OPS, run_server_op)
     vacuum(admin)
     return rates
 
