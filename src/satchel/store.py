@@ -200,6 +200,8 @@ class Store:
             if record is not None:
                 yield record
             return
+        if "\x00" in pattern.prefix:
+            return  # no stored key holds a NUL (and PostgreSQL could not even compare it)
         if not pattern.prefix.isascii():
             try:
                 pattern.prefix.encode()

@@ -294,7 +294,11 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, dt.datetime):
-        return a == b and a.tzinfo == b.tzinfo if a.tzinfo is None else a == b
+        if a.tzinfo is None or b.tzinfo is None:
+            return a == b and a.tzinfo is b.tzinfo
+        # The offset is kept, a zone name is not (README). Compare wall time and offset:
+        # `==` across zones is never true for a time in a DST gap or fold (PEP 495).
+        return a.replace(tzinfo=None) == b.replace(tzinfo=None) and (a.utcoffset() == b.utcoffset())
     return bool(a == b)
 
 
