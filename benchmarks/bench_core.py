@@ -643,6 +643,16 @@ off while timing. Sanity checks (counts, last value read) run untimed after each
 # --------------------------------------------------------------------------- main
 
 
+def save_results(kind: str, text: str, started: dt.datetime) -> None:
+    """Write a report to results/<kind>-<YYYYMMDD-HHMM>.md and results/<kind>-latest.md."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamped = RESULTS_DIR / f"{kind}-{started:%Y%m%d-%H%M}.md"
+    latest = RESULTS_DIR / f"{kind}-latest.md"
+    for path in (stamped, latest):
+        path.write_text(text, encoding="utf-8")
+    print(f"wrote {stamped} and {latest}", file=sys.stderr)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -716,11 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(best, args, started, time.perf_counter() - t0, shelf_db, cap is not None)
     print(text)
     if not args.no_save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamped = RESULTS_DIR / f"core-{started:%Y%m%d-%H%M}.md"
-        stamped.write_text(text, encoding="utf-8")
-        (RESULTS_DIR / "core-latest.md").write_text(text, encoding="utf-8")
-        print(f"wrote {stamped} and {RESULTS_DIR / 'core-latest.md'}", file=sys.stderr)
+        save_results("core", text, started)
     return 0
 
 

@@ -20,20 +20,19 @@ import platform
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import satchel
 from bench_core import (
     OP_HEADERS,
     OPS,
-    RESULTS_DIR,
     SatchelContender,
     Workload,
     fmt_rate,
     fmt_ratio,
     md_table,
     run_round,
+    save_results,
     version_of,
 )
 
@@ -111,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(text)
     if not args.no_save:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M")
-        for name in (f"crypto-{stamp}.md", "crypto-latest.md"):
-            Path(RESULTS_DIR, name).write_text(text)
+        save_results("crypto", text, dt.datetime.now())
     return 0
 
 

@@ -50,6 +50,7 @@ from bench_core import (
     md_table,
     positive_int,
     run_op,
+    save_results,
     timed,
     version_of,
 )
@@ -566,11 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report(best, args, started, time.perf_counter() - t0, servers)
     print(text)
     if not args.no_save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamped = RESULTS_DIR / f"servers-{started:%Y%m%d-%H%M}.md"
-        stamped.write_text(text, encoding="utf-8")
-        (RESULTS_DIR / "servers-latest.md").write_text(text, encoding="utf-8")
-        print(f"wrote {stamped} and {RESULTS_DIR / 'servers-latest.md'}", file=sys.stderr)
+        save_results("servers", text, started)
     return 0
 
 
