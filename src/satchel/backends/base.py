@@ -9,6 +9,10 @@ argument before it reaches an engine. What an engine must honour:
   record; a new record (or one replacing an expired record) starts at version 1;
 - each primitive is atomic; ``scan`` returns live records in key order (code point
   order, which is the byte order of UTF-8).
+
+Besides records, an engine keeps three more kinds of data per scope, each in its own
+namespace (never seen by ``scan``, ``count``, ``scopes`` or ``clear``): the chunks of
+large values (blobs), time series points, and event sequences. See the sections below.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from ..errors import BackendError
 
 
 @dataclass(slots=True)
@@ -34,6 +40,12 @@ class Record:
 # How close two created_at must be to name the same life of a key (KeyInfo carries them
 # as datetimes, which keep microseconds).
 CREATED_AT_TOLERANCE = 1e-6
+
+# A staged blob that was never committed is dropped by purge_expired after this long.
+STAGED_LIFETIME = 86400.0
+
+# An event sequence state: (seq of the last event it includes, its timestamp in ms, bytes).
+EventState = tuple[int, int, bytes]
 
 # Given the live record (or None), return the new value and expiry to store.
 Modifier = Callable[[Record | None], tuple[bytes, float | None]]
@@ -166,3 +178,128 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections and files. Idempotent."""
+
+    # -- large values (blobs) ----------------------------------------------------------
+    # A blob is written as numbered chunks (0, 1, 2, ...) under a fresh `blob_id`: staged,
+    # invisible to every reader. `blob_commit` then makes it the key's value in one atomic
+    # step: the record's value becomes `manifest` (bytes made by the Store; an engine never
+    # parses them) and its chunks readable through `blob_read`. Whatever the key held
+    # before, that blob's chunks included, is replaced at that moment. Once the record is
+    # deleted, overwritten (by any write), cleared or expired, `blob_read` returns None
+    # for its chunks and the engine frees their space (at once, or in purge_expired).
+    # A staged blob never committed is freed by purge_expired after STAGED_LIFETIME.
+
+    def _unsupported(self, what: str) -> BackendError:
+        return BackendError(f"this engine does not support {what}", engine=self.engine)
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        """Stage chunk `index` of blob `blob_id` for `key` (durable when it returns)."""
+        raise self._unsupported("large values")
+
+    def blob_commit(
+        self,
+        scope: str,
+        key: str,
+        blob_id: str,
+        chunks: int,
+        manifest: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        """Make staged blob `blob_id` (chunks 0..chunks-1) the value of `key`, atomically.
+
+        Return True if the key had no live record. Raise BackendError, writing nothing,
+        if a staged chunk is missing (e.g. freed as stale).
+        """
+        raise self._unsupported("large values")
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        """Free the staged chunks of `blob_id` (nothing if none are left)."""
+        raise self._unsupported("large values")
+
+    def blob_read(
+        self, scope: str, key: str, blob_id: str, index: int, now: float
+    ) -> bytes | None:
+        """Chunk `index` of blob `blob_id`, or None unless `key`'s live value is that blob."""
+        raise self._unsupported("large values")
+
+    # -- time series -------------------------------------------------------------------
+    # Series `name` of `scope` maps timestamps t (signed 64-bit ints) to value bytes, one
+    # entry per point, ordered by t. Points never expire.
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        """Write `points` (distinct t) in one transaction, replacing any at the same t."""
+        raise self._unsupported("time series")
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` points with ``start <= t < stop`` (None: unbounded) in t order
+        (descending with `reverse`). With ``values=False`` the values may be empty."""
+        raise self._unsupported("time series")
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        """Delete the points with ``start <= t < stop``; return how many."""
+        raise self._unsupported("time series")
+
+    def series_count(self, scope: str, name: str) -> int:
+        """How many points series `name` holds."""
+        raise self._unsupported("time series")
+
+    def series_names(self, scope: str) -> list[str]:
+        """Sorted names of the series of `scope` holding at least one point."""
+        raise self._unsupported("time series")
+
+    # -- event sequences ---------------------------------------------------------------
+    # Sequence `name` of `scope` is a log of events numbered 1, 2, 3, ... (`seq`), each a
+    # (timestamp ms, bytes) pair, plus two states (bytes made by the Store): "head", the
+    # state after the last event, and "base", the state after every event up to its seq,
+    # whose events have been dropped (compacted). A deleted sequence starts again at 1.
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        """The head or base state of sequence `name`, or None (empty / never compacted)."""
+        raise self._unsupported("event sequences")
+
+    def events_append(
+        self,
+        scope: str,
+        name: str,
+        after_seq: int,
+        events: Sequence[tuple[int, bytes]],
+        head: bytes,
+    ) -> bool:
+        """If the last seq is `after_seq` (0: no events yet), atomically append `events`
+        as seq after_seq+1, ... and set the head to (last seq, last timestamp, `head`).
+        Return False, writing nothing, if the sequence has moved on."""
+        raise self._unsupported("event sequences")
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Up to `limit` events ``(seq, timestamp_ms, data)`` with seq > `after_seq`, in order."""
+        raise self._unsupported("event sequences")
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        """Atomically set the base to `base` and drop the events up to its seq; a no-op
+        if the current base already reaches that seq."""
+        raise self._unsupported("event sequences")
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        """Delete sequence `name` (events and states); False if it did not exist."""
+        raise self._unsupported("event sequences")
+
+    def events_names(self, scope: str) -> list[str]:
+        """Sorted names of the sequences of `scope` holding at least one event or state."""
+        raise self._unsupported("event sequences")
