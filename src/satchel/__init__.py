@@ -21,6 +21,7 @@ from .errors import (
     SatchelError,
     StoreClosed,
     UnsupportedValue,
+    ValueChanged,
 )
 from .store import KeyInfo, Store, open
 
@@ -40,6 +41,7 @@ __all__ = [
     "StoreClosed",
     "UnsupportedValue",
     "UserCodec",
+    "ValueChanged",
     "open",
 ]
 __version__ = "0.1.0"

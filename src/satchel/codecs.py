@@ -7,7 +7,8 @@ which is only ever unpickled by a store opened with ``codec="pickle"``.
 
 Codec ids: ``b`` bytes, ``s`` str (both raw payloads, so a person reading the database
 sees them as they are), ``t`` typed (msgpack with extension types), ``j`` JSON,
-``p`` pickle, ``x`` a user-supplied codec.
+``p`` pickle, ``x`` a user-supplied codec; ``B`` marks the manifest of a large value
+(see blobs.py), which the Store reads, never a codec.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .errors import CorruptData, InvalidInput, InvalidInputType, UnsupportedValu
 FORMAT_VERSION = 1
 HEADER_SIZE = 3
 BYTES, STR, TYPED, JSON, PICKLE, CUSTOM = b"b", b"s", b"t", b"j", b"p", b"x"
+BLOB = b"B"
 _KNOWN_IDS = frozenset(BYTES + STR + TYPED + JSON + PICKLE + CUSTOM)
 
 
@@ -43,9 +45,10 @@ def _header(codec_id: bytes) -> bytes:
     return bytes((FORMAT_VERSION,)) + codec_id + b"\x00"
 
 
-_H_BYTES, _H_STR, _H_TYPED, _H_JSON, _H_PICKLE, _H_CUSTOM = map(
-    _header, (BYTES, STR, TYPED, JSON, PICKLE, CUSTOM)
+_H_BYTES, _H_STR, _H_TYPED, _H_JSON, _H_PICKLE, _H_CUSTOM, H_BLOB = map(
+    _header, (BYTES, STR, TYPED, JSON, PICKLE, CUSTOM, BLOB)
 )
+H_BYTES = _H_BYTES
 
 # --- typed: msgpack plus extension types for what msgpack lacks -------------------------
 

@@ -10,6 +10,7 @@
     ├── DecryptionError                 no key, the wrong key, or a tampered encrypted value
     ├── ReadOnlyError                   a write to a store opened with readonly=True
     ├── StoreClosed                     the store was closed
+    ├── ValueChanged                    a large value was replaced or deleted while read
     └── BackendError                    the engine failed
         ├── BackendUnavailable          cannot reach the engine, or it went away
         └── IncompatibleDatabase        not a satchel database, or written by a newer satchel
@@ -32,6 +33,7 @@ __all__ = [
     "SatchelError",
     "StoreClosed",
     "UnsupportedValue",
+    "ValueChanged",
 ]
 
 
@@ -104,6 +106,13 @@ class ReadOnlyError(SatchelError):
 
 class StoreClosed(SatchelError):
     """The store (or the connection it shares) was closed."""
+
+
+class ValueChanged(SatchelError):
+    """A large value (blob) was replaced, deleted or expired while it was being read.
+
+    What was read so far belongs to the old value; open it again to read the new one.
+    """
 
 
 class BackendError(SatchelError):

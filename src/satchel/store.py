@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from time import time
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
+from . import blobs
 from .backends.base import Backend, Record
 from .backends.readonly import ReadOnlyBackend
 from .codecs import HEADER_SIZE, Codec, UserCodec, get_codec
@@ -165,10 +167,25 @@ class Store:
         data = self._encode(value)
         return data if self._sealer is None else self._sealer.seal(data, self._scope, key)
 
+    def _seal(self, record: bytes, key: str) -> bytes:
+        """An encoded `record` for `key`, sealed if configured."""
+        return record if self._sealer is None else self._sealer.seal(record, self._scope, key)
+
     def _load(self, data: bytes, key: str) -> Any:
         """The value stored as `data` under `key`: unsealed if need be, then decoded."""
         if len(data) > 2 and data[2]:  # flags: encrypted and/or compressed
             data = unseal(data, self._keyring, self._scope, key)
+        if data[1] == 66:  # b"B": a large value, whose bytes are in chunks
+            return blobs.read_whole(self, key, blobs.read_manifest(data))
+        return self._decode(data)
+
+    def _load_small(self, data: bytes, key: str) -> Any:
+        """`_load` for use inside an engine's transaction: refuses a large value, whose
+        chunks cannot be read there."""
+        if len(data) > 2 and data[2]:
+            data = unseal(data, self._keyring, self._scope, key)
+        if blobs.is_manifest(data):
+            raise UnsupportedValue("the key holds a large bytes value (blob)")
         return self._decode(data)
 
     def _value(self, record: Record) -> Any:
@@ -291,16 +308,21 @@ class Store:
         data = record.value
         if len(data) > 2 and data[2]:  # sealed: describe the value, not its ciphertext
             data = unseal(data, self._keyring, self._scope, key)
-        payload = memoryview(data)[HEADER_SIZE:]
+        if blobs.is_manifest(data):
+            manifest = blobs.read_manifest(data)
+            size, checksum = manifest.size, manifest.checksum
+        else:
+            payload = memoryview(data)[HEADER_SIZE:]
+            size, checksum = len(payload), hashlib.blake2b(payload, digest_size=16).hexdigest()
         return KeyInfo(
             key=key,
             scope=self._scope,
-            size=len(payload),
+            size=size,
             created_at=_utc(record.created_at),
             updated_at=_utc(record.updated_at),
             expires_at=None if record.expires_at is None else _utc(record.expires_at),
             version=record.version,
-            checksum=hashlib.blake2b(payload, digest_size=16).hexdigest(),
+            checksum=checksum,
         )
 
     @_about_key
@@ -411,9 +433,26 @@ class Store:
     def pop(self, key: str, default: Any = _MISSING) -> Any:
         """Delete `key` and return its value, atomically; `default` (if given) when missing."""
         key = check_key(key)
-        found = self._shared.backend.pop(
-            self._scope, key, time(), lambda data: self._load(data, key)
-        )
+        backend = self._shared.backend
+        read: tuple[bytes, Any] | None = None  # a large value read before the pop
+
+        def decode(data: bytes) -> Any:
+            if read is not None and data == read[0]:  # the manifest names one blob
+                return read[1]
+            return self._load_small(data, key)
+
+        while True:
+            try:
+                found = backend.pop(self._scope, key, time(), decode)
+                break
+            except UnsupportedValue:
+                # A large value: read its chunks first (not inside the engine's
+                # transaction), then pop only if it is still that value.
+                record = backend.get(self._scope, key, time())
+                if record is None:
+                    found = None
+                    break
+                read = (record.value, self._load(record.value, key))
         if found is None:
             if default is _MISSING:
                 raise KeyNotFound("key not found")
@@ -437,7 +476,7 @@ class Store:
             if record is None:
                 result = delta
                 return self._dump(result, key), None
-            current = self._load(record.value, key)
+            current = self._load_small(record.value, key)
             if type(current) is not int:
                 raise UnsupportedValue(f"cannot increment a {type(current).__name__} value")
             result = current + delta
@@ -508,6 +547,43 @@ class Store:
             ):
                 return new
 
+    # -- large values ------------------------------------------------------------------
+
+    @_about_key
+    def open_blob(
+        self, key: str, mode: str = "rb", *, ttl: float | dt.timedelta | None = None
+    ) -> io.BufferedReader | blobs.BlobWriter:
+        """Open the bytes value of `key` as a binary file, for values of any size.
+
+        ``"wb"`` returns a writable file; what is written becomes the value on ``close()``
+        (atomically: readers see the old value or the new, never a part), with `ttl` if
+        given. An exception inside ``with`` (or ``discard()``) keeps the old value.
+        ``"rb"`` returns a readable, seekable file, holding one chunk in memory at a time.
+        Raises KeyNotFound for a missing key, UnsupportedValue if the value is not bytes,
+        InvalidInput for another mode.
+
+        >>> with store.open_blob("report.csv", "wb") as f:
+        ...     f.write(b"a,b\n1,2\n")
+        >>> store.open_blob("report.csv").read()
+        b'a,b\n1,2\n'
+        """
+        key = check_key(key)
+        if mode == "rb":
+            return blobs.open_reader(self, key)
+        if mode == "wb":
+            return blobs.BlobWriter(self, key, _expiry(ttl, time()))
+        raise InvalidInput(f'mode must be "rb" or "wb", not {mode!r}')
+
+    def stream_lines(self, key: str, encoding: str | None = None) -> Iterator[Any]:
+        """Lazily yield the lines of the bytes value of `key` (bytes, or str if `encoding`
+        is given), line endings kept. Raises like ``open_blob(key, "rb")``, at once."""
+        try:
+            reader = blobs.open_reader(self, check_key(key))
+        except SatchelError as exc:
+            raise self._tag(exc, key) from exc.__cause__
+        decode = None if encoding is None else (lambda line: line.decode(encoding))
+        return blobs.lines(reader, decode)
+
     @_about_key
     def touch(self, key: str, ttl: float | dt.timedelta | None) -> bool:
         """Set how long `key` lives from now (None: forever); False if it has no live value."""
@@ -551,7 +627,11 @@ class Store:
             checked += 1
             if not is_current(record.value, keyring):
                 try:
-                    plain = self._encode(self._load(record.value, record.key))
+                    plain = unseal(record.value, keyring, self._scope, record.key)
+                    if blobs.is_manifest(plain):
+                        rewritten += self._rotate_blob(record)
+                        continue
+                    plain = self._encode(self._decode(plain))
                 except SatchelError as exc:
                     raise self._tag(exc, record.key) from exc.__cause__
                 data = self._sealer.seal(plain, self._scope, record.key)
@@ -564,6 +644,20 @@ class Store:
         if progress is not None:
             progress(checked, rewritten)
         return rewritten
+
+    def _rotate_blob(self, record: Record) -> bool:
+        """Rewrite a large value under the current key, unless it changed meanwhile."""
+        key = record.key
+        with blobs.open_reader(self, key) as source, blobs.BlobWriter(
+            self, key, record.expires_at
+        ) as target:
+            while chunk := source.read(blobs.CHUNK_SIZE):
+                target.write(chunk)
+            now = self._shared.backend.get(self._scope, key, time())
+            if now is None or now.version != record.version:
+                target.discard()  # another writer replaced it: theirs is current
+                return False
+        return True
 
     def close(self) -> None:
         """Close the connection (for every scope view of it). Idempotent."""

@@ -6,9 +6,17 @@ import bisect
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
+from ..errors import BackendError
+from .base import (
+    CREATED_AT_TOLERANCE,
+    STAGED_LIFETIME,
+    Backend,
+    EventState,
+    Modifier,
+    Record,
+)
 
 
 class _Scope:
@@ -25,12 +33,38 @@ def _live(record: Record | None, now: float) -> Record | None:
     return record
 
 
+class _Manifest(bytes):
+    """A blob's manifest that carries its chunks: they go when the record goes."""
+
+    blob_id: str
+    chunks: list[bytes]
+
+
+class _Series:
+    __slots__ = ("times", "values")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []  # sorted
+        self.values: dict[int, bytes] = {}
+
+
+class _Sequence:
+    __slots__ = ("events", "states")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, int, bytes]] = []  # (seq, ts, data), by seq
+        self.states: dict[str, EventState] = {}
+
+
 class _Data:
     """The records of one memory store, shared by every open of the same name."""
 
     def __init__(self) -> None:
         self.scopes: dict[str, _Scope] = {}
         self.lock = threading.RLock()
+        self.staged: dict[str, tuple[float, dict[int, bytes]]] = {}  # blob id -> chunks
+        self.series: dict[tuple[str, str], _Series] = {}
+        self.sequences: dict[tuple[str, str], _Sequence] = {}
 
 
 # Named stores live while at least one open store refers to them.
@@ -226,6 +260,9 @@ class MemoryBackend(Backend):
 
     def purge_expired(self, now: float, limit: int) -> int:
         with self._lock:
+            staged = self._data.staged
+            for blob_id in [b for b, (at, _) in staged.items() if at < now - STAGED_LIFETIME]:
+                del staged[blob_id]
             purged = 0
             for s in self._scopes.values():
                 expired = [k for k, r in s.records.items() if _live(r, now) is None]
@@ -236,3 +273,163 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         pass  # the records go when the last open store of this name goes
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        with self._lock:
+            self._data.staged.setdefault(blob_id, (now, {}))[1][index] = data
+
+    def blob_commit(
+        self,
+        scope: str,
+        key: str,
+        blob_id: str,
+        chunks: int,
+        manifest: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        with self._lock:
+            staged = self._data.staged.get(blob_id, (now, {}))[1]
+            if any(i not in staged for i in range(chunks)):
+                raise BackendError("a chunk of the value being written is gone",
+                                   engine=self.engine)  # fmt: skip
+            value = _Manifest(manifest)
+            value.blob_id, value.chunks = blob_id, [staged[i] for i in range(chunks)]
+            del self._data.staged[blob_id]
+            return self._write(self._scope(scope), key, value, expires_at, now)
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        with self._lock:
+            self._data.staged.pop(blob_id, None)
+
+    def blob_read(
+        self, scope: str, key: str, blob_id: str, index: int, now: float
+    ) -> bytes | None:
+        with self._lock:
+            record = _live(self._scope(scope).records.get(key), now)
+        value = None if record is None else record.value
+        if not isinstance(value, _Manifest) or value.blob_id != blob_id:
+            return None
+        return value.chunks[index] if 0 <= index < len(value.chunks) else None
+
+    # -- time series ---------------------------------------------------------------------
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        with self._lock:
+            series = self._data.series.setdefault((scope, name), _Series())
+            new = [t for t, _ in points if t not in series.values]
+            series.values.update(points)
+            if new:
+                if series.times and min(new) < series.times[-1]:
+                    series.times = sorted(series.times + new)
+                else:
+                    series.times += sorted(new)
+
+    def _bounds(self, series: _Series, start: int | None, stop: int | None) -> tuple[int, int]:
+        times = series.times
+        low = 0 if start is None else bisect.bisect_left(times, start)
+        high = len(times) if stop is None else bisect.bisect_left(times, stop)
+        return low, max(low, high)
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        with self._lock:
+            series = self._data.series.get((scope, name))
+            if series is None:
+                return []
+            low, high = self._bounds(series, start, stop)
+            times = (series.times[max(low, high - limit) : high][::-1] if reverse
+                     else series.times[low : min(high, low + limit)])  # fmt: skip
+            return [(t, series.values[t] if values else b"") for t in times]
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        with self._lock:
+            series = self._data.series.get((scope, name))
+            if series is None:
+                return 0
+            low, high = self._bounds(series, start, stop)
+            for t in series.times[low:high]:
+                del series.values[t]
+            del series.times[low:high]
+            if not series.times:
+                del self._data.series[scope, name]
+            return high - low
+
+    def series_count(self, scope: str, name: str) -> int:
+        with self._lock:
+            series = self._data.series.get((scope, name))
+            return 0 if series is None else len(series.times)
+
+    def series_names(self, scope: str) -> list[str]:
+        with self._lock:
+            return sorted(name for (s, name) in self._data.series if s == scope)
+
+    # -- event sequences -----------------------------------------------------------------
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        with self._lock:
+            sequence = self._data.sequences.get((scope, name))
+            return None if sequence is None else sequence.states.get(which)
+
+    def events_append(
+        self,
+        scope: str,
+        name: str,
+        after_seq: int,
+        events: Sequence[tuple[int, bytes]],
+        head: bytes,
+    ) -> bool:
+        with self._lock:
+            sequence = self._data.sequences.setdefault((scope, name), _Sequence())
+            current = sequence.states.get("head")
+            if (0 if current is None else current[0]) != after_seq:
+                return False
+            seq = after_seq
+            for ts, data in events:
+                seq += 1
+                sequence.events.append((seq, ts, data))
+            sequence.states["head"] = (seq, events[-1][0], head)
+            return True
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        with self._lock:
+            sequence = self._data.sequences.get((scope, name))
+            if sequence is None:
+                return []
+            i = bisect.bisect_right(sequence.events, after_seq, key=lambda e: e[0])
+            return sequence.events[i : i + limit]
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        with self._lock:
+            sequence = self._data.sequences.setdefault((scope, name), _Sequence())
+            current = sequence.states.get("base")
+            if current is not None and current[0] >= base[0]:
+                return
+            sequence.states["base"] = base
+            i = bisect.bisect_right(sequence.events, base[0], key=lambda e: e[0])
+            del sequence.events[:i]
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        with self._lock:
+            return self._data.sequences.pop((scope, name), None) is not None
+
+    def events_names(self, scope: str) -> list[str]:
+        with self._lock:
+            return sorted(name for (s, name) in self._data.sequences if s == scope)

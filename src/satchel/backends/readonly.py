@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from ..errors import ReadOnlyError
-from .base import Backend, Modifier, Record
+from .base import Backend, EventState, Modifier, Record
 
 
 class ReadOnlyBackend(Backend):
@@ -72,3 +72,34 @@ class ReadOnlyBackend(Backend):
 
     def clear(self, scope: str) -> None:
         self._refuse()
+
+    def blob_read(self, scope: str, key: str, blob_id: str, index: int,
+                  now: float) -> bytes | None:  # fmt: skip
+        return self._backend.blob_read(scope, key, blob_id, index, now)
+
+    def series_range(self, scope: str, name: str, start: int | None, stop: int | None,
+                     limit: int, *, reverse: bool = False,
+                     values: bool = True) -> list[tuple[int, bytes]]:  # fmt: skip
+        return self._backend.series_range(scope, name, start, stop, limit, reverse=reverse,
+                                          values=values)  # fmt: skip
+
+    def series_count(self, scope: str, name: str) -> int:
+        return self._backend.series_count(scope, name)
+
+    def series_names(self, scope: str) -> list[str]:
+        return self._backend.series_names(scope)
+
+    def events_state(self, scope: str, name: str,
+                     which: Literal["head", "base"]) -> EventState | None:  # fmt: skip
+        return self._backend.events_state(scope, name, which)
+
+    def events_read(self, scope: str, name: str, after_seq: int,
+                    limit: int) -> list[tuple[int, int, bytes]]:  # fmt: skip
+        return self._backend.events_read(scope, name, after_seq, limit)
+
+    def events_names(self, scope: str) -> list[str]:
+        return self._backend.events_names(scope)
+
+    blob_write = blob_commit = blob_discard = _refuse
+    series_put = series_remove = _refuse
+    events_append = events_compact = events_delete = _refuse

@@ -1,0 +1,302 @@
+"""Large values: written and read as file objects, in chunks, never whole in memory.
+
+A large value is a record whose value is a manifest (header id ``B``, then msgpack of
+blob id, size, chunk size, chunk count, checksum, whether chunks are sealed) and whose
+bytes sit in numbered chunks the engine keeps beside it (see ``Backend.blob_*``). The
+manifest is sealed like any value; each chunk is sealed on its own, bound to its key,
+blob and position, so chunks cannot be swapped or moved. A value that fits in one chunk
+is stored as a plain bytes value instead: ``get`` and ``info`` treat both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from time import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from .codecs import BLOB, BYTES, H_BLOB, H_BYTES, HEADER_SIZE
+from .crypto import unseal
+from .errors import CorruptData, InvalidInput, KeyNotFound, UnsupportedValue, ValueChanged
+
+if TYPE_CHECKING:
+    from .store import Store
+
+CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise a round trip, small enough for RAM
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """Where a large value's bytes are and how to check them."""
+
+    blob_id: str
+    size: int
+    chunk_size: int
+    chunks: int
+    checksum: str  # hex BLAKE2b-128 of the whole value
+    sealed: bool  # chunks carry a record header (compressed and/or encrypted)
+
+    def pack(self) -> bytes:
+        fields = [self.blob_id, self.size, self.chunk_size, self.chunks, self.checksum, self.sealed]
+        return H_BLOB + msgpack.packb(fields)
+
+
+def is_manifest(record: bytes) -> bool:
+    """True if `record` (unsealed) is the manifest of a large value."""
+    return record[1:2] == BLOB
+
+
+def read_manifest(record: bytes) -> Manifest:
+    """The Manifest in an unsealed manifest record. Raises CorruptData if damaged."""
+    try:
+        blob_id, size, chunk_size, chunks, checksum, sealed = msgpack.unpackb(
+            record[HEADER_SIZE:]
+        )
+        return Manifest(str(blob_id), int(size), int(chunk_size), int(chunks), str(checksum),
+                        bool(sealed))  # fmt: skip
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptData(f"the manifest of a large value is damaged: {exc}") from exc
+
+
+def chunk_name(key: str, blob_id: str, index: int) -> str:
+    """The name a chunk is sealed under: no key holds a NUL, so none can collide."""
+    return f"{key}\x00{blob_id}\x00{index}"
+
+
+def _checksum() -> Any:
+    return hashlib.blake2b(digest_size=16)
+
+
+def _closed(key: str) -> InvalidInput:
+    return InvalidInput("I/O operation on a closed blob", key=key)
+
+
+class BlobWriter(io.RawIOBase):
+    """A writable binary file whose bytes become the value of a key on `close()`.
+
+    Until then readers see the old value. Leaving a ``with`` block by an exception, or
+    calling `discard()`, drops what was written and keeps the old value.
+    """
+
+    def __init__(self, store: Store, key: str, expires_at: float | None) -> None:
+        super().__init__()
+        self._store, self._key, self._expires_at = store, key, expires_at
+        self._blob_id = uuid.uuid4().hex
+        self._buffer = bytearray()
+        self._chunks = 0
+        self._size = 0
+        self._hash = _checksum()
+        self._done = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        """Append `data` (bytes-like); return how many bytes were taken (all of them)."""
+        if self._done:
+            raise _closed(self._key)
+        view = memoryview(data).cast("B")
+        self._hash.update(view)
+        self._buffer += view
+        self._size += len(view)
+        while len(self._buffer) >= CHUNK_SIZE:
+            self._flush_chunk(bytes(self._buffer[:CHUNK_SIZE]))
+            del self._buffer[:CHUNK_SIZE]
+        return len(view)
+
+    def _flush_chunk(self, chunk: bytes) -> None:
+        store = self._store
+        sealer, scope = store._sealer, store._scope
+        if sealer is not None:
+            chunk = sealer.seal(H_BYTES + chunk, scope, chunk_name(self._key, self._blob_id,
+                                                                  self._chunks))  # fmt: skip
+        store._shared.backend.blob_write(scope, self._key, self._blob_id, self._chunks, chunk,
+                                         time())  # fmt: skip
+        self._chunks += 1
+
+    def discard(self) -> None:
+        """Drop what was written; the key keeps its old value. Idempotent."""
+        if self._done:
+            return
+        self._done = True
+        self._buffer = bytearray()
+        try:
+            if self._chunks:
+                backend = self._store._shared.backend
+                backend.blob_discard(self._store._scope, self._key, self._blob_id)
+        finally:
+            super().close()
+
+    def close(self) -> None:
+        """Make what was written the key's value, atomically. Idempotent."""
+        if self._done:
+            return
+        self._done = True
+        store, key = self._store, self._key
+        backend, scope = store._shared.backend, store._scope
+        try:
+            now = time()
+            if not self._chunks:  # fits in one chunk: an ordinary bytes value
+                backend.put(scope, key, store._dump(bytes(self._buffer), key), self._expires_at,
+                            now, False)  # fmt: skip
+                return
+            if self._buffer:
+                self._flush_chunk(bytes(self._buffer))
+            self._buffer = bytearray()
+            manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
+                                self._hash.hexdigest(), store._sealer is not None)  # fmt: skip
+            backend.blob_commit(scope, key, self._blob_id, self._chunks,
+                                store._seal(manifest.pack(), key), self._expires_at,
+                                now)  # fmt: skip
+        except BaseException:
+            if self._chunks:
+                with contextlib.suppress(Exception):  # the first error is the one to report
+                    backend.blob_discard(scope, key, self._blob_id)
+            raise
+        finally:
+            super().close()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
+
+    def __repr__(self) -> str:
+        return f"<satchel.BlobWriter key={self._key!r} written={self._size}>"
+
+
+class BlobReader(io.RawIOBase):
+    """A readable, seekable binary file over a large value, one chunk in memory at a time.
+
+    Reading the whole value from the start checks its checksum at the end (CorruptData on
+    a mismatch). If the value is replaced or deleted meanwhile, reading raises ValueChanged.
+    """
+
+    def __init__(self, store: Store, key: str, manifest: Manifest) -> None:
+        super().__init__()
+        self._store, self._key, self._manifest = store, key, manifest
+        self._pos = 0
+        self._cached: tuple[int, bytes] | None = None
+        self._hash: Any = _checksum()  # None once a seek breaks the sequential read
+        self._hashed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        if self.closed:
+            raise _closed(self._key)
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self.closed:
+            raise _closed(self._key)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._manifest.size}
+        if whence not in base:
+            raise InvalidInput(f"invalid whence {whence!r}", key=self._key)
+        position = base[whence] + offset
+        if position < 0:
+            raise InvalidInput(f"negative seek position {position}", key=self._key)
+        self._pos = position
+        return position
+
+    def _chunk(self, index: int) -> bytes:
+        if self._cached is not None and self._cached[0] == index:
+            return self._cached[1]
+        store, manifest = self._store, self._manifest
+        scope, backend = store._scope, store._shared.backend
+        data = backend.blob_read(scope, self._key, manifest.blob_id, index, time())
+        if data is None:
+            raise ValueChanged("the value was replaced or deleted while it was read",
+                               key=self._key, scope=scope, engine=backend.engine)  # fmt: skip
+        if manifest.sealed:
+            name = chunk_name(self._key, manifest.blob_id, index)
+            data = unseal(data, store._keyring, scope, name)[HEADER_SIZE:]
+        expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
+        if len(data) != expected:
+            raise CorruptData(f"chunk {index} holds {len(data)} bytes, not {expected}",
+                              key=self._key, scope=scope)  # fmt: skip
+        self._cached = (index, data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            raise _closed(self._key)
+        manifest, view = self._manifest, memoryview(buffer).cast("B")
+        if self._pos >= manifest.size or not len(view):
+            self._verify()
+            return 0
+        index, offset = divmod(self._pos, manifest.chunk_size)
+        piece = memoryview(self._chunk(index))[offset : offset + len(view)]
+        view[: len(piece)] = piece
+        if self._hash is not None:
+            if self._hashed == self._pos:
+                self._hash.update(piece)
+                self._hashed += len(piece)
+            else:
+                self._hash = None
+        self._pos += len(piece)
+        return len(piece)
+
+    def _verify(self) -> None:
+        if self._hash is not None and self._hashed == self._manifest.size:
+            if self._hash.hexdigest() != self._manifest.checksum:
+                raise CorruptData("the value does not match its checksum", key=self._key,
+                                  scope=self._store._scope)  # fmt: skip
+            self._hash = None  # checked once
+
+    def readall(self) -> bytes:
+        parts = []
+        while chunk := self.read(self._manifest.chunk_size):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._cached = None
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<satchel.BlobReader key={self._key!r} size={self._manifest.size}>"
+
+
+def open_reader(store: Store, key: str) -> io.BufferedReader:
+    """A buffered binary reader over the bytes value of `key`, large or small."""
+    backend = store._shared.backend
+    data = backend.get_value(store._scope, key, time())
+    if data is None:
+        raise KeyNotFound("key not found")
+    if len(data) > 2 and data[2]:
+        data = unseal(data, store._keyring, store._scope, key)
+    if is_manifest(data):
+        manifest = read_manifest(data)
+        return io.BufferedReader(BlobReader(store, key, manifest), buffer_size=65536)
+    value = store._shared.codec.decode(data) if data[1:2] != BYTES else data[HEADER_SIZE:]
+    if not isinstance(value, bytes):
+        raise UnsupportedValue(f"the key holds a {type(value).__name__} value, not bytes")
+    return io.BufferedReader(io.BytesIO(value))
+
+
+def read_whole(store: Store, key: str, manifest: Manifest) -> bytes:
+    """All the bytes of a large value."""
+    with BlobReader(store, key, manifest) as reader:
+        return reader.readall()
+
+
+def lines(reader: io.BufferedReader, decode: Callable[[bytes], Any] | None) -> Iterator[Any]:
+    """Yield the lines of `reader`, closing it at the end (or when the iterator is closed)."""
+    with reader:
+        for line in reader:
+            yield line if decode is None else decode(line)
