@@ -39,7 +39,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -53,16 +53,19 @@ from redis.retry import Retry
 from ..engines import password as password_of
 from ..engines import redact
 from ..errors import BackendError, BackendUnavailable, CorruptData, InvalidInput, SatchelError
-from .base import CREATED_AT_TOLERANCE, Backend, Record
+from .base import CREATED_AT_TOLERANCE, STAGED_LIFETIME, Backend, EventState, Record
 
 DEFAULT_PREFIX = "satchel:"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, unless socket_[connect_]timeout says otherwise
 SCAN_COUNT = 1000  # the SCAN COUNT hint, and how many records one read script gets
 SCAN_CACHE_SIZE = 4  # sorted key lists kept for iterations in progress
 SCAN_CACHE_SECONDS = 60.0
+T_OFFSET = 1 << 63  # series timestamps are stored as t + T_OFFSET, unsigned
+T_MAX = T_OFFSET - 1
 
 # live_version(name, now): the version of the live record at `name` (or nil), and the
-# stored expires_at (or nil), live or not.
+# stored expires_at and blob id (or nil), live or not.
+# drop_blob(name, blob): delete the chunks of committed blob `blob` and its fields.
 # write(...): store a value if `condition` holds ('' always; '0' if no live record; 'N'
 # if the live version is N; 'N@T' if that record was also created at T); returns 0
 # (not written), 1 (new record) or 2 (overwrote).
@@ -70,12 +73,17 @@ LUA_COMMON = (
     f"\nlocal TOLERANCE = {CREATED_AT_TOLERANCE!r}"
     + """
 local function live_version(name, now)
-  local found = redis.call('HMGET', name, 'version', 'expires_at')
-  if not found[1] then return nil, found[2] end
+  local found = redis.call('HMGET', name, 'version', 'expires_at', 'blob')
+  if not found[1] then return nil, found[2], found[3] end
   local version = tonumber(found[1])
   if not version then error({err = 'ERR not a satchel record: ' .. name}) end
-  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found[2] end
-  return version, found[2]
+  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found[2], found[3] end
+  return version, found[2], found[3]
+end
+local function drop_blob(name, blob)
+  local chunks = tonumber(redis.call('HGET', name, 'chunks')) or 0
+  for i = 0, chunks - 1 do redis.call('HDEL', name, '#' .. blob .. ':' .. i) end
+  redis.call('HDEL', name, 'blob', 'chunks')
 end
 local function set_expiry(name, expires_at, expire_ms, old_expires_at)
   if expires_at ~= '' then
@@ -86,8 +94,8 @@ local function set_expiry(name, expires_at, expire_ms, old_expires_at)
     redis.call('PERSIST', name)
   end
 end
-local function write(name, value, now, expires_at, expire_ms, condition)
-  local version, old_expires_at = live_version(name, now)
+local function write(name, value, now, expires_at, expire_ms, condition, keep_blob)
+  local version, old_expires_at, blob = live_version(name, now)
   if condition ~= '' then
     local want, created = string.match(condition, '^(%d+)@?(.*)$')
     if tonumber(want) ~= (version or 0) then return 0 end
@@ -96,6 +104,7 @@ local function write(name, value, now, expires_at, expire_ms, condition)
       if not have or math.abs(have - tonumber(created)) > TOLERANCE then return 0 end
     end
   end
+  if blob and blob ~= keep_blob then drop_blob(name, blob) end
   if version then
     redis.call('HSET', name, 'value', value, 'updated_at', now,
                'version', string.format('%d', version + 1))
@@ -153,7 +162,105 @@ for i, name in ipairs(KEYS) do
   end
 end
 return out"""
-SCRIPTS = (WRITE, WRITE_MANY, DELETE_MANY, DELETE_IF_VERSION, TOUCH, GET_MANY)
+# drop_staged(name, id): delete the staged chunks of blob `id` (never the committed blob);
+# returns how many.
+LUA_STAGED = """
+local function drop_staged(name, id)
+  if redis.call('HGET', name, 'blob') == id then return 0 end
+  local mark, dropped = '#' .. id .. ':', 0
+  for _, field in ipairs(redis.call('HKEYS', name)) do
+    if string.sub(field, 1, #mark) == mark then
+      redis.call('HDEL', name, field)
+      dropped = dropped + 1
+    end
+  end
+  return dropped
+end
+"""
+# KEYS[1]; ARGV: blob id, chunks, manifest, now, expires_at, expire_ms. Returns -1 (a
+# staged chunk is missing: nothing written, the rest of the staged blob dropped), else
+# as write(). No chunk is copied: the staged fields simply become the current blob's.
+BLOB_COMMIT = f"""{LUA_COMMON}{LUA_STAGED}
+local name, id = KEYS[1], ARGV[1]
+for i = 0, tonumber(ARGV[2]) - 1 do
+  if redis.call('HEXISTS', name, '#' .. id .. ':' .. i) == 0 then
+    drop_staged(name, id)
+    return -1
+  end
+end
+local result = write(name, ARGV[3], ARGV[4], ARGV[5], ARGV[6], '', id)
+redis.call('HSET', name, 'blob', id, 'chunks', ARGV[2])
+return result"""
+# KEYS[1]; ARGV: blob id.
+BLOB_DISCARD = LUA_STAGED + "return drop_staged(KEYS[1], ARGV[1])"
+# KEYS[1]: a series; ARGV: pairs (upper bound of the point's t, member = t8 .. value).
+SERIES_PUT = """
+for i = 1, #ARGV, 2 do
+  redis.call('ZREMRANGEBYLEX', KEYS[1], '[' .. string.sub(ARGV[i + 1], 1, 8), ARGV[i])
+  redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
+end
+return #ARGV / 2"""
+# KEYS[1]: a sequence; ARGV: after_seq, last timestamp ('' with no events), head bytes,
+# then one 'timestamp data' per event. Returns 1 if appended, 0 if the head moved on.
+EVENTS_APPEND = """
+local name = KEYS[1]
+local found = redis.call('HMGET', name, 'seq', 'head')
+if (tonumber(found[1]) or 0) ~= tonumber(ARGV[1]) then return 0 end
+local seq, stamp = tonumber(ARGV[1]), ARGV[2]
+for i = 4, #ARGV do
+  seq = seq + 1
+  redis.call('HSET', name, string.format('%d', seq), ARGV[i])
+end
+if stamp == '' then stamp = found[2] and string.match(found[2], '^%d+ (%-?%d+) ') or '0' end
+local last = string.format('%d', seq)
+redis.call('HSET', name, 'seq', last, 'head', last .. ' ' .. stamp .. ' ' .. ARGV[3])
+return 1"""
+# KEYS[1]: a sequence; ARGV: after_seq, limit. Returns the first seq, then the events.
+EVENTS_READ = """
+local name, after = KEYS[1], tonumber(ARGV[1])
+local found = redis.call('HMGET', name, 'seq', 'bseq')
+local first = math.max(after, tonumber(found[2]) or 0) + 1
+local last = math.min(tonumber(found[1]) or 0, after + tonumber(ARGV[2]))
+local out, fields = {first}, {}
+for seq = first, last do
+  fields[#fields + 1] = string.format('%d', seq)
+  if #fields == 1000 or seq == last then
+    for _, event in ipairs(redis.call('HMGET', name, unpack(fields))) do
+      out[#out + 1] = event
+    end
+    fields = {}
+  end
+end
+return out"""
+# KEYS[1]: a sequence; ARGV: base seq, base state. Returns 1 if the base moved.
+EVENTS_COMPACT = """
+local name, seq = KEYS[1], tonumber(ARGV[1])
+local base = tonumber(redis.call('HGET', name, 'bseq')) or 0
+if seq <= base then return 0 end
+local fields = {}
+for s = base + 1, seq do
+  fields[#fields + 1] = string.format('%d', s)
+  if #fields == 1000 or s == seq then
+    redis.call('HDEL', name, unpack(fields))
+    fields = {}
+  end
+end
+redis.call('HSET', name, 'bseq', ARGV[1], 'base', ARGV[2])
+return 1"""
+SCRIPTS = (
+    WRITE,
+    WRITE_MANY,
+    DELETE_MANY,
+    DELETE_IF_VERSION,
+    TOUCH,
+    GET_MANY,
+    BLOB_COMMIT,
+    BLOB_DISCARD,
+    SERIES_PUT,
+    EVENTS_APPEND,
+    EVENTS_READ,
+    EVENTS_COMPACT,
+)
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.ClusterDownError, rx.MasterDownError)
@@ -201,6 +308,14 @@ def _expire_args(expires_at: float | None) -> tuple[float | str, int | str]:
     return ("", "") if expires_at is None else (expires_at, math.ceil(expires_at * 1000))
 
 
+def _t8(t: int) -> bytes:
+    """`t` (a signed 64-bit int) as 8 bytes whose byte order is the order of t."""
+    try:
+        return (t + T_OFFSET).to_bytes(8, "big")
+    except OverflowError:
+        raise InvalidInput(f"a series timestamp must be a signed 64-bit int, not {t}") from None
+
+
 def _escape(literal: bytes) -> bytes:
     """`literal` as a Redis MATCH pattern (glob specials backslash-escaped)."""
     for special in (b"\\", b"*", b"?", b"[", b"]"):
@@ -220,9 +335,11 @@ class RedisBackend(Backend):
         self._scans: OrderedDict[tuple[str, str, bytes], tuple[list[bytes], int, float]]
         self._scans = OrderedDict()
         self._scans_lock = threading.Lock()
+        self._staged = self._prefix + b"~staged"  # sorted set: staged blob -> time staged
         scripts = [client.register_script(text) for text in SCRIPTS]
         self._write, self._write_many, self._delete_many, self._delete_if, self._touch = scripts[:5]
-        self._get_many = scripts[5]
+        self._get_many, self._blob_commit, self._blob_discard, self._series_put = scripts[5:9]
+        self._events_append, self._events_read, self._events_compact = scripts[9:]
         if not self._cluster:  # load them now: one round trip that also checks the server
             with errors:
                 pipe = client.pipeline(transaction=False)
@@ -488,11 +605,221 @@ class RedisBackend(Backend):
                 pipe.execute()
 
     def purge_expired(self, now: float, limit: int) -> int:
-        return 0  # Redis drops expired records itself (PEXPIREAT)
+        # Redis drops expired records itself (PEXPIREAT); only stale staged blobs are left
+        with self._errors:
+            stale = cast(
+                list[bytes],
+                self._client.zrangebyscore(
+                    self._staged, "-inf", now - STAGED_LIFETIME, start=0, num=limit
+                ),
+            )
+            for entry in stale:
+                length, _, rest = entry.partition(b":")
+                blob_id, name = rest[: int(length)], rest[int(length) :]
+                self._blob_discard(keys=[name], args=[blob_id])
+            if stale:
+                self._client.zrem(self._staged, *stale)
+        return 0  # no record was removed
 
     def close(self) -> None:
         with self._errors:
             self._client.close()
+
+    # -- large values ----------------------------------------------------------------------
+
+    def _staged_entry(self, name: bytes, blob_id: str) -> bytes:
+        """The member of the staged-blob index for blob `blob_id` of record `name`."""
+        encoded = blob_id.encode()
+        return b"%d:%s%s" % (len(encoded), encoded, name)
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        name = self._name(scope, key)
+        with self._errors:
+            pipe = self._client.pipeline(transaction=False)
+            # indexed first: a chunk is never staged where purge_expired cannot find it
+            pipe.zadd(self._staged, {self._staged_entry(name, blob_id): now}, nx=True)
+            pipe.hset(name, f"#{blob_id}:{index}", data)
+            pipe.execute()
+
+    def blob_commit(
+        self,
+        scope: str,
+        key: str,
+        blob_id: str,
+        chunks: int,
+        manifest: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        name = self._name(scope, key)
+        args = [blob_id, chunks, manifest, now, *_expire_args(expires_at)]
+        with self._errors:
+            result = int(self._blob_commit(keys=[name], args=args))
+            self._client.zrem(self._staged, self._staged_entry(name, blob_id))
+        if result < 0:
+            raise BackendError(
+                "a staged chunk of the large value is gone (the key was deleted, cleared "
+                "or expired while it was written, or the blob was purged as stale)",
+                key=key,
+                scope=scope,
+                engine=self.engine,
+            )
+        return result == 1
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        name = self._name(scope, key)
+        with self._errors:
+            self._blob_discard(keys=[name], args=[blob_id])
+            self._client.zrem(self._staged, self._staged_entry(name, blob_id))
+
+    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
+        fields = (b"blob", b"expires_at", f"#{blob_id}:{index}".encode())
+        with self._errors:
+            found = self._client.hmget(self._name(scope, key), fields)
+        blob, expires, data = cast(list[bytes | None], found)
+        try:
+            if blob != blob_id.encode() or (expires is not None and float(expires) <= now):
+                return None
+        except ValueError as exc:
+            raise self._corrupt(exc, key) from exc
+        return data
+
+    # -- time series -----------------------------------------------------------------------
+
+    def _aux(self, kind: bytes, scope: str) -> bytes:
+        """The name prefix of the series (`kind` ``~s:``) or sequences (``~e:``) of `scope`:
+        under the store's prefix, but never matched by the record scans."""
+        encoded = scope.encode()
+        return b"%s%s%d:%s:" % (self._prefix, kind, len(encoded), encoded)
+
+    def _aux_names(self, kind: bytes, scope: str) -> list[str]:
+        base = self._aux(kind, scope)
+        with self._errors:
+            names = {name[len(base) :] for name in self._scan_names(base)}
+        try:
+            return sorted(name.decode() for name in names)
+        except UnicodeDecodeError as exc:
+            raise self._corrupt(exc) from exc
+
+    def _bounds(self, start: int | None, stop: int | None) -> tuple[bytes, bytes]:
+        """ZRANGEBYLEX bounds for ``start <= t < stop``."""
+        return (b"-" if start is None else b"[" + _t8(start)), (
+            b"+" if stop is None else b"(" + _t8(stop)
+        )
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        if not points:
+            return
+        args: list[bytes] = []
+        for t, value in points:
+            args += (b"+" if t == T_MAX else b"(" + _t8(t + 1), _t8(t) + value)
+        with self._errors:
+            self._series_put(keys=[self._aux(b"~s:", scope) + name.encode()], args=args)
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        if limit <= 0:
+            return []
+        limit = min(limit, 1 << 62)
+        lo, hi = self._bounds(start, stop)
+        series = self._aux(b"~s:", scope) + name.encode()
+        with self._errors:
+            if reverse:
+                found = self._client.zrevrangebylex(series, hi, lo, start=0, num=limit)
+            else:
+                found = self._client.zrangebylex(series, lo, hi, start=0, num=limit)
+        members = cast(list[bytes], found)
+        return [
+            (int.from_bytes(m[:8], "big") - T_OFFSET, m[8:] if values else b"") for m in members
+        ]
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        series = self._aux(b"~s:", scope) + name.encode()
+        with self._errors:
+            return int(self._client.zremrangebylex(series, *self._bounds(start, stop)))
+
+    def series_count(self, scope: str, name: str) -> int:
+        with self._errors:
+            return int(self._client.zcard(self._aux(b"~s:", scope) + name.encode()))
+
+    def series_names(self, scope: str) -> list[str]:
+        return self._aux_names(b"~s:", scope)
+
+    # -- event sequences -------------------------------------------------------------------
+
+    def _sequence(self, scope: str, name: str) -> bytes:
+        return self._aux(b"~e:", scope) + name.encode()
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        with self._errors:
+            packed = self._client.hget(self._sequence(scope, name), which)
+        if packed is None:
+            return None
+        try:
+            seq, stamp, state = cast(bytes, packed).split(b" ", 2)
+            return int(seq), int(stamp), state
+        except ValueError as exc:
+            raise self._corrupt(exc) from exc
+
+    def events_append(
+        self,
+        scope: str,
+        name: str,
+        after_seq: int,
+        events: Sequence[tuple[int, bytes]],
+        head: bytes,
+    ) -> bool:
+        last = b"%d" % events[-1][0] if events else b""
+        args: list[bytes | int] = [after_seq, last, head]
+        args += [b"%d %s" % event for event in events]
+        with self._errors:
+            return bool(self._events_append(keys=[self._sequence(scope, name)], args=args))
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        if limit <= 0:
+            return []
+        with self._errors:
+            found = self._events_read(keys=[self._sequence(scope, name)], args=[after_seq, limit])
+        first, *packed = found
+        events = []
+        try:
+            for seq, event in enumerate(packed, int(first)):
+                if event is None:  # missing: only if someone else edited the hash
+                    raise ValueError(f"event {seq} is missing")
+                stamp, data = event.split(b" ", 1)
+                events.append((seq, int(stamp), data))
+        except ValueError as exc:
+            raise self._corrupt(exc) from exc
+        return events
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        seq, stamp, state = base
+        with self._errors:
+            self._events_compact(
+                keys=[self._sequence(scope, name)], args=[seq, b"%d %d %s" % (seq, stamp, state)]
+            )
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        with self._errors:
+            return bool(self._client.delete(self._sequence(scope, name)))
+
+    def events_names(self, scope: str) -> list[str]:
+        return self._aux_names(b"~e:", scope)
 
 
 # -- opening ---------------------------------------------------------------------------------
