@@ -26,6 +26,7 @@ PUBLIC = {
     "StoreClosed",
     "UnsupportedValue",
     "UserCodec",
+    "ValueChanged",
     "open",
 }
 

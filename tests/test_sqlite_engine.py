@@ -26,6 +26,9 @@ import pytest
 
 import satchel
 from satchel.backends import sqlite as sqlite_backend
+from satchel.backends.base import STAGED_LIFETIME
+from satchel.blobs import CHUNK_SIZE
+from satchel.errors import BackendError
 
 PROCESS_DEADLINE = 60.0  # seconds for a whole multi-process run
 CHILD_DEADLINE = 10.0  # seconds for one forked child
@@ -467,6 +470,10 @@ def _foreign_database(path: Path) -> None:
     db.close()
 
 
+SATCHEL_TABLES = {"satchel_kv", "satchel_kv_expiry", "satchel_meta", "satchel_chunks",
+                  "satchel_points", "satchel_events"}  # fmt: skip
+
+
 def _tables(path: Path) -> list[str]:
     db = sqlite3.connect(path)
     try:
@@ -593,7 +600,7 @@ def test_absolute_sqlite_url(tmp_path: Path) -> None:
     with satchel.open(url) as store:
         store.set("k", 1)
     assert path.is_file()
-    assert _tables(path) == ["satchel_kv", "satchel_kv_expiry", "satchel_meta"]
+    assert set(_tables(path)) >= SATCHEL_TABLES
 
 
 def test_plain_path_string_and_pathlib_path(tmp_path: Path) -> None:
@@ -693,7 +700,7 @@ def test_default_location_is_the_user_data_dir(
         store.set("k", "default")
     expected = tmp_path / "xdg" / "satchel" / "satchel.db"
     assert expected.is_file()
-    assert _tables(expected) == ["satchel_kv", "satchel_kv_expiry", "satchel_meta"]
+    assert set(_tables(expected)) >= SATCHEL_TABLES
     monkeypatch.setenv("SATCHEL_URL", "")  # empty counts as unset
     with satchel.open() as store:
         assert store.get("k") == "default"
@@ -808,3 +815,86 @@ def test_expired_rows_are_purged_physically(tmp_path: Path) -> None:
         assert store.get("keep") == "forever"
     finally:
         store.close()
+
+
+# -- large values: chunks go with their record ----------------------------------------
+
+
+def _chunk_rows(path: Path) -> tuple[int, int]:
+    db = sqlite3.connect(path)
+    try:
+        blobs = db.execute("SELECT count(*) FROM satchel_blobs").fetchone()[0]
+        chunks = db.execute("SELECT count(*) FROM satchel_chunks").fetchone()[0]
+        return blobs, chunks
+    finally:
+        db.close()
+
+
+def _big(store: satchel.Store, key: str, size: int = 3 * CHUNK_SIZE - 1, **kw: Any) -> None:
+    with store.open_blob(key, "wb", **kw) as f:
+        f.write(os.urandom(size))
+
+
+def test_blob_chunks_freed_by_every_way_a_record_goes(tmp_path: Path) -> None:
+    path = tmp_path / "blobs.db"
+    with satchel.open(f"sqlite:///{path}") as store:
+        _big(store, "k")
+        assert _chunk_rows(path) == (1, 3)
+        _big(store, "k", 2 * CHUNK_SIZE)  # replaced by another blob
+        assert _chunk_rows(path) == (1, 2)
+        store.set("k", b"small")  # replaced by a plain value
+        assert _chunk_rows(path) == (0, 0)
+        for drop in (
+            lambda: store.delete("k"),
+            lambda: store.pop("k"),
+            lambda: store.delete_matching("*"),
+            lambda: store.clear(),
+            lambda: store.compare_and_set("k", store.info("k"), 1),
+        ):
+            _big(store, "k")
+            assert _chunk_rows(path) == (1, 3)
+            drop()
+            assert _chunk_rows(path) == (0, 0)
+        _big(store, "k", ttl=0.05)
+        time.sleep(0.1)
+        store._shared.backend.purge_expired(time.time(), 100)
+        assert _chunk_rows(path) == (0, 0)
+
+
+def test_staged_blob_freed_after_its_lifetime(tmp_path: Path) -> None:
+    path = tmp_path / "staged.db"
+    with satchel.open(f"sqlite:///{path}") as store:
+        backend = store._shared.backend
+        writer = store.open_blob("k", "wb")
+        writer.write(os.urandom(2 * CHUNK_SIZE))  # two chunks staged, never committed
+        assert _chunk_rows(path) == (1, 2)
+        backend.purge_expired(time.time(), 100)
+        assert _chunk_rows(path) == (1, 2)  # a writer may still be at work
+        backend.purge_expired(time.time() + STAGED_LIFETIME + 1, 100)
+        assert _chunk_rows(path) == (0, 0)
+        with pytest.raises(BackendError, match="chunk"):
+            writer.close()
+        assert not store.exists("k")
+
+
+def test_version_1_file_gains_the_new_tables(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    with satchel.open(f"sqlite:///{path}") as store:
+        store.set("kept", {"a": 1})
+    db = sqlite3.connect(path)
+    for table in ("satchel_blobs", "satchel_chunks", "satchel_points", "satchel_events",
+                  "satchel_event_states"):  # fmt: skip
+        db.execute(f"DROP TABLE {table}")
+    db.execute("UPDATE satchel_meta SET value = '1' WHERE name = 'schema_version'")
+    db.commit()
+    db.close()
+    with satchel.open(f"sqlite:///{path}") as store:
+        assert store.get("kept") == {"a": 1}
+        _big(store, "k")
+        store.series("s").add(1, "x")
+        assert store.get("kept") == {"a": 1}
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM satchel_meta WHERE name = 'schema_version'").fetchone()[
+        0
+    ] == str(2)
+    db.close()

@@ -1,11 +1,19 @@
 """``sqlite:///path``: the embedded default, on the standard library's `sqlite3`.
 
-One table keyed by (scope, key), WAL journal, ``synchronous=NORMAL`` (``durability="full"``
-for FULL), a busy timeout so writers from many processes wait their turn instead of
-failing, and one statement per single operation. Read-modify-write operations take
-the write lock up front (``BEGIN IMMEDIATE``), so they never fail half-way with a lock
-upgrade error. Safe to share between threads, and after ``fork()`` a child opens its
+One table keyed by (scope, key) for records, WAL journal, ``synchronous=NORMAL``
+(``durability="full"`` for FULL), a busy timeout so writers from many processes wait
+their turn instead of failing, and one statement per single operation. Read-modify-write
+operations take the write lock up front (``BEGIN IMMEDIATE``), so they never fail half-way
+with a lock upgrade error. Safe to share between threads, and after ``fork()`` a child opens its
 own connection.
+
+Large values: their chunks are rows of ``satchel_chunks`` (blob_id, n); ``satchel_blobs``
+says which key owns each committed blob (scope and key NULL while staged). Triggers on
+``satchel_kv`` drop a key's blob the moment its record is deleted or its value replaced,
+whichever primitive does it, so no record primitive has to know about blobs; a commit is
+one transaction that writes the manifest and hands the blob to its key. Time series are
+rows of ``satchel_points`` keyed by (scope, series, t); event sequences are rows of
+``satchel_events`` keyed by (scope, name, seq) plus ``satchel_event_states``.
 """
 
 from __future__ import annotations
@@ -20,13 +28,20 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
 from ..keys import scan_range
-from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
+from .base import (
+    CREATED_AT_TOLERANCE,
+    STAGED_LIFETIME,
+    Backend,
+    EventState,
+    Modifier,
+    Record,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: blobs, time series and event sequences
 
 CREATE_META = "CREATE TABLE satchel_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 CREATE_KV = """
@@ -43,6 +58,32 @@ CREATE TABLE satchel_kv (
 CREATE_EXPIRY_INDEX = (
     "CREATE INDEX satchel_kv_expiry ON satchel_kv (expires_at) WHERE expires_at IS NOT NULL"
 )
+# Version 2: added to a version 1 file on open (every statement is IF NOT EXISTS).
+CREATE_V2 = (
+    """CREATE TABLE IF NOT EXISTS satchel_blobs (
+        blob_id TEXT PRIMARY KEY, scope TEXT, key TEXT, staged_at REAL NOT NULL)""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS satchel_blobs_owner ON satchel_blobs (scope, key)
+        WHERE scope IS NOT NULL""",
+    """CREATE TABLE IF NOT EXISTS satchel_chunks (
+        blob_id TEXT NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (blob_id, n))""",
+    """CREATE TRIGGER IF NOT EXISTS satchel_kv_deleted AFTER DELETE ON satchel_kv BEGIN
+        DELETE FROM satchel_blobs WHERE scope = old.scope AND key = old.key; END""",
+    """CREATE TRIGGER IF NOT EXISTS satchel_kv_replaced AFTER UPDATE OF value ON satchel_kv
+        BEGIN DELETE FROM satchel_blobs WHERE scope = old.scope AND key = old.key; END""",
+    """CREATE TRIGGER IF NOT EXISTS satchel_blobs_deleted AFTER DELETE ON satchel_blobs
+        BEGIN DELETE FROM satchel_chunks WHERE blob_id = old.blob_id; END""",
+    """CREATE TABLE IF NOT EXISTS satchel_points (
+        scope TEXT NOT NULL, series TEXT NOT NULL, t INTEGER NOT NULL, value BLOB NOT NULL,
+        PRIMARY KEY (scope, series, t)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS satchel_events (
+        scope TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+        data BLOB NOT NULL, PRIMARY KEY (scope, name, seq)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS satchel_event_states (
+        scope TEXT NOT NULL, name TEXT NOT NULL, which TEXT NOT NULL, seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (scope, name, which))""",
+)
+SET_SCHEMA_VERSION = "UPDATE satchel_meta SET value = ? WHERE name = 'schema_version'"
 INSERT_META = "INSERT INTO satchel_meta (name, value) VALUES (?, ?)"
 READ_SCHEMA_VERSION = "SELECT value FROM satchel_meta WHERE name = 'schema_version'"
 LIST_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table'"
@@ -89,6 +130,53 @@ CLEAR = "DELETE FROM satchel_kv WHERE scope = ?"
 PURGE = """
 DELETE FROM satchel_kv WHERE (scope, key) IN (
     SELECT scope, key FROM satchel_kv WHERE expires_at <= ? LIMIT ?)"""
+PURGE_STAGED = """
+DELETE FROM satchel_blobs WHERE blob_id IN (
+    SELECT blob_id FROM satchel_blobs WHERE scope IS NULL AND staged_at < ? LIMIT ?)"""
+
+STAGE_BLOB = "INSERT OR IGNORE INTO satchel_blobs (blob_id, staged_at) VALUES (?, ?)"
+STAGE_CHUNK = "INSERT OR REPLACE INTO satchel_chunks (blob_id, n, data) VALUES (?, ?, ?)"
+COUNT_STAGED = """
+SELECT count(*) FROM satchel_chunks WHERE blob_id = ?1 AND n < ?2
+    AND EXISTS (SELECT 1 FROM satchel_blobs WHERE blob_id = ?1 AND scope IS NULL)"""
+OWN_BLOB = "UPDATE satchel_blobs SET scope = ?, key = ? WHERE blob_id = ?"
+DISCARD_BLOB = "DELETE FROM satchel_blobs WHERE blob_id = ? AND scope IS NULL"
+READ_CHUNK = """
+SELECT c.data FROM satchel_blobs AS b
+    JOIN satchel_kv AS k ON k.scope = b.scope AND k.key = b.key
+    JOIN satchel_chunks AS c ON c.blob_id = b.blob_id
+WHERE b.blob_id = ? AND b.scope = ? AND b.key = ? AND c.n = ?
+    AND (k.expires_at IS NULL OR k.expires_at > ?)"""
+
+PUT_POINT = """
+INSERT INTO satchel_points (scope, series, t, value) VALUES (?, ?, ?, ?)
+ON CONFLICT (scope, series, t) DO UPDATE SET value = excluded.value"""
+IN_SERIES = "FROM satchel_points WHERE scope = ? AND series = ? AND t >= ?"
+COUNT_POINTS = "SELECT count(*) FROM satchel_points WHERE scope = ? AND series = ?"
+# The distinct names by skipping from one to the next on the index: O(names * log n).
+SERIES_NAMES = """
+WITH RECURSIVE names(name) AS (
+    SELECT min(series) FROM satchel_points WHERE scope = ?1
+    UNION ALL
+    SELECT (SELECT min(series) FROM satchel_points WHERE scope = ?1 AND series > name)
+    FROM names WHERE name IS NOT NULL)
+SELECT name FROM names WHERE name IS NOT NULL"""
+INT64_MIN = -(2**63)
+
+GET_STATE = (
+    "SELECT seq, ts, data FROM satchel_event_states WHERE scope = ? AND name = ? AND which = ?"
+)
+PUT_STATE = """
+INSERT OR REPLACE INTO satchel_event_states (scope, name, which, seq, ts, data)
+VALUES (?, ?, ?, ?, ?, ?)"""
+PUT_EVENT = "INSERT INTO satchel_events (scope, name, seq, ts, data) VALUES (?, ?, ?, ?, ?)"
+READ_EVENTS = """
+SELECT seq, ts, data FROM satchel_events WHERE scope = ? AND name = ? AND seq > ?
+ORDER BY seq LIMIT ?"""
+DROP_EVENTS = "DELETE FROM satchel_events WHERE scope = ? AND name = ? AND seq <= ?"
+DELETE_EVENTS = "DELETE FROM satchel_events WHERE scope = ? AND name = ?"
+DELETE_STATES = "DELETE FROM satchel_event_states WHERE scope = ? AND name = ?"
+EVENT_NAMES = "SELECT DISTINCT name FROM satchel_event_states WHERE scope = ? ORDER BY name"
 
 
 GET_MANY_CHUNK = 500  # keys per IN (...) query, well below SQLite's parameter limit
@@ -255,10 +343,15 @@ class SQLiteBackend(Backend):
             if version is None:
                 with _immediate(db):
                     if self._schema_version(db) is None:  # nobody created it meanwhile
-                        for statement in (CREATE_META, CREATE_KV, CREATE_EXPIRY_INDEX):
+                        for statement in (CREATE_META, CREATE_KV, CREATE_EXPIRY_INDEX, *CREATE_V2):
                             db.execute(statement)
                         db.execute(INSERT_META, ("schema_version", str(SCHEMA_VERSION)))
                         db.execute(INSERT_META, ("application", "satchel"))
+            elif version < SCHEMA_VERSION:
+                with _immediate(db):
+                    for statement in CREATE_V2:
+                        db.execute(statement)
+                    db.execute(SET_SCHEMA_VERSION, (str(SCHEMA_VERSION),))
         except BaseException:
             db.close()
             raise
@@ -460,4 +553,140 @@ class SQLiteBackend(Backend):
 
     def purge_expired(self, now: float, limit: int) -> int:
         with self._guard as db:
+            db.execute(PURGE_STAGED, (now - STAGED_LIFETIME, limit))
             return db.execute(PURGE, (now, limit)).rowcount
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        with self._guard as db, _immediate(db):
+            db.execute(STAGE_BLOB, (blob_id, now))
+            db.execute(STAGE_CHUNK, (blob_id, index, data))
+
+    def blob_commit(
+        self,
+        scope: str,
+        key: str,
+        blob_id: str,
+        chunks: int,
+        manifest: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        with self._guard as db, _immediate(db):
+            if db.execute(COUNT_STAGED, (blob_id, chunks)).fetchone()[0] != chunks:
+                raise BackendError("a chunk of the value being written is gone",
+                                   engine=self.engine)  # fmt: skip
+            # The upsert fires the triggers that drop the key's previous blob.
+            version: int = db.execute(PUT, (scope, key, manifest, now, expires_at)).fetchone()[0]
+            db.execute(OWN_BLOB, (scope, key, blob_id))
+        return version == 1
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        with self._guard as db:
+            db.execute(DISCARD_BLOB, (blob_id,))
+
+    def blob_read(
+        self, scope: str, key: str, blob_id: str, index: int, now: float
+    ) -> bytes | None:
+        with self._guard as db:
+            row = db.execute(READ_CHUNK, (blob_id, scope, key, index, now)).fetchone()
+        return None if row is None else row[0]
+
+    # -- time series ---------------------------------------------------------------------
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        with self._guard as db, _immediate(db):
+            db.executemany(PUT_POINT, [(scope, name, t, value) for t, value in points])
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        columns = "t, value" if values else "t, x''"
+        upper = "" if stop is None else " AND t < ?"
+        order = "DESC" if reverse else ""
+        query = f"SELECT {columns} {IN_SERIES}{upper} ORDER BY t {order} LIMIT ?"
+        params: list[object] = [scope, name, INT64_MIN if start is None else start]
+        if stop is not None:
+            params.append(stop)
+        params.append(limit)
+        with self._guard as db:
+            return db.execute(query, params).fetchall()
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        upper = "" if stop is None else " AND t < ?"
+        params: list[object] = [scope, name, INT64_MIN if start is None else start]
+        if stop is not None:
+            params.append(stop)
+        with self._guard as db:
+            return db.execute(f"DELETE {IN_SERIES}{upper}", params).rowcount
+
+    def series_count(self, scope: str, name: str) -> int:
+        with self._guard as db:
+            total: int = db.execute(COUNT_POINTS, (scope, name)).fetchone()[0]
+        return total
+
+    def series_names(self, scope: str) -> list[str]:
+        with self._guard as db:
+            return [name for (name,) in db.execute(SERIES_NAMES, (scope,))]
+
+    # -- event sequences -----------------------------------------------------------------
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        with self._guard as db:
+            row = db.execute(GET_STATE, (scope, name, which)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def events_append(
+        self,
+        scope: str,
+        name: str,
+        after_seq: int,
+        events: Sequence[tuple[int, bytes]],
+        head: bytes,
+    ) -> bool:
+        with self._guard as db, _immediate(db):
+            row = db.execute(GET_STATE, (scope, name, "head")).fetchone()
+            if (0 if row is None else row[0]) != after_seq:
+                return False
+            rows = [(scope, name, after_seq + i, ts, data)
+                    for i, (ts, data) in enumerate(events, 1)]  # fmt: skip
+            db.executemany(PUT_EVENT, rows)
+            last = rows[-1]
+            db.execute(PUT_STATE, (scope, name, "head", last[2], last[3], head))
+            return True
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        with self._guard as db:
+            return db.execute(READ_EVENTS, (scope, name, after_seq, limit)).fetchall()
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        with self._guard as db, _immediate(db):
+            row = db.execute(GET_STATE, (scope, name, "base")).fetchone()
+            if row is not None and row[0] >= base[0]:
+                return
+            db.execute(PUT_STATE, (scope, name, "base", *base))
+            db.execute(DROP_EVENTS, (scope, name, base[0]))
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        with self._guard as db, _immediate(db):
+            db.execute(DELETE_EVENTS, (scope, name))
+            return db.execute(DELETE_STATES, (scope, name)).rowcount > 0
+
+    def events_names(self, scope: str) -> list[str]:
+        with self._guard as db:
+            return [name for (name,) in db.execute(EVENT_NAMES, (scope,))]
