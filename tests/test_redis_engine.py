@@ -27,7 +27,8 @@ from redis.crc import key_slot
 import satchel
 import support_redis
 from conftest import ENGINES, require_service
-from satchel.backends.redis import open_redis
+from satchel.backends.base import STAGED_LIFETIME
+from satchel.backends.redis import RedisBackend, open_redis
 from satchel.keys import compile_pattern
 
 PASSWORD = "s3cret-pw-9f4e"
@@ -590,3 +591,358 @@ def test_close_is_idempotent(url: str) -> None:
     backend = open_redis(url.split("?")[0], {"prefix": support_redis.prefix_of(url)})
     backend.close()
     backend.close()
+
+
+# --- large values, time series, event sequences (backend level) -------------------------------
+
+CHUNK = b"x" * 1000
+
+
+@pytest.fixture
+def backend(url: str) -> Iterator[RedisBackend]:
+    opened = open_redis(url.split("?")[0], {"prefix": support_redis.prefix_of(url)})
+    yield opened
+    opened.close()
+
+
+def _fields(url: str, key: str, scope: str = "default") -> list[bytes]:
+    return sorted(_raw(url).hkeys(_name(url, scope, key)))
+
+
+def _stage(backend: RedisBackend, key: str, blob_id: str, chunks: int, now: float) -> None:
+    for index in range(chunks):
+        backend.blob_write("default", key, blob_id, index, b"%d" % index + CHUNK, now)
+
+
+def _staged_index(url: str) -> list[bytes]:
+    return list(_raw(url).zrange(f"{support_redis.prefix_of(url)}~staged", 0, -1))
+
+
+META = [b"created_at", b"updated_at", b"value", b"version"]
+
+
+def test_blob_chunks_live_in_the_record_and_go_with_it(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    _stage(backend, "k", "b1", 3, now)
+    assert backend.get("default", "k", now) is None  # staged: no record yet
+    assert backend.blob_read("default", "k", "b1", 0, now) is None
+    assert backend.count("default", now) == 0 and backend.scopes(now) == []
+    assert len(_staged_index(url)) == 1
+    assert backend.blob_commit("default", "k", "b1", 3, b"manifest1", None, now) is True
+    assert _staged_index(url) == []
+    assert backend.get_value("default", "k", now) == b"manifest1"
+    assert [backend.blob_read("default", "k", "b1", i, now) for i in range(4)] == [
+        b"0" + CHUNK,
+        b"1" + CHUNK,
+        b"2" + CHUNK,
+        None,
+    ]
+    assert backend.blob_read("default", "k", "other", 0, now) is None
+    chunk_fields = [b"#b1:0", b"#b1:1", b"#b1:2"]
+    assert _fields(url, "k") == sorted([*META, *chunk_fields, b"blob", b"chunks"])
+    # a second blob replaces the first, whose chunks go at the commit
+    _stage(backend, "k", "b2", 2, now)
+    assert backend.blob_read("default", "k", "b1", 2, now) == b"2" + CHUNK  # still the old one
+    assert backend.blob_commit("default", "k", "b2", 2, b"manifest2", None, now) is False
+    assert _fields(url, "k") == sorted([*META, b"#b2:0", b"#b2:1", b"blob", b"chunks"])
+    assert backend.blob_read("default", "k", "b1", 0, now) is None
+    assert backend.get("default", "k", now).version == 2  # type: ignore[union-attr]
+    # any plain write drops them
+    for write in (
+        lambda: backend.put("default", "k", b"plain", None, now, False),
+        lambda: backend.put_many("default", [("k", b"plain")], None, now, False),
+        lambda: backend.compare_and_set(
+            "default",
+            "k",
+            backend.get("default", "k", now).version,
+            b"plain",
+            None,
+            now,  # type: ignore[union-attr]
+        ),
+    ):
+        _stage(backend, "k", "b3", 2, now)
+        backend.blob_commit("default", "k", "b3", 2, b"manifest3", None, now)
+        assert b"#b3:1" in _fields(url, "k")
+        write()
+        assert _fields(url, "k") == META
+        assert backend.blob_read("default", "k", "b3", 0, now) is None
+
+
+def test_blob_chunks_go_with_delete_pop_clear_and_expiry(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    raw = _raw(url)
+    for key in ("deleted", "popped", "cleared", "expiring"):
+        _stage(backend, key, "b", 2, now)
+        expires = now + 0.3 if key == "expiring" else None
+        backend.blob_commit("default", key, "b", 2, b"m", expires, now)
+    assert backend.delete_many("default", ["deleted"], now) == 1
+    assert backend.pop("default", "popped", now, lambda v: v) == (b"m",)
+    assert not raw.exists(_name(url, "default", "deleted"), _name(url, "default", "popped"))
+    assert 0 < raw.pttl(_name(url, "default", "expiring")) <= 301
+    assert backend.blob_read("default", "expiring", "b", 1, now + 1) is None  # client's clock
+    deadline = time.monotonic() + 5
+    while raw.exists(_name(url, "default", "expiring")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not raw.exists(_name(url, "default", "expiring"))
+    backend.clear("default")
+    assert _names(url) == []
+
+
+def test_touch_gives_the_chunks_the_records_expiry(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    _stage(backend, "k", "b", 2, now)
+    backend.blob_commit("default", "k", "b", 2, b"m", None, now)
+    assert backend.touch("default", "k", now + 60, now)
+    assert 0 < _raw(url).pttl(_name(url, "default", "k")) <= 60_001
+    assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
+
+
+def test_staged_blob_is_freed_by_discard_and_by_purge(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    backend.put("default", "k", b"old", None, now, False)
+    _stage(backend, "k", "gone", 3, now)
+    backend.blob_discard("default", "k", "gone")
+    assert _fields(url, "k") == META
+    assert _staged_index(url) == []
+    _stage(backend, "k", "stale", 3, now)  # on an existing record
+    _stage(backend, "new", "stale", 2, now)  # where no record is
+    backend.blob_commit("default", "k", "stale", 3, b"m", None, now)  # a committed one stays
+    _stage(backend, "k", "late", 1, now + 100)
+    assert backend.purge_expired(now + STAGED_LIFETIME - 1, 100) == 0
+    assert len(_staged_index(url)) == 2
+    backend.purge_expired(now + STAGED_LIFETIME + 1, 100)
+    assert not _raw(url).exists(_name(url, "default", "new"))
+    assert b"#stale:2" in _fields(url, "k") and b"#late:0" in _fields(url, "k")
+    assert len(_staged_index(url)) == 1  # "late" is younger
+    backend.purge_expired(now + STAGED_LIFETIME + 101, 1)
+    assert _fields(url, "k") == sorted([*META, b"#stale:0", b"#stale:1", b"#stale:2", b"blob",
+                                        b"chunks"])  # fmt: skip
+    assert backend.blob_read("default", "k", "stale", 2, now) == b"2" + CHUNK
+    assert _staged_index(url) == []
+
+
+def test_purge_is_bounded_by_its_limit(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    for i in range(5):
+        _stage(backend, f"k{i}", "b", 1, now)
+    backend.purge_expired(now + STAGED_LIFETIME + 1, 2)
+    assert len(_staged_index(url)) == 3
+    assert len(_names(url)) == 3 + 1  # the index is a key too
+    backend.purge_expired(now + STAGED_LIFETIME + 1, 10)
+    assert _names(url) == []
+
+
+def test_commit_with_a_missing_chunk_writes_nothing(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    backend.put("default", "k", b"old", None, now, False)
+    _stage(backend, "k", "b", 3, now)
+    _raw(url).hdel(_name(url, "default", "k"), "#b:1")
+    with pytest.raises(satchel.BackendError) as caught:
+        backend.blob_commit("default", "k", "b", 3, b"m", None, now)
+    assert caught.value.key == "k" and caught.value.engine == backend.engine
+    record = backend.get("default", "k", now)
+    assert record is not None and (record.value, record.version) == (b"old", 1)
+    assert _fields(url, "k") == META  # the rest of the staged blob is dropped too
+    assert _staged_index(url) == []
+    # deleted while staged: nothing to commit, nothing written
+    _stage(backend, "k", "b2", 2, now)
+    backend.delete_many("default", ["k"], now)
+    with pytest.raises(satchel.BackendError):
+        backend.blob_commit("default", "k", "b2", 2, b"m", None, now)
+    assert not _raw(url).exists(_name(url, "default", "k"))
+
+
+def test_plain_write_while_a_blob_is_staged_keeps_it(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    _stage(backend, "k", "b", 2, now)
+    assert backend.put("default", "k", b"plain", None, now, False) is True
+    assert backend.blob_commit("default", "k", "b", 2, b"m", None, now) is False
+    assert backend.get("default", "k", now).version == 2  # type: ignore[union-attr]
+    assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
+
+
+def test_record_scans_never_see_blobs_series_or_events(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    for scope in ("default", "s"):
+        backend.put(scope, "rec", b"v", None, now, False)
+        _stage(backend, "staged", "b", 1, now)
+        backend.series_put(scope, "temps", [(1, b"a")])
+        backend.events_append(scope, "log", 0, [(5, b"e")], b"head")
+    backend.blob_write("only-staged", "k", "b", 0, b"x", now)
+    backend.series_put("only-series", "temps", [(1, b"a")])
+    backend.events_append("only-events", "log", 0, [(5, b"e")], b"head")
+    assert backend.scopes(now) == ["default", "s"]
+    assert [r.key for r in backend.scan("default", "", None, 100, now)] == ["rec"]
+    assert backend.count("default", now) == 1 and backend.count("only-series", now) == 0
+    backend.clear("s")
+    assert backend.series_names("s") == ["temps"] and backend.events_names("s") == ["log"]
+    assert backend.series_count("s", "temps") == 1
+    assert backend.events_state("s", "log", "head") == (1, 5, b"head")
+    assert backend.scopes(now) == ["default"]
+    with satchel.open(url) as store:
+        assert list(store.keys()) == ["rec"] and len(store) == 1
+
+
+INT64 = [-(2**63), -(2**53) - 1, -(2**53), -1, 0, 1, 2**53, 2**53 + 1, 2**63 - 1]
+
+
+def test_series_keep_the_whole_int64_range_exactly(url: str, backend: RedisBackend) -> None:
+    points = [(t, b"v%d" % t) for t in INT64]
+    backend.series_put("default", "s", random.Random(1).sample(points, len(points)))
+    assert backend.series_range("default", "s", None, None, 100) == points
+    assert backend.series_range("default", "s", None, None, 100, reverse=True) == points[::-1]
+    assert backend.series_range("default", "s", -1, 2**53 + 1, 100) == points[3:7]
+    assert backend.series_range("default", "s", -1, 2**53 + 1, 2, reverse=True) == points[5:7][::-1]
+    assert backend.series_range("default", "s", 2**63 - 1, None, 9) == points[-1:]
+    assert backend.series_range("default", "s", None, -(2**63), 9) == []
+    assert backend.series_range("default", "s", None, None, 0) == []
+    assert backend.series_range("default", "s", None, None, 3, values=False) == [
+        (t, b"") for t, _ in points[:3]
+    ]
+    backend.series_put("default", "s", [(2**63 - 1, b""), (-(2**63), b"new\x00 {x}")])
+    assert backend.series_range("default", "s", None, None, 100) == [
+        (-(2**63), b"new\x00 {x}"),
+        *points[1:-1],
+        (2**63 - 1, b""),
+    ]
+    assert backend.series_count("default", "s") == len(INT64)
+    assert backend.series_remove("default", "s", 2**53, None) == 3
+    assert backend.series_remove("default", "s", None, -(2**53)) == 2
+    assert backend.series_range("default", "s", None, None, 100) == points[2:6]
+    assert backend.series_remove("default", "s", None, None) == 4
+    assert backend.series_names("default") == []
+    with pytest.raises(satchel.InvalidInput):
+        backend.series_put("default", "s", [(2**63, b"")])
+
+
+def test_series_and_sequence_names_with_braces_and_globs(url: str, backend: RedisBackend) -> None:
+    names = ["{a}", "a}{b", "*", "x?[1]\\", "é\n", "{"]
+    for scope in ("{t}", "t*"):
+        for name in names:
+            backend.series_put(scope, name, [(1, b"a"), (2, b"b")])
+            backend.events_append(scope, name, 0, [(1, b"a"), (2, b"b")], b"h")
+            backend.events_compact(scope, name, (1, 1, b"base"))
+        assert backend.series_names(scope) == sorted(names)
+        assert backend.events_names(scope) == sorted(names)
+        for name in names:
+            assert backend.series_range(scope, name, 2, None, 9) == [(2, b"b")]
+            assert backend.events_read(scope, name, 0, 9) == [(2, 2, b"b")]
+    assert backend.series_names("t") == [] and backend.events_names("{") == []
+
+
+def test_series_put_of_ten_thousand_points_is_one_round_trip(
+    private_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = open_redis(f"redis://:{PASSWORD}@127.0.0.1:{private_port}/0", {})
+    try:
+        backend.series_count("default", "warm")  # connect
+        points = [(t * 1000, b"%d" % t) for t in range(10_000)]
+        sent = _count_round_trips(monkeypatch)
+        backend.series_put("default", "rt", points)
+        assert sent[0] == 1
+        monkeypatch.undo()
+        assert backend.series_count("default", "rt") == 10_000
+        assert backend.series_range("default", "rt", 5_000_000, None, 2) == points[5000:5002]
+    finally:
+        backend.events_delete("default", "rt")
+        _raw_private = redis.Redis(port=private_port, password=PASSWORD)
+        _raw_private.flushall()  # the private server of this module only
+        _raw_private.close()
+        backend.close()
+
+
+def test_events_log_states_and_compaction(url: str, backend: RedisBackend) -> None:
+    assert backend.events_state("default", "e", "head") is None
+    assert backend.events_read("default", "e", 0, 10) == []
+    events = [(1000 + i, b"data %d\n\x00{}" % i) for i in range(10)]
+    assert backend.events_append("default", "e", 0, events[:4], b"h4")
+    assert not backend.events_append("default", "e", 0, events[4:], b"no")
+    assert not backend.events_append("default", "e", 5, events[4:], b"no")
+    assert backend.events_append("default", "e", 4, events[4:], b"h 10")
+    assert backend.events_state("default", "e", "head") == (10, 1009, b"h 10")
+    assert backend.events_state("default", "e", "base") is None
+    expected = [(i + 1, t, d) for i, (t, d) in enumerate(events)]
+    assert backend.events_read("default", "e", 0, 100) == expected
+    assert backend.events_read("default", "e", 3, 2) == expected[3:5]
+    assert backend.events_read("default", "e", 10, 100) == []
+    backend.events_compact("default", "e", (6, 1005, b"b6"))
+    backend.events_compact("default", "e", (4, 1003, b"older: ignored"))
+    assert backend.events_state("default", "e", "base") == (6, 1005, b"b6")
+    assert backend.events_read("default", "e", 0, 2) == expected[6:8]
+    assert backend.events_read("default", "e", 7, 100) == expected[7:]
+    fields = _raw(url).hkeys(f"{support_redis.prefix_of(url)}~e:7:default:e")
+    assert sorted(f for f in fields if f.isdigit()) == sorted(b"%d" % s for s in range(7, 11))
+    backend.events_compact("default", "e", (10, 1009, b"b10"))
+    assert backend.events_read("default", "e", 0, 100) == []
+    assert backend.events_append("default", "e", 10, [(2000, b"x")], b"h11")
+    assert backend.events_read("default", "e", 0, 100) == [(11, 2000, b"x")]
+    assert backend.events_names("default") == ["e"]
+    assert backend.events_delete("default", "e") is True
+    assert backend.events_delete("default", "e") is False
+    assert backend.events_names("default") == []
+    assert backend.events_append("default", "e", 0, [(1, b"again")], b"h")
+    assert backend.events_read("default", "e", 0, 100) == [(1, 1, b"again")]
+
+
+def _append_worker(url: str, worker: int, until: int, start: Any, results: Any) -> None:
+    backend = open_redis(url.split("?")[0], {"prefix": support_redis.prefix_of(url)})
+    won = []
+    backend.events_state("default", "race", "head")  # connected
+    start.wait(30)
+    try:
+        while True:
+            head = backend.events_state("default", "race", "head")
+            seq = 0 if head is None else head[0]
+            if seq >= until:
+                break
+            if backend.events_append("default", "race", seq, [(worker, b"%d" % worker)], b"h"):
+                won.append(seq + 1)
+    finally:
+        backend.close()
+        results.put((worker, won))
+
+
+def test_concurrent_appends_have_one_winner_per_seq(url: str, backend: RedisBackend) -> None:
+    workers, until = 4, 400
+    ctx = multiprocessing.get_context("fork")
+    start, queue = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_append_worker, args=(url, w, until, start, queue))
+        for w in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for proc in procs:
+        proc.join(30)
+    assert sorted(seq for won in results.values() for seq in won) == list(range(1, until + 1))
+    events = backend.events_read("default", "race", 0, until + 10)
+    assert [seq for seq, _, _ in events] == list(range(1, until + 1))
+    for worker, won in results.items():
+        assert [seq for seq, t, data in events if data == b"%d" % worker] == won
+        assert all(t == worker for seq, t, data in events if seq in won)
+    assert sum(1 for won in results.values() if won) > 1  # they really raced
+
+
+def test_cluster_reloads_lost_scripts_for_the_new_primitives(
+    cluster_url: str,
+) -> None:
+    raw = _raw(cluster_url)
+    assert isinstance(raw, RedisCluster)
+    backend = open_redis(
+        cluster_url.split("?")[0], {"prefix": support_redis.prefix_of(cluster_url)}
+    )
+    try:
+        now = time.time()
+        _flush_scripts(raw)
+        backend.series_put("default", "s", [(1, b"a")])
+        _flush_scripts(raw)
+        assert backend.events_append("default", "e", 0, [(1, b"a")], b"h")
+        _flush_scripts(raw)
+        assert backend.events_read("default", "e", 0, 9) == [(1, 1, b"a")]
+        _stage(backend, "k", "b", 2, now)
+        _flush_scripts(raw)
+        assert backend.blob_commit("default", "k", "b", 2, b"m", None, now)
+        assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
+    finally:
+        backend.close()
