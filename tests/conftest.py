@@ -40,6 +40,7 @@ import pytest
 import satchel
 import support_postgres
 import support_redis
+import support_server
 
 __all__ = ["ENGINES", "Engine", "require_service"]
 
@@ -99,6 +100,8 @@ ENGINES: dict[str, Engine] = {
     "redis-cluster": Engine(
         "redis-cluster", support_redis.fresh_cluster_url, cleanup=support_redis.drop
     ),
+    # a new tenant of one satchel server per session (SQLite behind it): see support_server
+    "http": Engine("http", support_server.fresh_url),
 }
 
 
@@ -132,6 +135,7 @@ def long_run(request: pytest.FixtureRequest) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     support_redis.stop_cluster()  # the test Redis Cluster, if one was started
+    support_server.stop_session_server()  # the test satchel server, if one was started
 
 
 @pytest.fixture

@@ -105,6 +105,14 @@ def _postgres(url: str, options: dict[str, Any]) -> Backend:
     return open_postgres(url, options)
 
 
+def _http(url: str, options: dict[str, Any]) -> Backend:
+    try:
+        from .backends.http import open_http
+    except ImportError as exc:
+        raise _missing_extra("server", exc) from exc
+    return open_http(url, options)
+
+
 def _missing_extra(extra: str, exc: ImportError) -> BackendError:
     return BackendError(
         f"the {extra} engine needs its driver ({exc.name}): pip install 'satchel[{extra}]'"
@@ -128,6 +136,8 @@ ENGINES: dict[str, Callable[[str, dict[str, Any]], Backend]] = {
     "redis+cluster": _redis,
     "postgresql": _postgres,
     "postgres": _postgres,
+    "http": _http,
+    "https": _http,
 }
 
 

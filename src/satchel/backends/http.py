@@ -1,0 +1,298 @@
+"""``http://`` and ``https://``: a satchel server (``satchel serve``) as an engine.
+
+Each primitive is one HTTP call (batches included) over a pooled httpx client; reads
+are retried on a connection failure, writes never (they might have landed). Records
+travel as the bytes this client's Store made, so values come back with their types.
+
+    store = satchel.open("http://127.0.0.1:8470", token="...", scope="app")
+
+The token may also be given as ``?token=`` in the URL; it never appears in messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidInput,
+    KeyNotFound,
+    ReadOnlyError,
+    SatchelError,
+)
+from .base import Backend, Record
+
+READ_RETRIES = 2
+SCAN_PAGE = 1000
+CHUNK_TIMEOUT = 120.0
+
+
+class QuotaExceeded(SatchelError):
+    """The server refused a write that would take the tenant over its quota (HTTP 413);
+    nothing was written."""
+
+
+class AccessDenied(BackendError):
+    """The server refused the token (HTTP 401) or the scope (HTTP 403)."""
+
+
+class _Changed(Exception):
+    """HTTP 409: the record changed under a conditional write; read again."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _record(item: dict[str, Any]) -> Record:
+    value = item.get("value")
+    return Record(
+        item["key"],
+        b"" if value is None else base64.b64decode(value),
+        item["created_at"],
+        item["updated_at"],
+        item["expires_at"],
+        item["version"],
+    )
+
+
+def _expires_in(expires_at: float | None, now: float) -> float | None:
+    return None if expires_at is None else expires_at - now
+
+
+class HTTPBackend(Backend):
+    """A satchel server reached over HTTP with a bearer token."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.engine = base_url
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    # -- the one choke point ----------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise BackendUnavailable(f"the server timed out: {exc}", engine=self.engine) from exc
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(
+                f"cannot reach the server: {exc}", engine=self.engine
+            ) from exc
+        except RuntimeError as exc:  # a request on a closed client
+            raise BackendUnavailable(str(exc), engine=self.engine) from exc
+
+    def _call(self, method: str, path: str, *, read: bool = False, **kwargs: Any) -> Any:
+        """Send one request; return its JSON (or bytes for octet-stream), or raise mapped."""
+        attempts = 1 + (READ_RETRIES if read else 0)
+        for attempt in range(attempts):
+            try:
+                with self._errors():
+                    response = self._client.request(method, path, **kwargs)
+                break
+            except BackendUnavailable:
+                if attempt + 1 == attempts:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        if response.status_code >= 400:
+            self._raise(response)
+        if response.headers.get("content-type", "").startswith("application/octet-stream"):
+            return response.content
+        return response.json()
+
+    def _raise(self, response: httpx.Response) -> NoReturn:
+        status = response.status_code
+        try:
+            detail = response.json()["error"]
+            code, message = str(detail["code"]), str(detail["message"])
+        except (ValueError, KeyError, TypeError):
+            code, message = "", response.text[:200] or response.reason_phrase
+        where = {"engine": self.engine}
+        if status == 409:
+            raise _Changed(message)
+        if status == 404:
+            raise KeyNotFound(message, **where)
+        if status in (400, 422):
+            raise InvalidInput(message, **where)
+        if status == 403 and code == "read_only":
+            raise ReadOnlyError(message, **where)
+        if status in (401, 403):
+            raise AccessDenied(f"HTTP {status}: {message}", **where)
+        if status == 413:
+            raise QuotaExceeded(message, **where)
+        if status in (502, 503, 504):
+            raise BackendUnavailable(f"HTTP {status}: {message}", **where)
+        raise BackendError(f"HTTP {status}: {message}", **where)
+
+    def _post(self, path: str, body: dict[str, Any], *, read: bool = False) -> Any:
+        return self._call("POST", path, json=body, read=read)
+
+    # -- records ----------------------------------------------------------------------
+
+    def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
+        if not keys:
+            return {}
+        found = self._post("/v1/get", {"scope": scope, "keys": list(keys)}, read=True)
+        return {item["key"]: _record(item) for item in found["records"]}
+
+    def put(
+        self,
+        scope: str,
+        key: str,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
+        if_absent: bool,
+    ) -> bool:
+        body = {
+            "scope": scope,
+            "items": [{"key": key, "value": _b64(value)}],
+            "expires_in": _expires_in(expires_at, now),
+            "if_absent": if_absent,
+        }
+        return bool(self._post("/v1/put", body)["new"])
+
+    def put_many(
+        self,
+        scope: str,
+        items: Sequence[tuple[str, bytes]],
+        expires_at: float | None,
+        now: float,
+        if_absent: bool,
+    ) -> int:
+        if not items:
+            return 0
+        if len(items) == 1:  # the server treats a batch of one as a single put
+            key, value = items[0]
+            new = self.put(scope, key, value, expires_at, now, if_absent)
+            return int(new or not if_absent)
+        body = {
+            "scope": scope,
+            "items": [{"key": k, "value": _b64(v)} for k, v in items],
+            "expires_in": _expires_in(expires_at, now),
+            "if_absent": if_absent,
+        }
+        return int(self._post("/v1/put", body)["written"])
+
+    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
+        if not keys:
+            return 0
+        return int(self._post("/v1/delete", {"scope": scope, "keys": list(keys)})["count"])
+
+    def pop(
+        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
+    ) -> tuple[Any] | None:
+        # Read, decode here (a failure deletes nothing), then delete only if the value
+        # is still the one decoded; if it changed in between, start again.
+        while True:
+            record = self.get(scope, key, now)
+            if record is None:
+                return None
+            value = decode(record.value)
+            digest = hashlib.sha256(record.value).hexdigest()
+            try:
+                body = {"scope": scope, "key": key, "sha256": digest}
+                popped = self._post("/v1/pop", body)["count"]
+            except _Changed:
+                continue
+            return (value,) if popped else None
+
+    def compare_and_set(
+        self,
+        scope: str,
+        key: str,
+        expected_version: int | None,
+        value: bytes,
+        expires_at: float | None,
+        now: float,
+        *,
+        expected_created_at: float | None = None,
+    ) -> bool:
+        body = {
+            "scope": scope,
+            "key": key,
+            "expected_version": expected_version,
+            "expected_created_at": expected_created_at,
+            "value": _b64(value),
+            "expires_in": _expires_in(expires_at, now),
+        }
+        return bool(self._post("/v1/cas", body)["written"])
+
+    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
+        body = {"scope": scope, "key": key, "expires_in": _expires_in(expires_at, now)}
+        return bool(self._post("/v1/touch", body)["count"])
+
+    def scan(
+        self,
+        scope: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        now: float,
+        values: bool = True,
+    ) -> list[Record]:
+        found: list[Record] = []
+        while len(found) < limit:
+            want = min(limit - len(found), SCAN_PAGE)
+            body = {"scope": scope, "prefix": prefix, "after": after, "limit": want}
+            page = self._post("/v1/scan", {**body, "values": values}, read=True)
+            found.extend(_record(item) for item in page["records"])
+            if not page["more"] and len(page["records"]) < want:
+                break
+            if not page["records"]:
+                break
+            after = found[-1].key
+        return found
+
+    def count(self, scope: str, now: float) -> int:
+        return int(self._post("/v1/count", {"scope": scope}, read=True)["count"])
+
+    def scopes(self, now: float) -> list[str]:
+        return list(self._call("GET", "/v1/scopes", read=True)["scopes"])
+
+    def clear(self, scope: str) -> None:
+        self._post("/v1/clear", {"scope": scope})
+
+    def purge_expired(self, now: float, limit: int) -> int:
+        return 0  # the server sweeps its engine itself; expired records are invisible
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_http(url: str, options: dict[str, Any]) -> HTTPBackend:
+    """The engine for ``http(s)://host:port[/path]``; options: token (required), timeout."""
+    token = options.pop("token", None)
+    timeout = options.pop("timeout", 30.0)
+    if options:
+        raise InvalidInput(f"unknown option(s) for the http engine: {', '.join(sorted(options))}")
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        raise InvalidInput("the port of an http URL must be a number up to 65535") from None
+    if not parts.hostname:
+        raise InvalidInput("an http URL needs a host: http://127.0.0.1:8470")
+    if not isinstance(token, str) or not token:
+        raise InvalidInput("the http engine needs token=... (or ?token= in the URL)")
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"timeout must be a number of seconds, not {timeout!r}") from None
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    base = f"{parts.scheme}://{host}{port}{parts.path.rstrip('/')}"
+    return HTTPBackend(base, token, timeout=timeout)

@@ -1,0 +1,216 @@
+"""The ASGI app: the record-level JSON API under /v1, /healthz, /openapi.json and /ui.
+
+Status codes: 401 missing or wrong token, 403 forbidden scope or read-only tenant,
+404 missing key, 400/422 bad input, 409 changed under a conditional write, 413 over
+quota or body too large, 503 the engine failed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import BackendError, InvalidInput, KeyNotFound, ReadOnlyError, UnsupportedValue
+from . import extras, human, ui
+from .models import (
+    CasBody,
+    Count,
+    ErrorOut,
+    GetBody,
+    KeysBody,
+    PopBody,
+    PutBody,
+    Records,
+    ScanBody,
+    ScopeBody,
+    Scopes,
+    TouchBody,
+    Written,
+)
+from .service import Changed, QuotaExceeded, Service, record_out
+from .tenants import Tenant
+
+MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
+
+_bearer = HTTPBearer(auto_error=False)
+_ERRORS: list[tuple[type[BaseException], int, str]] = [
+    (KeyNotFound, 404, "not_found"),
+    (ReadOnlyError, 403, "read_only"),
+    (PermissionError, 403, "forbidden"),
+    (QuotaExceeded, 413, "over_quota"),
+    (Changed, 409, "changed"),
+    (InvalidInput, 400, "invalid"),
+    (UnsupportedValue, 400, "invalid"),
+    (BackendError, 503, "backend"),
+]
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def tenant(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Tenant:
+    """The tenant whose bearer token the request carries; 401 without one."""
+    service: Service = request.app.state.service
+    found = None if creds is None else service.config.tenant_for(creds.credentials)
+    if found is None:
+        raise HTTPException(401, "missing or wrong token")
+    return found
+
+
+T = Annotated[Tenant, Depends(tenant)]
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, before or while they arrive."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await error(413, "too_large", f"the body limit is {self.limit} bytes")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"the body limit is {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
+    """The server app for `service` (an engine and its tenants)."""
+    app = FastAPI(
+        title="satchel server",
+        version="1",
+        description="The satchel Store over HTTP: records, tenants and quotas.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+    install_errors(app)
+    routes(app, service)
+    extras.routes(app, service)
+    human.routes(app, service)
+    ui.routes(app)
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
+
+
+def install_errors(app: FastAPI) -> None:
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        for kind, status, code in _ERRORS:
+            if isinstance(exc, kind):
+                return error(status, code, str(exc))
+        raise exc
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        codes = {401: "unauthorized", 404: "not_found", 405: "method", 413: "too_large"}
+        return error(exc.status_code, codes.get(exc.status_code, "invalid"), str(exc.detail))
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        where = "; ".join(
+            f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors()
+        )
+        return error(422, "invalid", where[:2000])
+
+    for kind, _, _ in _ERRORS:
+        app.add_exception_handler(kind, on_error)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+
+
+def routes(app: FastAPI, service: Service) -> None:
+    """The record-level API the http engine uses (one Backend primitive per call)."""
+    post = app.post
+
+    @app.get("/healthz", tags=["server"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/scopes", responses=RESPONSES, tags=["records"])
+    def scopes(t: T) -> Scopes:
+        """Sorted names of the tenant's scopes holding a live record."""
+        return Scopes(scopes=service.scopes(t))
+
+    @post("/v1/get", responses=RESPONSES, tags=["records"])
+    def get_many(body: GetBody, t: T) -> Records:
+        """The live records of those keys that have one."""
+        found = service.get_many(t, body.scope, body.keys)
+        return Records(records=[record_out(r, body.values) for r in found.values()])
+
+    @post("/v1/put", responses=RESPONSES, tags=["records"])
+    def put(body: PutBody, t: T) -> Written:
+        """Write a batch atomically; `new`: the single key had no live record."""
+        items = [(i.key, i.value) for i in body.items]
+        written, new = service.put(t, body.scope, items, body.expires_in, body.if_absent)
+        return Written(written=written, new=new)
+
+    @post("/v1/delete", responses=RESPONSES, tags=["records"])
+    def delete(body: KeysBody, t: T) -> Count:
+        """Delete keys; `count`: how many had a live record."""
+        return Count(count=service.delete_many(t, body.scope, body.keys))
+
+    @post("/v1/pop", responses=RESPONSES, tags=["records"])
+    def pop(body: PopBody, t: T) -> Count:
+        """Delete `key` if its value has this SHA-256 (409 if it changed); `count` 0 or 1."""
+        return Count(count=int(service.pop(t, body.scope, body.key, body.sha256)))
+
+    @post("/v1/cas", responses=RESPONSES, tags=["records"])
+    def cas(body: CasBody, t: T) -> Written:
+        """Write if the live version (and created_at) are as expected."""
+        ok = service.compare_and_set(
+            t, body.scope, body.key, body.expected_version, body.expected_created_at,
+            body.value, body.expires_in,
+        )  # fmt: skip
+        return Written(written=int(ok))
+
+    @post("/v1/touch", responses=RESPONSES, tags=["records"])
+    def touch(body: TouchBody, t: T) -> Count:
+        """Set the expiry of a live record; `count` 0 or 1."""
+        return Count(count=int(service.touch(t, body.scope, body.key, body.expires_in)))
+
+    @post("/v1/scan", responses=RESPONSES, tags=["records"])
+    def scan(body: ScanBody, t: T) -> Records:
+        """Records whose key starts with `prefix`, after `after`, in key order."""
+        page, more = service.scan(t, body.scope, body.prefix, body.after, body.limit, body.values)
+        return Records(records=[record_out(r, body.values) for r in page], more=more)
+
+    @post("/v1/count", responses=RESPONSES, tags=["records"])
+    def count(body: ScopeBody, t: T) -> Count:
+        """How many live records the scope holds."""
+        return Count(count=service.count(t, body.scope))
+
+    @post("/v1/clear", responses=RESPONSES, tags=["records"])
+    def clear(body: ScopeBody, t: T) -> Count:
+        """Delete every record of the scope."""
+        service.clear(t, body.scope)
+        return Count(count=0)

@@ -1,0 +1,161 @@
+"""Request and response bodies of the JSON API (they make /openapi.json).
+
+Values travel as base64 of the record bytes the client's Store produced (typed codec,
+maybe sealed), so a remote client gets exactly its types back. Expiry travels as
+`expires_in` (seconds from now, as the sender counts them) so clocks need not agree.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_BATCH = 10_000
+MAX_TIME = 1e10  # seconds, as MAX_TTL in the Store
+Name = Annotated[str, Field(min_length=1, max_length=1024)]
+ScopeName = Annotated[str, Field(min_length=1, max_length=255)]
+B64 = Annotated[str, Field(max_length=64 * 1024 * 1024, description="base64 of bytes")]
+ExpiresIn = Annotated[float | None, Field(default=None, ge=-MAX_TIME, le=MAX_TIME)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecordOut(BaseModel):
+    """One live record; `value` is omitted when values were not asked for."""
+
+    key: str
+    value: str | None = None
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+    version: int
+
+
+class ScopeBody(_Body):
+    scope: ScopeName
+
+
+class GetBody(ScopeBody):
+    keys: Annotated[list[Name], Field(max_length=MAX_BATCH)]
+    values: bool = True
+
+
+class Item(_Body):
+    key: Name
+    value: B64
+
+
+class PutBody(ScopeBody):
+    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_BATCH)]
+    expires_in: ExpiresIn = None
+    if_absent: bool = False
+
+
+class KeysBody(ScopeBody):
+    keys: Annotated[list[Name], Field(max_length=MAX_BATCH)]
+
+
+class PopBody(ScopeBody):
+    key: Name
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class CasBody(ScopeBody):
+    key: Name
+    expected_version: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
+    expected_created_at: Annotated[float | None, Field(ge=0, le=MAX_TIME)] = None
+    value: B64
+    expires_in: ExpiresIn = None
+
+
+class TouchBody(ScopeBody):
+    key: Name
+    expires_in: ExpiresIn = None
+
+
+class ScanBody(ScopeBody):
+    prefix: Annotated[str, Field(max_length=1024)] = ""
+    after: Annotated[str | None, Field(max_length=1024)] = None
+    limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 500
+    values: bool = True
+
+
+class IncrBody(ScopeBody):
+    key: Name
+    delta: Int64 = 1
+
+
+class ValueBody(_Body):
+    """A value to store with the typed codec: JSON as is, or a str."""
+
+    value: Any
+    kind: Literal["json", "str"] = "json"
+    ttl: Annotated[float | None, Field(gt=0, le=MAX_TIME)] = None
+
+
+class Written(BaseModel):
+    written: int
+    new: bool = False
+
+
+class Count(BaseModel):
+    count: int
+
+
+class Records(BaseModel):
+    records: list[RecordOut]
+    more: bool = False
+
+
+class Scopes(BaseModel):
+    scopes: list[str]
+
+
+class KeyEntry(BaseModel):
+    key: str
+    size: int
+    version: int
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+
+
+class KeyPage(BaseModel):
+    keys: list[KeyEntry]
+    next_cursor: str | None
+
+
+class ValueOut(KeyEntry):
+    """A value decoded for people: `json` when it has a JSON form, `hex` for bytes."""
+
+    scope: str
+    type: str
+    json_value: Any = None
+    hex: str | None = None
+    text: str | None = None
+
+
+class UsageOut(BaseModel):
+    tenant: str
+    bytes: int
+    keys: int
+    quota_bytes: int
+    quota_keys: int
+    readonly: bool
+
+
+class Tenants(BaseModel):
+    tenants: list[UsageOut]
+
+
+class Error(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: Error

@@ -1,0 +1,283 @@
+"""What the server does for a tenant: Backend primitives on its prefixed scopes, with quotas.
+
+No storage rule lives here: keys and scopes are checked by ``satchel.keys``, records
+are made by the client's Store, and the engine keeps them. This layer adds only the
+tenant's prefix, its rights and its quota, and uses the server's clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Sequence
+from ..backends.base import Backend, Record
+from ..errors import InvalidInput, ReadOnlyError, SatchelError
+from ..keys import check_key
+from .models import MAX_TIME, RecordOut
+from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
+
+PURGE_EVERY = 60.0
+SCAN_BYTES = 8 * 1024 * 1024  # a scan page stops growing past this many value bytes
+
+
+class QuotaExceeded(SatchelError):
+    """The write would take the tenant over its quota; nothing was written."""
+
+
+class Changed(SatchelError):
+    """The record changed between the client's read and its conditional write."""
+
+
+def b64decode(text: str) -> bytes:
+    """Bytes from base64 `text`; InvalidInput if it is not base64."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("value is not valid base64") from None
+
+
+def record_out(record: Record, values: bool) -> RecordOut:
+    value = base64.b64encode(record.value).decode() if values else None
+    return RecordOut(
+        key=record.key,
+        value=value,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        expires_at=record.expires_at,
+        version=record.version,
+    )
+
+
+def size_of(key: str, value: bytes) -> int:
+    """What a record costs against a quota: its key and value bytes."""
+    return len(key.encode("utf-8")) + len(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def expiry(expires_in: float | None, now: float) -> float | None:
+    return None if expires_in is None else now + max(-MAX_TIME, min(MAX_TIME, expires_in))
+
+
+class Service:
+    """The engine a server serves, and its tenants."""
+
+    def __init__(self, backend: Backend, config: Config) -> None:
+        self.backend = backend
+        self.config = config
+        self.accounts = Accounts(self._recount)
+        self._next_purge = 0.0
+
+    # -- tenants and scopes -----------------------------------------------------------
+
+    def scope(self, tenant: Tenant, scope: str) -> str:
+        """The server-side scope; InvalidInput / PermissionError if not allowed."""
+        return full_scope(tenant, scope)
+
+    def writable(self, tenant: Tenant, scope: str) -> str:
+        full = full_scope(tenant, scope)
+        if tenant.readonly:
+            raise ReadOnlyError(f"tenant {tenant.name!r} is read-only")
+        return full
+
+    def scopes(self, tenant: Tenant) -> list[str]:
+        return own_scopes(tenant, self.backend.scopes(time.time()))
+
+    def _recount(self, tenant: Tenant) -> Usage:
+        now = time.time()
+        usage = Usage(counted_at=now)
+        for name in self.backend.scopes(now):
+            if not name.startswith(tenant.prefix):
+                continue
+            after = None
+            while page := self.backend.scan(name, "", after, 1000, now):
+                usage.keys += len(page)
+                usage.bytes += sum(size_of(r.key, r.value) for r in page)
+                after = page[-1].key
+        return usage
+
+    def usage(self, tenant: Tenant) -> Usage:
+        with self.accounts.lock(tenant):
+            return self.accounts.usage(tenant)
+
+    def _charge(self, tenant: Tenant, add_bytes: int, add_keys: int) -> Usage:
+        """Check that the tenant can take the growth (lock held); return its usage."""
+        usage = self.accounts.usage(tenant)
+        if add_bytes > 0 and usage.bytes + add_bytes > tenant.quota_bytes:
+            raise QuotaExceeded(
+                f"over quota: tenant {tenant.name!r} holds {usage.bytes} bytes, this write "
+                f"adds {add_bytes}, the quota is {tenant.quota_bytes} bytes; nothing was written"
+            )
+        if add_keys > 0 and usage.keys + add_keys > tenant.quota_keys:
+            raise QuotaExceeded(
+                f"over quota: tenant {tenant.name!r} holds {usage.keys} keys, the quota is "
+                f"{tenant.quota_keys}; nothing was written"
+            )
+        return usage
+
+    def _housekeeping(self, now: float) -> None:
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY
+            try:
+                self.backend.purge_expired(now, 1000)
+            except SatchelError:
+                pass  # expired records are invisible anyway
+
+    # -- records ----------------------------------------------------------------------
+
+    def get_many(self, tenant: Tenant, scope: str, keys: Sequence[str]) -> dict[str, Record]:
+        full = self.scope(tenant, scope)
+        checked = list(dict.fromkeys(check_key(k) for k in keys))
+        return self.backend.get_many(full, checked, time.time()) if checked else {}
+
+    def put(
+        self,
+        tenant: Tenant,
+        scope: str,
+        items: Sequence[tuple[str, str]],
+        expires_in: float | None,
+        if_absent: bool,
+    ) -> tuple[int, bool]:
+        """Write `items` (key, base64 value); return (how many written, first key was new)."""
+        full = self.writable(tenant, scope)
+        decoded = {check_key(k): b64decode(v) for k, v in items}
+        if len(decoded) != len(items):
+            raise InvalidInput("a batch names the same key twice")
+        with self.accounts.lock(tenant):
+            now = time.time()
+            old = self.backend.get_many(full, list(decoded), now)
+            grow = keys = 0
+            for key, value in decoded.items():
+                before = old.get(key)
+                if before is None:
+                    grow, keys = grow + size_of(key, value), keys + 1
+                elif not if_absent:
+                    grow += len(value) - len(before.value)
+            usage = self._charge(tenant, grow, keys)
+            expires_at = expiry(expires_in, now)
+            if len(decoded) == 1:
+                ((key, value),) = decoded.items()
+                new = self.backend.put(full, key, value, expires_at, now, if_absent)
+                written = int(new or not if_absent)
+            else:
+                written = self.backend.put_many(
+                    full, list(decoded.items()), expires_at, now, if_absent
+                )
+                new = False
+            if written:
+                usage.bytes += grow
+                usage.keys += keys
+        self._housekeeping(now)
+        return written, new
+
+    def delete_many(self, tenant: Tenant, scope: str, keys: Sequence[str]) -> int:
+        full = self.writable(tenant, scope)
+        checked = list(dict.fromkeys(check_key(k) for k in keys))
+        if not checked:
+            return 0
+        with self.accounts.lock(tenant):
+            now = time.time()
+            usage = self.accounts.usage(tenant)
+            old = self.backend.get_many(full, checked, now)
+            deleted = self.backend.delete_many(full, checked, now)
+            usage.bytes -= sum(size_of(r.key, r.value) for r in old.values())
+            usage.keys -= len(old)
+        return deleted
+
+    def pop(self, tenant: Tenant, scope: str, key: str, sha256: str) -> bool:
+        """Delete `key` if its value still has digest `sha256`; False if it has no value.
+
+        Raises Changed if it holds another value (the client reads again and retries).
+        """
+        full = self.writable(tenant, scope)
+        key = check_key(key)
+
+        def same(data: bytes) -> bytes:
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise Changed("the value changed since it was read")
+            return data
+
+        with self.accounts.lock(tenant):
+            usage = self.accounts.usage(tenant)
+            found = self.backend.pop(full, key, time.time(), same)
+            if found is None:
+                return False
+            usage.bytes -= size_of(key, found[0])
+            usage.keys -= 1
+        return True
+
+    def compare_and_set(
+        self,
+        tenant: Tenant,
+        scope: str,
+        key: str,
+        expected_version: int | None,
+        expected_created_at: float | None,
+        value_b64: str,
+        expires_in: float | None,
+    ) -> bool:
+        full = self.writable(tenant, scope)
+        key, value = check_key(key), b64decode(value_b64)
+        with self.accounts.lock(tenant):
+            now = time.time()
+            old = self.backend.get(full, key, now)
+            grow = size_of(key, value) if old is None else len(value) - len(old.value)
+            usage = self._charge(tenant, grow, int(old is None))
+            written = self.backend.compare_and_set(
+                full, key, expected_version, value, expiry(expires_in, now), now,
+                expected_created_at=expected_created_at,
+            )  # fmt: skip
+            if written:
+                usage.bytes += grow
+                usage.keys += int(old is None)
+        return written
+
+    def touch(self, tenant: Tenant, scope: str, key: str, expires_in: float | None) -> bool:
+        full = self.writable(tenant, scope)
+        now = time.time()
+        return self.backend.touch(full, check_key(key), expiry(expires_in, now), now)
+
+    def scan(
+        self, tenant: Tenant, scope: str, prefix: str, after: str | None, limit: int, values: bool
+    ) -> tuple[list[Record], bool]:
+        """A page of records; True if the page was cut short by its size (ask again)."""
+        full = self.scope(tenant, scope)
+        if after is not None:
+            after = check_key(after)
+        if "\x00" in prefix or not _encodable(prefix):
+            return [], False  # no stored key can start with it
+        now = time.time()
+        page: list[Record] = []
+        while len(page) < limit:
+            want = min(limit - len(page), 500)
+            got = self.backend.scan(full, prefix, after, want, now, values)
+            page.extend(got)
+            if len(got) < want:
+                break
+            after = got[-1].key
+            if values and sum(len(r.value) for r in page) > SCAN_BYTES:
+                return page, True
+        return page, False
+
+    def count(self, tenant: Tenant, scope: str) -> int:
+        return self.backend.count(self.scope(tenant, scope), time.time())
+
+    def clear(self, tenant: Tenant, scope: str) -> None:
+        full = self.writable(tenant, scope)
+        with self.accounts.lock(tenant):
+            self.backend.clear(full)
+            self.accounts.forget(tenant)
+
+    def tenants(self) -> list[tuple[Tenant, Usage]]:
+        return [(t, self.usage(t)) for t in self.config.tenants.values()]
+
+    def close(self) -> None:
+        self.backend.close()
