@@ -5,6 +5,10 @@
     dir/.journal          a batch being applied (or whose writer died)
     dir/.tmp/             temp files (w-*) and cleared scopes (trash-*)
     dir/<scope>/<key>     one file per record (.scope: the name of a hashed scope)
+    dir/.blobs/<scope>/<key>/<blob id>/<n>   chunk n of a large value (.staged: when the
+                          staging began; gone once committed)
+    dir/.series/<scope>/<name>   a time series: a log of points
+    dir/.events/<scope>/<name>   an event sequence: a log of events and states
 
 Names: every UTF-8 byte outside ``a-z 0-9 _ - .`` is percent-escaped (lowercase hex), as
 are a leading or trailing dot and the first letter of a Windows device name (``con``).
@@ -30,6 +34,24 @@ fsyncs the scope directory and deletes the journal. A writer that dies drops its
 whoever takes it next and finds a journal rolls it forward (each step is idempotent).
 A crash before the commit point leaves only temp files, deleted by the next open.
 
+Large values: chunks are staged as files under ``.blobs`` (fsynced, invisible: no record
+names them). ``blob_commit`` writes the manifest as the key's record with ``"blob"`` and
+``"chunks"`` in its metadata: one rename, so the blob belongs to the key atomically. A
+write or delete that replaces such a record removes the old blob's folder once done;
+`purge_expired` removes the blobs of expired records, staged blobs older than
+STAGED_LIFETIME and (after a crash) blobs no record names.
+
+Logs (series, events): a first line ``satchel-series|satchel-events <nonce> <json
+name>``, then batches, each ``@<size:16 hex> <crc32:8 hex>\n`` and its payload. A
+change appends one batch and fsyncs; a batch torn by a crash fails its size or CRC, is
+ignored and cut off by the next writer. Series entries are ``p <t> <n>\n<value>\n``
+(a point; the last one at t wins) and ``r <start> <stop>\n`` (remove, ``*``: unbounded).
+Event entries are ``e|h|b <seq> <ms> <n>\n<data>\n`` (an event, the head, the base): an
+append writes its events and the new head in one batch. A log is rewritten (new file,
+one rename) when half of it is dead entries, or by ``events_compact``. Each store keeps
+the index of the logs it used lately (t or seq -> offset), and reads only what other
+processes appended since; the nonce tells a rewritten log from the one it indexed.
+
 Costs: `scan` lists and sorts the whole scope directory, kept until the next write to
 the store (the counter in ``.lock``), so paging through ``keys()`` lists once. `count`,
 `scopes` and `purge_expired` read each record's last line. Use a local file system.
@@ -47,13 +69,15 @@ import secrets
 import shutil
 import threading
 import weakref
+import zlib
+from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from ..errors import (
@@ -63,7 +87,14 @@ from ..errors import (
     IncompatibleDatabase,
     InvalidInput,
 )
-from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
+from .base import (
+    CREATED_AT_TOLERANCE,
+    STAGED_LIFETIME,
+    Backend,
+    EventState,
+    Modifier,
+    Record,
+)
 
 FORMAT = 1
 MARKER, LOCK, JOURNAL, TMP, SCOPE_NAME = ".satchel", ".lock", ".journal", ".tmp", ".scope"
@@ -72,12 +103,17 @@ NAME_LIMIT = 200  # characters of an escaped name (file systems allow 255 bytes)
 HASHED_PREFIX = 120  # escaped characters kept in front of a hashed name
 TAIL = 16384  # bytes read from a record's end for its metadata: the longest line fits
 LISTINGS_CACHED = 4  # sorted scope listings kept per open store
+BLOBS, SERIES, EVENTS, STAGED = ".blobs", ".series", ".events", ".staged"
+LOGS_CACHED = 8  # log indexes kept per open store
+BATCH_HEAD = 27  # "@<size:16 hex> <crc32:8 hex>\n"
+REWRITE_MIN = 1 << 20  # dead bytes a log may hold before it is rewritten
+PART = 1 << 20  # bytes of entries per batch when a log is rewritten
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-.")
 _ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
 _PLAIN = re.compile(r"[a-z0-9_-](?:[a-z0-9_.-]*[a-z0-9_-])?")  # its own file name
 _DEVICE = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)")  # reserved on Windows
-_OURS = frozenset((MARKER, LOCK, JOURNAL, TMP))
+_OURS = frozenset((MARKER, LOCK, JOURNAL, TMP, BLOBS, SERIES, EVENTS))
 _JOURNAL_STEP = re.compile(r"(?:\.tmp/w-[0-9a-f]+)?\n[^./][^/]*/[^./][^/]*")
 _KEY = itemgetter(0)
 ANY = 0  # for _put: write whatever the version (versions start at 1)
@@ -85,6 +121,7 @@ META = ("key", "created_at", "updated_at", "expires_at", "version")  # a record'
 
 # One step of a change: (temp file, record path) renames, (None, record path) deletes.
 Step = tuple[str | None, str]
+Blob = tuple[str, int]  # a record's large value: blob id, number of chunks
 
 
 @lru_cache(maxsize=4096)
@@ -120,27 +157,33 @@ def _live(record: Record | None, now: float) -> Record | None:
     return record
 
 
-def _meta_line(record: Record) -> bytes:
-    meta = json.dumps({name: getattr(record, name) for name in META}, ensure_ascii=False)
-    return b"\n" + meta.encode() + b"\n"
+def _meta_line(record: Record, blob: Blob | None = None) -> bytes:
+    meta = {name: getattr(record, name) for name in META}
+    if blob is not None:
+        meta["blob"], meta["chunks"] = blob
+    return b"\n" + json.dumps(meta, ensure_ascii=False).encode() + b"\n"
 
 
-def _parse(path: str, data: bytes, values: bool) -> Record:
+def _parse(path: str, data: bytes, values: bool) -> tuple[Record, Blob | None]:
     end = len(data) - 1
     sep = data.rfind(b"\n", 0, end)
     try:
         if sep < 0 or data[end] != 0x0A:
             raise ValueError("no metadata line")
-        key, created, updated, expires, version = map(json.loads(data[sep + 1 : end]).get, META)
+        meta = json.loads(data[sep + 1 : end])
+        key, created, updated, expires, version = map(meta.get, META)
         if not isinstance(key, str) or not isinstance(version, int):
             raise TypeError("no key or version")
         expires = None if expires is None else float(expires)
         record = Record(key, b"", float(created), float(updated), expires, version)
+        blob, chunks = meta.get("blob"), meta.get("chunks")
+        if blob is not None and not (isinstance(blob, str) and isinstance(chunks, int)):
+            raise TypeError("a bad blob")
     except (ValueError, TypeError, AttributeError) as exc:
         raise CorruptData(f"{path} is not a satchel record ({exc})") from None
     if values:
         record.value = data[:sep]
-    return record
+    return record, None if blob is None else (blob, chunks)
 
 
 def _fsync(path: str, directory: bool = False) -> None:
@@ -149,6 +192,239 @@ def _fsync(path: str, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _subdirs(path: str) -> list[str]:
+    """Paths of the folders in `path` (none if it is missing)."""
+    try:
+        with os.scandir(path) as entries:
+            return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
+def _staged_at(blob_dir: str) -> float | None:
+    """When staging of the blob in `blob_dir` began; None once committed."""
+    try:
+        with open(os.path.join(blob_dir, STAGED), "rb") as f:
+            return float(f.read())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return 0.0  # torn by a crash: long ago
+
+
+# -- logs (series, events) ------------------------------------------------------------------
+
+
+def _batch(payload: bytes) -> bytes:
+    return b"@%016x %08x\n" % (len(payload), zlib.crc32(payload)) + payload
+
+
+def _batches(f: BinaryIO, start: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, payload) of each whole batch from `start` on; a torn one ends the log."""
+    f.seek(start)
+    while len(head := f.read(BATCH_HEAD)) == BATCH_HEAD and head[:1] == b"@":
+        try:
+            size, crc = int(head[1:17], 16), int(head[18:26], 16)
+        except ValueError:
+            return
+        payload = f.read(size)
+        if len(payload) != size or zlib.crc32(payload) != crc:
+            return
+        yield start + BATCH_HEAD, payload
+        start += BATCH_HEAD + size
+
+
+def _bound(t: int | None) -> bytes:
+    return b"*" if t is None else b"%d" % t
+
+
+def _unbound(field: bytes) -> int | None:
+    return None if field == b"*" else int(field)
+
+
+def _parts(entries: Iterable[bytes]) -> Iterator[bytes]:
+    """Join `entries` into payloads of about PART bytes."""
+    part: list[bytes] = []
+    size = 0
+    for entry in entries:
+        part.append(entry)
+        size += len(entry)
+        if size >= PART:
+            yield b"".join(part)
+            part, size = [], 0
+    if part:
+        yield b"".join(part)
+
+
+class _Log:
+    """What a log file holds, up to `end` (where its last whole batch ends)."""
+
+    MAGIC = b""
+
+    def __init__(self, nonce: bytes, name: str, end: int) -> None:
+        self.nonce, self.name, self.end = nonce, name, end
+        self.dead = 0  # bytes a rewrite would drop
+
+    def apply(self, offset: int, payload: bytes) -> None:
+        """Take in the batch `payload` found at file `offset`."""
+        raise NotImplementedError
+
+    def entries(self, f: BinaryIO) -> Iterator[bytes]:
+        """The live entries, read from `f`, for a rewrite."""
+        raise NotImplementedError
+
+
+_L = TypeVar("_L", bound=_Log)
+
+
+def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
+    f.seek(offset)
+    return f.read(size)
+
+
+def _entry(kind: bytes, seq: int, stamp: int, data: bytes) -> bytes:
+    return b"%s %d %d %d\n%s\n" % (kind, seq, stamp, len(data), data)
+
+
+class _Series(_Log):
+    """Index of a series log: sorted t, with the offset and length of each value."""
+
+    MAGIC = b"satchel-series"
+
+    def __init__(self, nonce: bytes, name: str, end: int) -> None:
+        super().__init__(nonce, name, end)
+        self.ts, self.offs, self.lens = array("q"), array("q"), array("q")
+
+    @staticmethod
+    def size(t: int, n: int) -> int:
+        return len(b"p %d %d\n" % (t, n)) + n + 1
+
+    def apply(self, offset: int, payload: bytes) -> None:
+        self.dead += BATCH_HEAD
+        pending: dict[int, tuple[int, int]] = {}
+        pos = 0
+        while pos < len(payload):
+            eol = payload.index(b"\n", pos)
+            kind, a, b = payload[pos:eol].split(b" ")
+            if kind == b"p":
+                t, n = int(a), int(b)
+                if t in pending:
+                    self.dead += self.size(t, pending[t][1])
+                pending[t] = (offset + eol + 1, n)
+                pos = eol + n + 2
+            elif kind == b"r":
+                self.insert(pending)
+                pending = {}
+                self.remove(_unbound(a), _unbound(b))
+                self.dead += eol + 1 - pos
+                pos = eol + 1
+            else:
+                raise ValueError(f"unknown entry {kind!r}")
+        self.insert(pending)
+
+    def insert(self, new: dict[int, tuple[int, int]]) -> None:
+        """Add or replace the points `new` (t: offset, length)."""
+        ts, offs, lens = self.ts, self.offs, self.lens
+        times = sorted(new)
+        if not times:
+            return
+        if not ts or times[0] > ts[-1]:  # the usual case: later points
+            ts.extend(times)
+            offs.extend(new[t][0] for t in times)
+            lens.extend(new[t][1] for t in times)
+            return
+        merged = array("q"), array("q"), array("q")
+        i = 0
+        for t in times:
+            j = bisect_left(ts, t, i)
+            for out, column in zip(merged, (ts, offs, lens), strict=True):
+                out.extend(column[i:j])
+            if j < len(ts) and ts[j] == t:
+                self.dead += self.size(t, lens[j])
+                j += 1
+            merged[0].append(t)
+            merged[1].append(new[t][0])
+            merged[2].append(new[t][1])
+            i = j
+        for out, column in zip(merged, (ts, offs, lens), strict=True):
+            out.extend(column[i:])
+        self.ts, self.offs, self.lens = merged
+
+    def span(self, start: int | None, stop: int | None) -> tuple[int, int]:
+        """Indexes i, j of the points with start <= t < stop: i up to j."""
+        i = 0 if start is None else bisect_left(self.ts, start)
+        j = len(self.ts) if stop is None else bisect_left(self.ts, stop)
+        return i, max(i, j)
+
+    def remove(self, start: int | None, stop: int | None) -> int:
+        i, j = self.span(start, stop)
+        self.dead += sum(map(self.size, self.ts[i:j], self.lens[i:j]))
+        for column in (self.ts, self.offs, self.lens):
+            del column[i:j]
+        return j - i
+
+    def entries(self, f: BinaryIO) -> Iterator[bytes]:
+        for t, offset, n in zip(self.ts, self.offs, self.lens, strict=True):
+            yield b"p %d %d\n%s\n" % (t, n, _read_at(f, offset, n))
+
+
+class _Events(_Log):
+    """Index of an event log: the events' offsets from seq `first` on, head and base."""
+
+    MAGIC = b"satchel-events"
+
+    def __init__(self, nonce: bytes, name: str, end: int) -> None:
+        super().__init__(nonce, name, end)
+        self.first = 1
+        self.offs, self.lens, self.stamps = array("q"), array("q"), array("q")
+        # (seq, timestamp, offset, length) of each state
+        self.head: tuple[int, int, int, int] | None = None
+        self.base: tuple[int, int, int, int] | None = None
+
+    def apply(self, offset: int, payload: bytes) -> None:
+        self.dead += BATCH_HEAD
+        pos = 0
+        while pos < len(payload):
+            eol = payload.index(b"\n", pos)
+            kind, *fields = payload[pos:eol].split(b" ")
+            seq, stamp, n = map(int, fields)
+            entry = (seq, stamp, offset + eol + 1, n)
+            if kind == b"e":
+                if seq != self.first + len(self.offs):
+                    raise ValueError(f"event {seq} out of order")
+                self.offs.append(entry[2])
+                self.lens.append(n)
+                self.stamps.append(stamp)
+            elif kind == b"h":
+                if self.head is not None:
+                    old, old_stamp, _, old_n = self.head
+                    self.dead += len(b"h %d %d %d\n" % (old, old_stamp, old_n)) + old_n + 1
+                self.head = entry
+            elif kind == b"b":
+                drop = min(max(0, seq + 1 - self.first), len(self.offs))
+                for column in (self.offs, self.lens, self.stamps):
+                    del column[:drop]
+                self.first, self.base = seq + 1, entry
+            else:
+                raise ValueError(f"unknown entry {kind!r}")
+            pos = eol + n + 2
+
+    def entries(self, f: BinaryIO, base: EventState | None = None) -> Iterator[bytes]:
+        if base is None and self.base is not None:
+            seq, stamp, offset, n = self.base
+            base = (seq, stamp, _read_at(f, offset, n))
+        if base is not None:
+            yield _entry(b"b", *base)
+        skip = 0 if base is None else max(0, base[0] + 1 - self.first)
+        for k in range(skip, len(self.offs)):
+            yield _entry(
+                b"e", self.first + k, self.stamps[k], _read_at(f, self.offs[k], self.lens[k])
+            )
+        if self.head is not None:
+            seq, stamp, offset, n = self.head
+            yield _entry(b"h", seq, stamp, _read_at(f, offset, n))
 
 
 # flock belongs to the open file, which a forked child would share with its parent: a
@@ -183,6 +459,7 @@ class FilesBackend(Backend):
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._listings: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+        self._logs: dict[str, _Log] = {}
         if not self.path.parent.is_dir():
             raise BackendUnavailable(f"no directory {self.path.parent}", engine=self.engine)
         try:
@@ -318,17 +595,23 @@ class FilesBackend(Backend):
 
     def _load(self, path: str, values: bool = True, key: str | None = None) -> Record | None:
         """The record in `path`, live or not, or None; with `key`, it must hold that key."""
+        return self._read(path, values, key)[0]
+
+    def _read(
+        self, path: str, values: bool = True, key: str | None = None
+    ) -> tuple[Record | None, Blob | None]:
+        """`_load`, and the blob the record owns."""
         try:
             with open(path, "rb") as f:
                 if not values:
                     f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL))
                 data = f.read()
         except FileNotFoundError:
-            return None
-        record = _parse(path, data, values)
+            return None, None
+        record, blob = _parse(path, data, values)
         if key is not None and record.key != key:
             raise CorruptData(f"{path} holds another key, {record.key!r}", engine=self.engine)
-        return record
+        return record, blob
 
     def _stage(self, *chunks: bytes, sync: bool = True) -> str:
         """Write `chunks` to a new temp file (fsynced if `sync`); return its path."""
@@ -432,17 +715,19 @@ class FilesBackend(Backend):
 
     def _put(self, scope: str, items: Sequence[tuple[str, bytes]], expires: float | None,
              now: float, only: int | None, born: float | None = None,
-             ) -> tuple[int, int]:  # fmt: skip
+             blob: Blob | None = None) -> tuple[int, int]:  # fmt: skip
         """Write `items` as one change (lock held): each only if its live version is `only`
-        (None: no live record; ANY: whatever) and, with `born`, it was created then.
-        Return (how many written, how many new)."""
+        (None: no live record; ANY: whatever) and, with `born`, it was created then; with
+        `blob`, the record owns that blob. Return (how many written, how many new)."""
         directory = self._dir(scope)
         steps: list[Step] = []
+        replaced: list[tuple[str, str]] = []
         new = 0
         try:
             for key, value in items:
                 path = os.path.join(directory, escape_name(key))
-                old = _live(self._load(path, values=False, key=key), now)
+                stored, old_blob = self._read(path, values=False, key=key)
+                old = _live(stored, now)
                 if only != ANY and (None if old is None else old.version) != only:
                     continue
                 if born is not None and old and abs(old.created_at - born) > CREATED_AT_TOLERANCE:
@@ -450,7 +735,9 @@ class FilesBackend(Backend):
                 new += old is None
                 created, version = (now, 1) if old is None else (old.created_at, old.version + 1)
                 record = Record(key, value, created, now, expires, version)
-                steps.append((self._stage(value, _meta_line(record), sync=False), path))
+                steps.append((self._stage(value, _meta_line(record, blob), sync=False), path))
+                if old_blob is not None and (blob is None or blob[0] != old_blob[0]):
+                    replaced.append((key, old_blob[0]))
         except BaseException:
             for tmp, _ in steps:
                 with suppress(OSError):
@@ -459,6 +746,8 @@ class FilesBackend(Backend):
         if steps:
             self._dir(scope, create=True)
             self._commit(steps)
+            for key, blob_id in replaced:
+                self._free(self._blob_dir(scope, key, blob_id))
         return len(steps), new
 
     def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
@@ -476,14 +765,19 @@ class FilesBackend(Backend):
         directory = self._dir(scope)
         with self._locked(exclusive=True):
             steps: list[Step] = []
+            blobs = []
             live = 0
             for key in keys:
                 path = os.path.join(directory, escape_name(key))
-                record = self._load(path, values=False, key=key)
+                record, blob = self._read(path, values=False, key=key)
                 if record is not None:  # an expired record goes too, uncounted
                     steps.append((None, path))
                     live += _live(record, now) is not None
+                    if blob is not None:
+                        blobs.append(self._blob_dir(scope, key, blob[0]))
             self._commit(steps)
+            for blob_dir in blobs:
+                self._free(blob_dir)
             return live
 
     def pop(
@@ -491,11 +785,14 @@ class FilesBackend(Backend):
     ) -> tuple[Any] | None:
         path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
-            record = _live(self._load(path, key=key), now)
+            stored, blob = self._read(path, key=key)
+            record = _live(stored, now)
             if record is None:
                 return None
             value = decode(record.value)  # if it raises, nothing is deleted
             self._commit([(None, path)])
+            if blob is not None:
+                self._free(self._blob_dir(scope, key, blob[0]))
             return (value,)
 
     def compare_and_set(self, scope: str, key: str, expected_version: int | None, value: bytes,
@@ -514,11 +811,12 @@ class FilesBackend(Backend):
     def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
         path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
-            record = _live(self._load(path, key=key), now)
+            stored, blob = self._read(path, key=key)
+            record = _live(stored, now)
             if record is None:
                 return False
-            record.expires_at = expires_at  # value, version and updated_at stay
-            self._commit([(self._stage(record.value, _meta_line(record), sync=False), path)])
+            record.expires_at = expires_at  # value, version, updated_at and blob stay
+            self._commit([(self._stage(record.value, _meta_line(record, blob), sync=False), path)])
             return True
 
     def scan(self, scope: str, prefix: str, after: str | None, limit: int, now: float,
@@ -555,6 +853,10 @@ class FilesBackend(Backend):
                 return
             if self._full:
                 _fsync(self._root, directory=True)
+            for key_dir in _subdirs(os.path.join(self._root, BLOBS, escape_name(scope))):
+                for blob_dir in _subdirs(key_dir):  # committed ones: no record is left
+                    if not os.path.exists(os.path.join(blob_dir, STAGED)):
+                        self._free(blob_dir)
         shutil.rmtree(trash, ignore_errors=True)  # what is left, the next open deletes
 
     def purge_expired(self, now: float, limit: int) -> int:
@@ -567,8 +869,336 @@ class FilesBackend(Backend):
                         return purged
                     path = os.path.join(directory, name)
                     with suppress(CorruptData):  # housekeeping: a bad file is reported on read
-                        record = self._load(path, values=False)
+                        record, blob = self._read(path, values=False)
                         if record is not None and _live(record, now) is None:
                             os.unlink(path)
                             purged += 1
+                            if blob is not None:
+                                self._free(self._blob_dir(scope, record.key, blob[0]))
+            self._sweep_blobs(now, limit)
         return purged
+
+    def _sweep_blobs(self, now: float, limit: int) -> None:
+        """Free up to `limit` blobs: staged too long ago, or (after a crash) unowned."""
+        freed = 0
+        for scope_dir in _subdirs(os.path.join(self._root, BLOBS)):
+            for key_dir in _subdirs(scope_dir):
+                record_path = os.path.join(
+                    self._root, os.path.basename(scope_dir), os.path.basename(key_dir)
+                )
+                for blob_dir in _subdirs(key_dir):
+                    staged = _staged_at(blob_dir)
+                    if staged is not None and staged + STAGED_LIFETIME > now:
+                        continue
+                    try:
+                        blob = self._read(record_path, values=False)[1]
+                    except CorruptData:
+                        continue
+                    if blob is not None and escape_name(blob[0]) == os.path.basename(blob_dir):
+                        continue
+                    self._free(blob_dir)
+                    freed += 1
+                    if freed == limit:
+                        return
+
+    # -- large values (blobs) ----------------------------------------------------------------
+
+    def _blob_dir(self, scope: str, key: str, blob_id: str) -> str:
+        return os.path.join(
+            self._root, BLOBS, escape_name(scope), escape_name(key), escape_name(blob_id)
+        )
+
+    def _mkdirs(self, path: str) -> None:
+        """Create folder `path` and its missing parents, each made durable in its parent."""
+        if path == self._root or os.path.isdir(path):
+            return  # a store directory that is gone stays gone: mkdir below fails
+        parent = os.path.dirname(path)
+        self._mkdirs(parent)
+        with suppress(FileExistsError):
+            os.mkdir(path)
+        _fsync(parent, directory=True)
+
+    def _free(self, blob_dir: str) -> None:
+        """Delete a blob's folder (lock held), and its key's and scope's once empty."""
+        shutil.rmtree(blob_dir, ignore_errors=True)
+        with suppress(OSError):
+            os.rmdir(os.path.dirname(blob_dir))
+            os.rmdir(os.path.dirname(os.path.dirname(blob_dir)))
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        blob_dir = self._blob_dir(scope, key, blob_id)
+        # Shared: stagers of different blobs run side by side; clear, purge and commit
+        # (exclusive) never see a folder half made.
+        with self._locked(exclusive=False):
+            if not os.path.isdir(blob_dir):
+                self._mkdirs(blob_dir)
+                os.replace(self._stage(repr(now).encode()), os.path.join(blob_dir, STAGED))
+            os.replace(self._stage(data), os.path.join(blob_dir, str(index)))
+            if self._full:
+                _fsync(blob_dir, directory=True)
+
+    def blob_commit(self, scope: str, key: str, blob_id: str, chunks: int, manifest: bytes,
+                    expires_at: float | None, now: float) -> bool:  # fmt: skip
+        blob_dir = self._blob_dir(scope, key, blob_id)
+        with self._locked(exclusive=True):
+            try:
+                names = set(os.listdir(blob_dir))
+            except FileNotFoundError:
+                names = set()
+            missing = [i for i in range(chunks) if str(i) not in names]
+            if missing:
+                raise BackendError(
+                    f"chunk {missing[0]} of blob {blob_id} is gone (discarded, or staged"
+                    f" more than {STAGED_LIFETIME:.0f} s ago)",
+                    key=key, scope=scope, engine=self.engine,
+                )  # fmt: skip
+            if names:  # the chunks' names must outlive a power loss if the record does
+                _fsync(blob_dir, directory=True)
+            blob = (blob_id, chunks)
+            new = self._put(scope, ((key, manifest),), expires_at, now, ANY, blob=blob)[1]
+            with suppress(FileNotFoundError):
+                os.unlink(os.path.join(blob_dir, STAGED))
+            return new == 1
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        path = os.path.join(self._dir(scope), escape_name(key))
+        with self._locked(exclusive=True):
+            with suppress(CorruptData):
+                blob = self._read(path, values=False)[1]
+                if blob is not None and blob[0] == blob_id:
+                    return  # committed: it goes with its record
+            self._free(self._blob_dir(scope, key, blob_id))
+
+    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
+        path = os.path.join(self._dir(scope), escape_name(key))
+        chunk = os.path.join(self._blob_dir(scope, key, blob_id), str(index))
+        with self._locked(exclusive=False):
+            record, blob = self._read(path, values=False, key=key)
+            if _live(record, now) is None or blob is None or blob[0] != blob_id:
+                return None
+            if not 0 <= index < blob[1]:
+                return None
+            try:
+                with open(chunk, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                raise CorruptData(f"{chunk} is missing", engine=self.engine) from None
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    def _log_path(self, kind: str, scope: str, name: str) -> str:
+        return os.path.join(self._root, kind, escape_name(scope), escape_name(name))
+
+    def _index(self, path: str, kind: type[_L]) -> _L | None:
+        """The index of log `path` (None if there is none), reading only what is new."""
+        cached = self._logs.pop(path, None)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            return None
+        with f:
+            try:
+                magic, nonce, name = f.readline().rstrip(b"\n").split(b" ", 2)
+                if magic != kind.MAGIC:
+                    raise ValueError(f"not a {kind.MAGIC.decode()} log")
+                index = cached if isinstance(cached, kind) and cached.nonce == nonce else None
+                if index is None or index.end > os.fstat(f.fileno()).st_size:
+                    label = json.loads(name)
+                    if not isinstance(label, str):
+                        raise ValueError("no name")
+                    index = kind(nonce, label, f.tell())
+                for offset, payload in _batches(f, index.end):
+                    index.apply(offset, payload)
+                    index.end = offset + len(payload)
+            except (ValueError, TypeError) as exc:
+                raise CorruptData(f"{path} is damaged: {exc}", engine=self.engine) from None
+        if len(self._logs) >= LOGS_CACHED:
+            del self._logs[next(iter(self._logs))]
+        self._logs[path] = index
+        return index
+
+    def _write_log(self, path: str, kind: type[_L], name: str, payloads: Iterable[bytes]) -> None:
+        """Write log `path` anew (a new nonce), in one rename."""
+        self._logs.pop(path, None)
+        header = b"%s %s %s\n" % (
+            kind.MAGIC, secrets.token_hex(8).encode(), json.dumps(name, ensure_ascii=False).encode()
+        )  # fmt: skip
+        self._mkdirs(os.path.dirname(path))
+        tmp = self._stage(header, sync=False)
+        try:
+            with open(tmp, "ab") as f:
+                for payload in payloads:
+                    f.write(_batch(payload))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self._full:
+            _fsync(os.path.dirname(path), directory=True)
+
+    def _append(self, path: str, kind: type[_L], name: str, payload: bytes,
+                index: _L | None) -> _L:  # fmt: skip
+        """Append one batch to log `path` (created if `index` is None); return its index."""
+        if index is None:
+            self._write_log(path, kind, name, (payload,))
+        else:
+            with open(path, "r+b") as f:
+                f.truncate(index.end)  # a batch torn by a crash goes
+                f.seek(index.end)
+                f.write(_batch(payload))
+                f.flush()
+                os.fsync(f.fileno())
+        index = self._index(path, kind)
+        if index is None:
+            raise BackendError(f"{path} vanished while written", engine=self.engine)
+        if index.dead > max(REWRITE_MIN, index.end // 2):
+            with open(path, "rb") as f:
+                self._write_log(path, kind, name, _parts(index.entries(f)))
+        return index
+
+    def _drop_log(self, path: str) -> bool:
+        self._logs.pop(path, None)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        if self._full:
+            _fsync(os.path.dirname(path), directory=True)
+        return True
+
+    def _log_names(self, kind: str, scope: str, magic: bytes) -> list[str]:
+        """Sorted names of the logs of `scope` in folder `kind`."""
+        directory = os.path.join(self._root, kind, escape_name(scope))
+        names = []
+        with self._locked(exclusive=False):
+            try:
+                files = os.listdir(directory)
+            except FileNotFoundError:
+                files = []
+            for file in files:
+                try:
+                    with open(os.path.join(directory, file), "rb") as f:
+                        found, _, name = f.readline().rstrip(b"\n").split(b" ", 2)
+                    label = json.loads(name)
+                except (FileNotFoundError, ValueError):
+                    continue  # a foreign file; reading the log itself reports it
+                if found == magic and isinstance(label, str) and escape_name(label) == file:
+                    names.append(label)
+        return sorted(names)
+
+    # -- time series ---------------------------------------------------------------------------
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        if not points:
+            return
+        payload = b"".join(b"p %d %d\n%s\n" % (t, len(value), value) for t, value in points)
+        path = self._log_path(SERIES, scope, name)
+        with self._locked(exclusive=True):
+            self._append(path, _Series, name, payload, self._index(path, _Series))
+
+    def series_range(self, scope: str, name: str, start: int | None, stop: int | None,
+                     limit: int, *, reverse: bool = False, values: bool = True,
+                     ) -> list[tuple[int, bytes]]:  # fmt: skip
+        path = self._log_path(SERIES, scope, name)
+        with self._locked(exclusive=False):
+            index = self._index(path, _Series)
+            if index is None:
+                return []
+            i, j = index.span(start, stop)
+            picked = (
+                range(j - 1, max(i, j - limit) - 1, -1) if reverse else range(i, min(j, i + limit))
+            )
+            if not values:
+                return [(index.ts[k], b"") for k in picked]
+            with open(path, "rb") as f:
+                return [(index.ts[k], _read_at(f, index.offs[k], index.lens[k])) for k in picked]
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        path = self._log_path(SERIES, scope, name)
+        with self._locked(exclusive=True):
+            index = self._index(path, _Series)
+            if index is None:
+                return 0
+            i, j = index.span(start, stop)
+            if j - i == len(index.ts):
+                self._drop_log(path)  # no point left: no file
+            elif j > i:
+                self._append(path, _Series, name, b"r %s %s\n" % (_bound(start), _bound(stop)),
+                             index)  # fmt: skip
+            return j - i
+
+    def series_count(self, scope: str, name: str) -> int:
+        path = self._log_path(SERIES, scope, name)
+        with self._locked(exclusive=False):
+            index = self._index(path, _Series)
+            return 0 if index is None else len(index.ts)
+
+    def series_names(self, scope: str) -> list[str]:
+        return self._log_names(SERIES, scope, _Series.MAGIC)
+
+    # -- event sequences -------------------------------------------------------------------------
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        path = self._log_path(EVENTS, scope, name)
+        with self._locked(exclusive=False):
+            index = self._index(path, _Events)
+            state = None if index is None else index.head if which == "head" else index.base
+            if index is None or state is None:
+                return None
+            seq, stamp, offset, n = state
+            with open(path, "rb") as f:
+                return seq, stamp, _read_at(f, offset, n)
+
+    def events_append(self, scope: str, name: str, after_seq: int,
+                      events: Sequence[tuple[int, bytes]], head: bytes) -> bool:  # fmt: skip
+        path = self._log_path(EVENTS, scope, name)
+        with self._locked(exclusive=True):
+            index = self._index(path, _Events)
+            last = None if index is None else index.head
+            if (0 if last is None else last[0]) != after_seq:
+                return False
+            stamp = events[-1][0] if events else (0 if last is None else last[1])
+            entries = [
+                _entry(b"e", after_seq + i, t, data) for i, (t, data) in enumerate(events, 1)
+            ]
+            entries.append(_entry(b"h", after_seq + len(events), stamp, head))
+            self._append(path, _Events, name, b"".join(entries), index)
+            return True
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        path = self._log_path(EVENTS, scope, name)
+        with self._locked(exclusive=False):
+            index = self._index(path, _Events)
+            if index is None:
+                return []
+            first = max(after_seq + 1, index.first) - index.first
+            picked = range(first, min(len(index.offs), first + limit))
+            with open(path, "rb") as f:
+                return [(index.first + k, index.stamps[k],
+                         _read_at(f, index.offs[k], index.lens[k])) for k in picked]  # fmt: skip
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        path = self._log_path(EVENTS, scope, name)
+        with self._locked(exclusive=True):
+            index = self._index(path, _Events)
+            if index is None:
+                self._write_log(path, _Events, name, (_entry(b"b", *base),))
+            elif index.base is None or index.base[0] < base[0]:
+                with open(path, "rb") as f:
+                    self._write_log(path, _Events, name, _parts(index.entries(f, base)))
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        with self._locked(exclusive=True):
+            return self._drop_log(self._log_path(EVENTS, scope, name))
+
+    def events_names(self, scope: str) -> list[str]:
+        return self._log_names(EVENTS, scope, _Events.MAGIC)
