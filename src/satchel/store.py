@@ -29,7 +29,9 @@ from .errors import (
     StoreClosed,
     UnsupportedValue,
 )
+from .events import Events
 from .keys import RESERVED_SCOPE, Pattern, check_key, check_scope, compile_pattern
+from .series import Series
 
 _MISSING: Any = object()
 PAGE_SIZE = 500  # records fetched per round trip when iterating
@@ -583,6 +585,37 @@ class Store:
             raise self._tag(exc, key) from exc.__cause__
         decode = None if encoding is None else (lambda line: line.decode(encoding))
         return blobs.lines(reader, decode)
+
+    # -- time series and event sequences -------------------------------------------------
+
+    def series(self, name: str) -> Series:
+        """The time series `name` of this scope (empty until written). See `Series`."""
+        try:
+            return Series(self, name)
+        except SatchelError as exc:
+            raise self._tag(exc, name) from None
+
+    def events(self, name: str) -> Events:
+        """The event sequence `name` of this scope (empty until written). See `Events`."""
+        try:
+            return Events(self, name)
+        except SatchelError as exc:
+            raise self._tag(exc, name) from None
+
+    def _names(self, names: Callable[[str], list[str]], pattern: str) -> list[str]:
+        try:
+            compiled = compile_pattern(pattern)
+            return [name for name in names(self._scope) if compiled.matches(name)]
+        except SatchelError as exc:
+            raise self._tag(exc) from exc.__cause__
+
+    def series_names(self, pattern: str = "*") -> list[str]:
+        """Sorted names of this scope's non-empty time series matching the glob `pattern`."""
+        return self._names(self._shared.backend.series_names, pattern)
+
+    def event_names(self, pattern: str = "*") -> list[str]:
+        """Sorted names of this scope's event sequences matching the glob `pattern`."""
+        return self._names(self._shared.backend.events_names, pattern)
 
     @_about_key
     def touch(self, key: str, ttl: float | dt.timedelta | None) -> bool:

@@ -253,7 +253,7 @@ def test_encrypted_blob(make_store):
     _write(secret, "k", BIG)
     assert secret.get("k") == BIG
     assert secret.info("k").checksum == _checksum(BIG)
-    assert list(secret.stream_lines("k"))[0] == BIG[: BIG.index(b"\n") + 1]
+    assert next(secret.stream_lines("k")) == BIG[: BIG.index(b"\n") + 1]
     plain = make_store()
     if plain.exists("k"):  # the same data (shared engines): no key, no value
         with pytest.raises(satchel.DecryptionError):

@@ -1,0 +1,219 @@
+"""Event sequences on every engine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import satchel
+from satchel import InvalidInput
+from satchel.events import replay
+
+
+def test_apply_and_current(store):
+    cart = store.events("cart:42")
+    assert cart.current() == {}
+    assert len(cart) == 0
+    state = cart.apply({"count": ("add", 1), "name": "x", "old": ("delete",)})
+    assert state == {"count": 1, "name": "x"}
+    assert cart.apply({"count": ("add", 2), "tags": ("union", {"a"})}) == {
+        "count": 3, "name": "x", "tags": {"a"}}  # fmt: skip
+    assert cart.current() == {"count": 3, "name": "x", "tags": {"a"}}
+    assert len(cart) == 5
+    assert store.event_names() == ["cart:42"]
+
+
+def test_every_op(store):
+    ev = store.events("ops")
+    ev.apply({"n": 10, "l": [1], "s": {1}, "d": {"a": 1}, "t": ("set", (1, 2))})
+    state = ev.apply({
+        "n": ("sub", 3), "l": ("append", 2), "s": ("union", [2, 3]), "d": ("merge", {"b": 2}),
+        "m": ("max", 5), "k": ("min", -1), "x": ("mul", 4),
+    })  # fmt: skip
+    assert state == {"n": 7, "l": [1, 2], "s": {1, 2, 3}, "d": {"a": 1, "b": 2},
+                     "t": (1, 2), "m": 5, "k": -1, "x": 0}  # fmt: skip
+    state = ev.apply({"n": ("mul", 2), "l": ("extend", [3, 4]), "s": ("difference", {1}),
+                      "m": ("max", 3), "k": ("min", -7)})  # fmt: skip
+    assert state["n"] == 14 and state["l"] == [1, 2, 3, 4] and state["s"] == {2, 3}
+    assert state["m"] == 5 and state["k"] == -7
+    assert ev.current() == state
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": ("add", 1)},  # add to a str
+        {"count": ("append", 1)},  # append to an int
+        {"count": ("frobnicate", 1)},  # unknown op
+        {"count": ("add",)},  # missing operand
+        {"count": ("delete", 1)},
+        {"ok": ("add", 1), "name": ("sub", 1)},  # one bad change spoils the batch
+        {"count": ("add", "1")},
+        {"count": ("add", True)},
+    ],
+)
+def test_bad_changes_record_nothing(store, change):
+    ev = store.events("e")
+    ev.apply({"name": "x", "count": 1})
+    with pytest.raises(InvalidInput) as caught:
+        ev.apply(change)
+    assert isinstance(caught.value, ValueError)
+    assert ev.current() == {"name": "x", "count": 1}
+    assert len(ev) == 2
+    assert len(list(ev.history())) == 2
+
+
+def test_unstorable_value_records_nothing(store):
+    ev = store.events("e")
+    with pytest.raises(TypeError):
+        ev.apply({"x": object()})
+    assert len(ev) == 0 and store.event_names() == []
+
+
+def test_history_and_at(store):
+    ev = store.events("h")
+    ev.apply({"a": 1})
+    time.sleep(0.01)
+    ev.apply({"a": ("add", 1), "b": "x"})
+    time.sleep(0.01)
+    ev.apply({"b": ("delete",)})
+    events = list(ev.history())
+    assert [(e.seq, e.item, e.op, e.value) for e in events] == [
+        (1, "a", "set", 1), (2, "a", "add", 1), (3, "b", "set", "x"), (4, "b", "delete", None)]
+    first, second, _, last = (e.timestamp_ms for e in events)
+    assert first < second < last
+    assert ev.at(first - 1) == {}
+    assert ev.at(first) == {"a": 1}
+    assert ev.at(second) == {"a": 2, "b": "x"}
+    assert ev.at(last) == {"a": 2}
+    assert [e.seq for e in ev.history(start=second)] == [2, 3, 4]
+    assert [e.seq for e in ev.history(stop=second)] == [1]
+
+
+def test_same_millisecond_events_keep_their_order(store):
+    ev = store.events("fast")
+    for i in range(50):
+        ev.apply({"l": ("append", i)})
+    events = list(ev.history())
+    assert [e.seq for e in events] == list(range(1, 51))
+    assert [e.value for e in events] == list(range(50))
+    stamps = [e.timestamp_ms for e in events]
+    assert stamps == sorted(stamps)
+    assert ev.current() == {"l": list(range(50))}
+
+
+def test_compact(store):
+    ev = store.events("c")
+    for i in range(5):
+        ev.apply({"n": ("add", 1), f"k{i}": i})
+        time.sleep(0.005)
+    events = list(ev.history())
+    cut = events[6].timestamp_ms  # in the 4th apply
+    assert ev.compact(before=cut) == 6
+    assert ev.current() == {"n": 5, "k0": 0, "k1": 1, "k2": 2, "k3": 3, "k4": 4}
+    assert [e.seq for e in ev.history()] == [7, 8, 9, 10]
+    assert ev.at(cut) == {"n": 4, "k0": 0, "k1": 1, "k2": 2, "k3": 3}
+    with pytest.raises(InvalidInput, match="compacted"):
+        ev.at(events[0].timestamp_ms - 1)
+    assert ev.compact() == 4
+    assert list(ev.history()) == []
+    assert ev.current()["n"] == 5
+    assert ev.compact() == 0
+    ev.apply({"n": ("add", 1)})
+    assert ev.current()["n"] == 6
+    assert len(ev) == 11
+    assert ev.at(int(time.time() * 1000) + 1000)["n"] == 6
+
+
+def test_delete_and_names(store):
+    store.events("b:1").apply({"x": 1})
+    store.events("a:1").apply({"x": 1})
+    store.set("a:1", "plain key")
+    assert store.event_names() == ["a:1", "b:1"]
+    assert store.event_names("a*") == ["a:1"]
+    assert store.events("a:1").delete() is True
+    assert store.events("a:1").delete() is False
+    assert store.event_names() == ["b:1"]
+    assert store.get("a:1") == "plain key"
+    ev = store.events("a:1")
+    assert ev.current() == {} and len(ev) == 0
+    ev.apply({"y": 2})
+    assert [e.seq for e in ev.history()] == [1]
+    other = store.scope("other")
+    assert other.event_names() == []
+    assert other.events("b:1").current() == {}
+
+
+def test_encrypted_events(make_store):
+    secret = make_store(encryption_key=bytes(range(32)))
+    ev = secret.events("e")
+    ev.apply({"a": ("add", 2)})
+    ev.apply({"a": ("add", 3)})
+    assert ev.current() == {"a": 5}
+    assert [e.value for e in ev.history()] == [2, 3]
+
+
+def _adder(url: str, name: str, rounds: int) -> None:
+    with satchel.open(url) as store:
+        ev = store.events(name)
+        for _ in range(rounds):
+            ev.apply({"n": ("add", 1), "seen": ("append", 1)})
+
+
+def test_concurrent_apply_from_processes(engine, store_url, store):
+    if not engine.shared:
+        pytest.skip(f"{engine.name}: separate opens share no data")
+    workers, rounds = 4, 25
+    # memory:// lives in one process: its writers are threads.
+    make: Any = threading.Thread if not engine.persistent else (
+        multiprocessing.get_context("spawn").Process)  # fmt: skip
+    procs = [make(target=_adder, args=(store_url, "shared", rounds)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert getattr(p, "exitcode", 0) == 0 and not p.is_alive()
+    ev = store.events("shared")
+    total = workers * rounds
+    assert ev.current() == {"n": total, "seen": [1] * total}
+    events = list(ev.history())
+    assert [e.seq for e in events] == list(range(1, 2 * total + 1))
+    assert [e.timestamp_ms for e in events] == sorted(e.timestamp_ms for e in events)
+
+
+_ops = st.one_of(
+    st.tuples(st.just("add"), st.integers(-5, 5)),
+    st.tuples(st.just("max"), st.integers(-5, 5)),
+    st.tuples(st.just("delete")),
+    st.integers(-5, 5),
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batches=st.lists(st.dictionaries(st.sampled_from("abc"), _ops, max_size=3), max_size=8),
+       cut=st.integers(0, 8))  # fmt: skip
+def test_at_matches_a_replay_by_hand(store, batches, cut):
+    ev = store.events("model")
+    ev.delete()
+    stamps = []
+    for batch in batches:
+        ev.apply(batch)
+        stamps.append(max((e.timestamp_ms for e in ev.history()), default=0))
+    events = list(ev.history())
+    for t in {*stamps, *(e.timestamp_ms for e in events[:cut])}:
+        model: dict[str, Any] = {}
+        for e in events:
+            if e.timestamp_ms <= t:
+                replay(model, e.item, e.op, e.value)
+        assert ev.at(t) == model
+    if events:
+        final: dict[str, Any] = {}
+        for e in events:
+            replay(final, e.item, e.op, e.value)
+        assert ev.current() == final
