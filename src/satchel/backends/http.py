@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +29,7 @@ from ..errors import (
     ReadOnlyError,
     SatchelError,
 )
-from .base import Backend, Record
+from .base import Backend, EventState, Record
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
@@ -110,6 +110,8 @@ class HTTPBackend(Backend):
                 time.sleep(0.05 * (attempt + 1))
         if response.status_code >= 400:
             self._raise(response)
+        if response.status_code == 204:
+            return None
         if response.headers.get("content-type", "").startswith("application/octet-stream"):
             return response.content
         return response.json()
@@ -272,6 +274,118 @@ class HTTPBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+    # -- blobs, series, events --------------------------------------------------------
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        params = {"scope": scope, "key": key, "blob_id": blob_id, "index": index}
+        headers = {"Content-Type": "application/octet-stream"}
+        self._call("PUT", "/v1/blobs/chunk", params=params, content=data, headers=headers,
+                   timeout=CHUNK_TIMEOUT)  # fmt: skip
+
+    def blob_commit(
+        self,
+        scope: str,
+        key: str,
+        blob_id: str,
+        chunks: int,
+        manifest: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        body = {
+            "scope": scope,
+            "key": key,
+            "blob_id": blob_id,
+            "chunks": chunks,
+            "manifest": _b64(manifest),
+            "expires_in": _expires_in(expires_at, now),
+        }
+        return bool(self._post("/v1/blobs/commit", body)["ok"])
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        self._post("/v1/blobs/discard", {"scope": scope, "key": key, "blob_id": blob_id})
+
+    def blob_read(
+        self, scope: str, key: str, blob_id: str, index: int, now: float
+    ) -> bytes | None:
+        params = {"scope": scope, "key": key, "blob_id": blob_id, "index": index}
+        try:
+            data = self._call("GET", "/v1/blobs/chunk", params=params, read=True,
+                              timeout=CHUNK_TIMEOUT)  # fmt: skip
+        except KeyNotFound:
+            return None
+        return bytes(data)
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        body = {"scope": scope, "name": name, "points": [[t, _b64(v)] for t, v in points]}
+        self._post("/v1/series/put", body)
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        body = {"scope": scope, "name": name, "start": start, "stop": stop, "limit": limit,
+                "reverse": reverse, "values": values}  # fmt: skip
+        points = self._post("/v1/series/range", body, read=True)["points"]
+        return [(int(t), base64.b64decode(v)) for t, v in points]
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        body = {"scope": scope, "name": name, "start": start, "stop": stop}
+        return int(self._post("/v1/series/remove", body)["count"])
+
+    def series_count(self, scope: str, name: str) -> int:
+        body = {"scope": scope, "name": name}
+        return int(self._post("/v1/series/count", body, read=True)["count"])
+
+    def series_names(self, scope: str) -> list[str]:
+        return list(self._post("/v1/series/names", {"scope": scope}, read=True)["names"])
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        body = {"scope": scope, "name": name, "which": which}
+        state = self._post("/v1/events/state", body, read=True)["state"]
+        return None if state is None else (state[0], state[1], base64.b64decode(state[2]))
+
+    def events_append(
+        self,
+        scope: str,
+        name: str,
+        after_seq: int,
+        events: Sequence[tuple[int, bytes]],
+        head: bytes,
+    ) -> bool:
+        body = {"scope": scope, "name": name, "after_seq": after_seq,
+                "events": [[t, _b64(v)] for t, v in events], "head": _b64(head)}  # fmt: skip
+        return bool(self._post("/v1/events/append", body)["ok"])
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        body = {"scope": scope, "name": name, "after_seq": after_seq, "limit": limit}
+        found = self._post("/v1/events/read", body, read=True)["events"]
+        return [(int(seq), int(t), base64.b64decode(v)) for seq, t, v in found]
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        seq, t, data = base
+        body = {"scope": scope, "name": name, "base": [seq, t, _b64(data)]}
+        self._post("/v1/events/compact", body)
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        return bool(self._post("/v1/events/delete", {"scope": scope, "name": name})["ok"])
+
+    def events_names(self, scope: str) -> list[str]:
+        return list(self._post("/v1/events/names", {"scope": scope}, read=True)["names"])
 
 
 def open_http(url: str, options: dict[str, Any]) -> HTTPBackend:

@@ -7,21 +7,25 @@ quota or body too large, 503 the engine failed.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BackendError, InvalidInput, KeyNotFound, ReadOnlyError, UnsupportedValue
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidInput,
+    KeyNotFound,
+    ReadOnlyError,
+    UnsupportedValue,
+)
 from . import extras, human, ui
+from .deps import RESPONSES, T
 from .models import (
     CasBody,
     Count,
-    ErrorOut,
     GetBody,
     KeysBody,
     PopBody,
@@ -34,11 +38,8 @@ from .models import (
     Written,
 )
 from .service import Changed, QuotaExceeded, Service, record_out
-from .tenants import Tenant
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
-
-_bearer = HTTPBearer(auto_error=False)
 _ERRORS: list[tuple[type[BaseException], int, str]] = [
     (KeyNotFound, 404, "not_found"),
     (ReadOnlyError, 403, "read_only"),
@@ -47,32 +48,15 @@ _ERRORS: list[tuple[type[BaseException], int, str]] = [
     (Changed, 409, "changed"),
     (InvalidInput, 400, "invalid"),
     (UnsupportedValue, 400, "invalid"),
+    (BackendUnavailable, 503, "unavailable"),
     (BackendError, 503, "backend"),
 ]
-RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 503)
-}
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def tenant(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
-    """The tenant whose bearer token the request carries; 401 without one."""
-    service: Service = request.app.state.service
-    found = None if creds is None else service.config.tenant_for(creds.credentials)
-    if found is None:
-        raise HTTPException(401, "missing or wrong token")
-    return found
-
-
-T = Annotated[Tenant, Depends(tenant)]
 
 
 class BodyLimit:

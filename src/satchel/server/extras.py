@@ -1,11 +1,245 @@
-"""Blob chunks, time series and event sequences over HTTP."""
+"""Blob chunks, time series and event sequences over HTTP (one Backend primitive each).
+
+A blob chunk travels as a raw body (``application/octet-stream``), one request per
+chunk, so a large value is never whole in memory on either side. Series points and
+events are charged against the quota when written and recounted with the records.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import base64
+from typing import Annotated, Literal
 
-from .service import Service
+from fastapi import FastAPI, Query, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from .deps import RESPONSES, T
+from .models import MAX_BATCH, B64, ExpiresIn, Int64, Name, ScopeBody
+from .service import Service, b64decode, expiry
+from .tenants import Tenant
+
+CHUNK_LIMIT = 8 * 1024 * 1024
+BlobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Index = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+OptT = Annotated[int | None, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class BlobBody(ScopeBody):
+    key: Name
+    blob_id: BlobId
+
+
+class CommitBody(BlobBody):
+    chunks: Index
+    manifest: B64
+    expires_in: ExpiresIn = None
+
+
+class SeriesBody(ScopeBody):
+    name: Name
+
+
+class SeriesPut(SeriesBody):
+    points: Annotated[list[tuple[Int64, B64]], Field(max_length=MAX_BATCH)]
+
+
+class SeriesRange(SeriesBody):
+    start: OptT = None
+    stop: OptT = None
+    limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 1000
+    reverse: bool = False
+    values: bool = True
+
+
+class SeriesRemove(SeriesBody):
+    start: OptT = None
+    stop: OptT = None
+
+
+class EventsState(SeriesBody):
+    which: Literal["head", "base"] = "head"
+
+
+class EventsAppend(SeriesBody):
+    after_seq: Seq
+    events: Annotated[list[tuple[Int64, B64]], Field(min_length=1, max_length=MAX_BATCH)]
+    head: B64
+
+
+class EventsRead(SeriesBody):
+    after_seq: Seq = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 1000
+
+
+class EventsCompact(SeriesBody):
+    base: tuple[Seq, Int64, B64]
+
+
+class Result(BaseModel):
+    """`count`/`ok` for writes; `points`, `events`, `state` or `names` for reads."""
+
+    count: int = 0
+    ok: bool = True
+    points: list[tuple[int, str]] | None = None
+    events: list[tuple[int, int, str]] | None = None
+    state: tuple[int, int, str] | None = None
+    names: list[str] | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _charge(service: Service, tenant: Tenant, size: int) -> None:
+    """Count `size` more bytes for `tenant`, or raise QuotaExceeded (lock held)."""
+    usage = service._charge(tenant, size, 0)
+    usage.bytes += size
 
 
 def routes(app: FastAPI, service: Service) -> None:
     """Register the blob, series and events endpoints."""
+    post = app.post
+    backend = service.backend
+
+    def writing(t: Tenant, scope: str, size: int) -> str:
+        full = service.writable(t, scope)
+        if size:
+            with service.accounts.lock(t):
+                _charge(service, t, size)
+        return full
+
+    @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204)
+    async def blob_write(
+        request: Request,
+        t: T,
+        scope: Annotated[str, Query(min_length=1, max_length=255)],
+        key: Annotated[str, Query(min_length=1, max_length=1024)],
+        blob_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+        index: Annotated[int, Query(ge=0, le=2**31 - 1)],
+    ) -> Response:
+        """Stage chunk `index` of a blob; the body is the raw chunk (at most 8 MiB)."""
+        service.writable(t, scope)  # refuse before reading the body
+        data = bytearray()
+        async for piece in request.stream():
+            data += piece
+            if len(data) > CHUNK_LIMIT:
+                raise HTTPException(413, f"a chunk is at most {CHUNK_LIMIT} bytes")
+        chunk = bytes(data)
+
+        def write() -> None:
+            full = writing(t, scope, len(chunk))
+            backend.blob_write(full, service.key(key), blob_id, index, chunk, service.now())
+
+        await run_in_threadpool(write)
+        return Response(status_code=204)
+
+    @app.get("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"])
+    def blob_read(
+        t: T,
+        scope: Annotated[str, Query(min_length=1, max_length=255)],
+        key: Annotated[str, Query(min_length=1, max_length=1024)],
+        blob_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
+        index: Annotated[int, Query(ge=0, le=2**31 - 1)],
+    ) -> Response:
+        """The raw bytes of a chunk of the key's live blob; 404 if there is none."""
+        full = service.scope(t, scope)
+        data = backend.blob_read(full, service.key(key), blob_id, index, service.now())
+        if data is None:
+            raise HTTPException(404, "no such chunk")
+        return Response(data, media_type="application/octet-stream")
+
+    @post("/v1/blobs/commit", responses=RESPONSES, tags=["blobs"])
+    def blob_commit(body: CommitBody, t: T) -> Result:
+        """Make a staged blob the key's value; `ok`: the key had no live record."""
+        manifest = b64decode(body.manifest)
+        full = writing(t, body.scope, len(manifest))
+        now = service.now()
+        new = backend.blob_commit(
+            full, service.key(body.key), body.blob_id, body.chunks, manifest,
+            expiry(body.expires_in, now), now,
+        )  # fmt: skip
+        return Result(ok=new)
+
+    @post("/v1/blobs/discard", responses=RESPONSES, tags=["blobs"])
+    def blob_discard(body: BlobBody, t: T) -> Result:
+        """Free the staged chunks of a blob."""
+        full = service.writable(t, body.scope)
+        backend.blob_discard(full, service.key(body.key), body.blob_id)
+        return Result()
+
+    @post("/v1/series/put", responses=RESPONSES, tags=["series"])
+    def series_put(body: SeriesPut, t: T) -> Result:
+        """Write points (distinct t) in one transaction."""
+        points = [(ts, b64decode(v)) for ts, v in body.points]
+        if len({ts for ts, _ in points}) != len(points):
+            raise HTTPException(400, "two points have the same t")
+        full = writing(t, body.scope, sum(8 + len(v) for _, v in points))
+        backend.series_put(full, service.key(body.name), points)
+        return Result(count=len(points))
+
+    @post("/v1/series/range", responses=RESPONSES, tags=["series"])
+    def series_range(body: SeriesRange, t: T) -> Result:
+        """Points with start <= t < stop, in t order (descending with `reverse`)."""
+        full = service.scope(t, body.scope)
+        points = backend.series_range(
+            full, service.key(body.name), body.start, body.stop, body.limit,
+            reverse=body.reverse, values=body.values,
+        )  # fmt: skip
+        return Result(points=[(ts, _b64(v)) for ts, v in points])
+
+    @post("/v1/series/remove", responses=RESPONSES, tags=["series"])
+    def series_remove(body: SeriesRemove, t: T) -> Result:
+        """Delete the points with start <= t < stop."""
+        full = service.writable(t, body.scope)
+        return Result(count=backend.series_remove(full, service.key(body.name), body.start,
+                                                  body.stop))  # fmt: skip
+
+    @post("/v1/series/count", responses=RESPONSES, tags=["series"])
+    def series_count(body: SeriesBody, t: T) -> Result:
+        full = service.scope(t, body.scope)
+        return Result(count=backend.series_count(full, service.key(body.name)))
+
+    @post("/v1/series/names", responses=RESPONSES, tags=["series"])
+    def series_names(body: ScopeBody, t: T) -> Result:
+        return Result(names=backend.series_names(service.scope(t, body.scope)))
+
+    @post("/v1/events/state", responses=RESPONSES, tags=["events"])
+    def events_state(body: EventsState, t: T) -> Result:
+        """The head or base state of a sequence (`state` null if none)."""
+        full = service.scope(t, body.scope)
+        state = backend.events_state(full, service.key(body.name), body.which)
+        return Result(state=None if state is None else (state[0], state[1], _b64(state[2])))
+
+    @post("/v1/events/append", responses=RESPONSES, tags=["events"])
+    def events_append(body: EventsAppend, t: T) -> Result:
+        """Append events if the last seq is `after_seq`; `ok` False if it moved on."""
+        events = [(ts, b64decode(v)) for ts, v in body.events]
+        head = b64decode(body.head)
+        full = writing(t, body.scope, sum(16 + len(v) for _, v in events))
+        ok = backend.events_append(full, service.key(body.name), body.after_seq, events, head)
+        return Result(ok=ok)
+
+    @post("/v1/events/read", responses=RESPONSES, tags=["events"])
+    def events_read(body: EventsRead, t: T) -> Result:
+        full = service.scope(t, body.scope)
+        found = backend.events_read(full, service.key(body.name), body.after_seq, body.limit)
+        return Result(events=[(seq, ts, _b64(v)) for seq, ts, v in found])
+
+    @post("/v1/events/compact", responses=RESPONSES, tags=["events"])
+    def events_compact(body: EventsCompact, t: T) -> Result:
+        full = service.writable(t, body.scope)
+        seq, ts, data = body.base
+        backend.events_compact(full, service.key(body.name), (seq, ts, b64decode(data)))
+        return Result()
+
+    @post("/v1/events/delete", responses=RESPONSES, tags=["events"])
+    def events_delete(body: SeriesBody, t: T) -> Result:
+        full = service.writable(t, body.scope)
+        return Result(ok=backend.events_delete(full, service.key(body.name)))
+
+    @post("/v1/events/names", responses=RESPONSES, tags=["events"])
+    def events_names(body: ScopeBody, t: T) -> Result:
+        return Result(names=backend.events_names(service.scope(t, body.scope)))

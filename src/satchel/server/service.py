@@ -13,6 +13,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from ..backends.base import Backend, Record
+from ..blobs import is_manifest, read_manifest
 from ..errors import InvalidInput, ReadOnlyError, SatchelError
 from ..keys import check_key
 from .models import MAX_TIME, RecordOut
@@ -63,6 +64,17 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def blob_size(value: bytes) -> int:
+    """The size of the large value whose manifest is `value` (0 if it is none, or sealed:
+    then its chunks counted when they were written, until the next recount)."""
+    if len(value) > 2 and not value[2] and is_manifest(value):
+        try:
+            return read_manifest(value).size
+        except SatchelError:
+            return 0
+    return 0
+
+
 def expiry(expires_in: float | None, now: float) -> float | None:
     return None if expires_in is None else now + max(-MAX_TIME, min(MAX_TIME, expires_in))
 
@@ -77,6 +89,15 @@ class Service:
         self._next_purge = 0.0
 
     # -- tenants and scopes -----------------------------------------------------------
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    @staticmethod
+    def key(name: str) -> str:
+        """`name` if it is a valid key (or series / sequence name), else InvalidInput."""
+        return check_key(name)
 
     def scope(self, tenant: Tenant, scope: str) -> str:
         """The server-side scope; InvalidInput / PermissionError if not allowed."""
@@ -100,7 +121,7 @@ class Service:
             after = None
             while page := self.backend.scan(name, "", after, 1000, now):
                 usage.keys += len(page)
-                usage.bytes += sum(size_of(r.key, r.value) for r in page)
+                usage.bytes += sum(size_of(r.key, r.value) + blob_size(r.value) for r in page)
                 after = page[-1].key
         return usage
 
