@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import IO, Any, NoReturn
+from typing import IO, Any
 
 import click
 
@@ -837,10 +837,10 @@ class _Progress:
             self.bar.advance(self.task, count)
 
 
-@cli.command("serve")
-def serve_cmd() -> NoReturn:
-    """Serve the store over HTTP (not built yet).
+def _server_commands() -> None:
+    from .server.cli import register  # `serve` and `token`: the server package owns them
 
-    A placeholder for the server issue: it says so and exits 2.
-    """
-    raise CliError("the satchel server is not built yet; `satchel serve` is a placeholder")
+    register(cli)
+
+
+_server_commands()

@@ -40,7 +40,7 @@ from .models import (
 from .service import Changed, QuotaExceeded, Service, record_out
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
-_ERRORS: list[tuple[type[BaseException], int, str]] = [
+_ERRORS: list[tuple[type[Exception], int, str]] = [
     (KeyNotFound, 404, "not_found"),
     (ReadOnlyError, 403, "read_only"),
     (PermissionError, 403, "forbidden"),

@@ -25,7 +25,7 @@ def tenant(
 ) -> Tenant:
     """The tenant whose bearer token the request carries; 401 without one."""
     service: Service = request.app.state.service
-    found = None if creds is None else service.config.tenant_for(creds.credentials)
+    found = None if creds is None else service.tenant_for(creds.credentials)
     if found is None:
         raise HTTPException(401, "missing or wrong token")
     return found

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .deps import RESPONSES, T
-from .models import MAX_BATCH, B64, ExpiresIn, Int64, Name, ScopeBody
+from .models import B64, MAX_BATCH, ExpiresIn, Int64, Name, ScopeBody
 from .service import Service, b64decode, expiry
 from .tenants import Tenant
 

@@ -1,11 +1,177 @@
-"""Endpoints for people and the /ui page: keys by pattern, decoded values, usage."""
+"""Endpoints for people and the /ui page: keys by pattern, decoded values, incr, usage.
+
+Values are decoded with satchel's own codecs, so a value stored by a Store with the
+typed codec shows as what it is; an encrypted or compressed one shows as such, unread.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import base64
+import datetime as dt
+import decimal
+import uuid
+from typing import Annotated, Any
 
+from fastapi import FastAPI, Query
+from starlette.exceptions import HTTPException
+
+from ..blobs import is_manifest, read_manifest
+from ..codecs import get_codec
+from ..errors import InvalidInput, KeyNotFound, SatchelError
+from ..keys import check_key, compile_pattern
+from .deps import RESPONSES, T
+from .models import Count, IncrBody, KeyEntry, KeyPage, Tenants, UsageOut, ValueBody, ValueOut
 from .service import Service
+from .tenants import Tenant
+
+ScopeQ = Annotated[str, Query(min_length=1, max_length=255)]
+KeyQ = Annotated[str, Query(min_length=1, max_length=1024)]
+_typed = get_codec("typed")
+_INCR_TRIES = 100
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as JSON can show it (tuples and sets as lists, times as ISO text, ...)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (dt.timedelta, decimal.Decimal, uuid.UUID)):
+        return str(value)
+    return repr(value)
+
+
+def describe(scope: str, key: str, record: Any) -> ValueOut:
+    """A record as the UI shows it."""
+    data: bytes = record.value
+    out = ValueOut(
+        scope=scope, key=key, size=len(data), version=record.version,
+        created_at=record.created_at, updated_at=record.updated_at,
+        expires_at=record.expires_at, type="",
+    )  # fmt: skip
+    if len(data) > 2 and data[2]:
+        out.type = "sealed (encrypted or compressed)"
+    elif is_manifest(data):
+        try:
+            out.type, out.size = "large bytes (blob)", read_manifest(data).size
+        except SatchelError:
+            out.type = "damaged blob"
+    else:
+        try:
+            value = _typed.decode(data)
+        except SatchelError as exc:
+            out.type, out.text = "unreadable", str(exc)
+        else:
+            out.type = type(value).__name__
+            if isinstance(value, bytes):
+                out.hex = value.hex()
+            elif isinstance(value, str):
+                out.text = value
+            out.json_value = jsonable(value)
+    return out
 
 
 def routes(app: FastAPI, service: Service) -> None:
     """Register the endpoints that decode values with the typed codec."""
+
+    @app.get("/v1/keys", responses=RESPONSES, tags=["people"])
+    def keys(
+        t: T,
+        scope: ScopeQ,
+        pattern: Annotated[str, Query(max_length=4096)] = "*",
+        cursor: Annotated[str | None, Query(max_length=1024)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> KeyPage:
+        """Keys matching a glob, in order, a page at a time: pass `next_cursor` back."""
+        compiled = compile_pattern(pattern)
+        if cursor is not None:
+            check_key(cursor)
+        found: list[KeyEntry] = []
+        after = cursor
+        while len(found) < limit:
+            page, _ = service.scan(t, scope, compiled.prefix, after, 500, True)
+            for r in page:
+                if compiled.matches(r.key):
+                    found.append(KeyEntry(
+                        key=r.key, size=len(r.value), version=r.version,
+                        created_at=r.created_at, updated_at=r.updated_at,
+                        expires_at=r.expires_at,
+                    ))  # fmt: skip
+                    if len(found) == limit:
+                        break
+            if len(page) < 500 or len(found) == limit:
+                break
+            after = page[-1].key
+        more = len(found) == limit
+        return KeyPage(keys=found, next_cursor=found[-1].key if more else None)
+
+    @app.get("/v1/value", responses=RESPONSES, tags=["people"])
+    def value(t: T, scope: ScopeQ, key: KeyQ) -> ValueOut:
+        """A value decoded for people, with its metadata; 404 if the key has none."""
+        record = service.get_many(t, scope, [key]).get(key)
+        if record is None:
+            raise KeyNotFound(f"key {key!r} not found")
+        return describe(scope, key, record)
+
+    @app.put("/v1/value", responses=RESPONSES, tags=["people"])
+    def put_value(t: T, scope: ScopeQ, key: KeyQ, body: ValueBody) -> Count:
+        """Store a JSON value (or a str) with the typed codec; `count` 1 if the key was new."""
+        if body.kind == "str" and not isinstance(body.value, str):
+            raise InvalidInput("a value of kind str must be a JSON string")
+        encoded = base64.b64encode(_typed.encode(body.value)).decode()
+        _, new = service.put(t, scope, [(key, encoded)], body.ttl, False)
+        return Count(count=int(new))
+
+    @app.delete("/v1/value", responses=RESPONSES, tags=["people"])
+    def delete_value(t: T, scope: ScopeQ, key: KeyQ) -> Count:
+        """Delete a key; 404 if it had no value."""
+        if not service.delete_many(t, scope, [key]):
+            raise KeyNotFound(f"key {key!r} not found")
+        return Count(count=1)
+
+    @app.post("/v1/incr", responses=RESPONSES, tags=["people"])
+    def incr(body: IncrBody, t: T) -> Count:
+        """Add `delta` to an int value (a missing key counts as 0); `count` the new value."""
+        for _ in range(_INCR_TRIES):
+            record = service.get_many(t, body.scope, [body.key]).get(body.key)
+            current = 0 if record is None else _typed.decode(record.value)
+            if type(current) is not int:
+                raise InvalidInput(f"key {body.key!r} holds a {type(current).__name__}, not an int")
+            new = current + body.delta
+            encoded = base64.b64encode(_typed.encode(new)).decode()
+            version = None if record is None else record.version
+            created = None if record is None else record.created_at
+            ttl = None if record is None or record.expires_at is None else (
+                record.expires_at - service.now()
+            )
+            if service.compare_and_set(t, body.scope, body.key, version, created, encoded, ttl):
+                return Count(count=new)
+        raise HTTPException(409, "the value kept changing; try again")
+
+    @app.get("/v1/usage", responses=RESPONSES, tags=["people"])
+    def usage(t: T) -> UsageOut:
+        """The tenant's bytes and keys against its quota."""
+        return _usage(t, service)
+
+    @app.get("/v1/tenants", responses=RESPONSES, tags=["people"])
+    def tenants(t: T) -> Tenants:
+        """Every tenant's usage against its quota (admin tokens only)."""
+        if not t.admin:
+            raise PermissionError("only an admin token may list tenants")
+        return Tenants(tenants=[_usage(x, service) for x in service.config.tenants.values()])
+
+
+def _usage(tenant: Tenant, service: Service) -> UsageOut:
+    used = service.usage(tenant)
+    return UsageOut(
+        tenant=tenant.name, bytes=used.bytes, keys=used.keys, quota_bytes=tenant.quota_bytes,
+        quota_keys=tenant.quota_keys, readonly=tenant.readonly,
+    )  # fmt: skip

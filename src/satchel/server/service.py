@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
 from ..backends.base import Backend, Record
 from ..blobs import is_manifest, read_manifest
 from ..errors import InvalidInput, ReadOnlyError, SatchelError
@@ -82,11 +85,35 @@ def expiry(expires_in: float | None, now: float) -> float | None:
 class Service:
     """The engine a server serves, and its tenants."""
 
-    def __init__(self, backend: Backend, config: Config) -> None:
+    def __init__(self, backend: Backend, config: Config, config_path: Path | None = None) -> None:
         self.backend = backend
         self.config = config
         self.accounts = Accounts(self._recount)
         self._next_purge = 0.0
+        self._path = config_path
+        self._mtime = self._stat()
+        self._next_check = 0.0
+
+    def _stat(self) -> float | None:
+        try:
+            return None if self._path is None else self._path.stat().st_mtime
+        except OSError:
+            return None
+
+    def tenant_for(self, token: str) -> Tenant | None:
+        """The tenant of `token`; the config file is read again when it changed (so a
+        revoked token stops working within a second, without a restart)."""
+        now = time.monotonic()
+        if self._path is not None and now >= self._next_check:
+            self._next_check = now + 1.0
+            mtime = self._stat()
+            if mtime != self._mtime:
+                try:
+                    self.config = Config.load(self._path)
+                    self._mtime = mtime
+                except (SatchelError, OSError):
+                    pass  # a half-written or broken file: keep serving the last good one
+        return self.config.tenant_for(token)
 
     # -- tenants and scopes -----------------------------------------------------------
 
@@ -147,10 +174,8 @@ class Service:
     def _housekeeping(self, now: float) -> None:
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY
-            try:
+            with contextlib.suppress(SatchelError):  # expired records are invisible anyway
                 self.backend.purge_expired(now, 1000)
-            except SatchelError:
-                pass  # expired records are invisible anyway
 
     # -- records ----------------------------------------------------------------------
 

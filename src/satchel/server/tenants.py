@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import re
 import secrets
 import threading
@@ -120,7 +121,7 @@ class Config:
     def validate(self) -> None:
         """Raise InvalidInput if two tenants' prefixes overlap or a token has no tenant."""
         prefixes = sorted((t.prefix, t.name) for t in self.tenants.values() if not t.admin)
-        for (a, name_a), (b, name_b) in zip(prefixes, prefixes[1:], strict=False):
+        for (a, name_a), (b, name_b) in itertools.pairwise(prefixes):
             if b.startswith(a):
                 raise InvalidInput(f"tenants {name_a!r} and {name_b!r} have nesting prefixes")
         for entry in self.tokens:
@@ -184,10 +185,7 @@ def _toml(value: Any) -> str:
 def full_scope(tenant: Tenant, scope: object) -> str:
     """The server-side name of `scope` for `tenant`. Raises InvalidInput for a bad name,
     PermissionError for a scope the tenant may not use."""
-    if scope == RESERVED_SCOPE:
-        name = RESERVED_SCOPE
-    else:
-        name = check_scope(scope)
+    name = RESERVED_SCOPE if scope == RESERVED_SCOPE else check_scope(scope)
     if not tenant.allows(name):
         raise PermissionError(f"tenant {tenant.name!r} may not use scope {name!r}")
     return tenant.prefix + name
