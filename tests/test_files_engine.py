@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 
 import satchel
 from satchel.backends import files
+from satchel.backends.base import STAGED_LIFETIME
 from satchel.backends.files import FilesBackend, escape_name, unescape_name
 from satchel.codecs import HEADER_SIZE
 
@@ -588,3 +590,315 @@ def test_absolute_url_and_durability_option(tmp_path: Path) -> None:
 def test_bad_file_urls_are_invalid_input(url: str) -> None:
     with pytest.raises(satchel.InvalidInput):
         satchel.open(url)
+
+
+# --- blobs, series, events ----------------------------------------------------------------
+
+
+def _blob_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / ".blobs").glob("*/*/*"))
+
+
+def _stage(backend: FilesBackend, key: str, blob_id: str, chunks: int, now: float) -> None:
+    for i in range(chunks):
+        backend.blob_write("s", key, blob_id, i, f"{blob_id}:{i}".encode(), now)
+
+
+def _commit(backend: FilesBackend, key: str, blob_id: str, now: float, **kw: Any) -> bool:
+    _stage(backend, key, blob_id, 3, now)
+    return backend.blob_commit("s", key, blob_id, 3, blob_id.encode(), kw.get("expires"), now)
+
+
+def test_blob_layout_and_commit(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    now = time.time()
+    _stage(backend, "k", "b1", 2, now)
+    staged = root / ".blobs" / "s" / "k" / "b1"
+    assert sorted(os.listdir(staged)) == [".staged", "0", "1"]
+    assert backend.blob_read("s", "k", "b1", 0, now) is None  # staged: invisible
+    assert backend.get("s", "k", now) is None and backend.count("s", now) == 0
+    assert backend.blob_commit("s", "k", "b1", 2, b"manifest", None, now)
+    assert sorted(os.listdir(staged)) == ["0", "1"]
+    assert (staged / "1").read_bytes() == b"b1:1"  # a person can read the chunks
+    assert backend.blob_read("s", "k", "b1", 1, now) == b"b1:1"
+    assert backend.blob_read("s", "k", "b1", 2, now) is None
+    assert backend.blob_read("s", "k", "other", 0, now) is None
+    meta = json.loads((root / "s" / "k").read_bytes().splitlines()[-1])
+    assert meta["blob"] == "b1" and meta["chunks"] == 2 and meta["version"] == 1
+    assert backend.touch("s", "k", now + 100, now)  # keeps the blob
+    assert backend.blob_read("s", "k", "b1", 0, now) == b"b1:0"
+    assert not _commit(backend, "k", "b2", now + 1)  # overwrite: not new
+    record = backend.get("s", "k", now + 1)
+    assert record is not None and record.version == 2 and record.created_at == now
+    assert _blob_dirs(root) == ["b2"]
+    assert backend.scan("s", "", None, 10, now + 1)[0].value == b"b2"
+    backend.close()
+
+
+@pytest.mark.parametrize("how", ["put", "put_many", "delete", "pop", "cas", "clear", "expire"])
+def test_a_replaced_blob_is_freed(tmp_path: Path, how: str) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    now = time.time()
+    _commit(backend, "k", "old", now, expires=now + 10)
+    _commit(backend, "other", "kept", now)
+    _stage(backend, "k", "staged", 1, now)  # a writer still at work keeps its chunks
+    if how == "put":
+        backend.put("s", "k", b"v", None, now, False)
+    elif how == "put_many":
+        backend.put_many("s", [("k", b"v"), ("x", b"v")], None, now, False)
+    elif how == "delete":
+        assert backend.delete_many("s", ["k", "x"], now) == 1
+    elif how == "pop":
+        assert backend.pop("s", "k", now, bytes) == (b"old",)
+    elif how == "cas":
+        assert backend.compare_and_set("s", "k", 1, b"v", None, now)
+    elif how == "clear":
+        backend.clear("s")
+        assert _blob_dirs(root) == ["staged"]
+        return
+    else:
+        assert backend.blob_read("s", "k", "old", 0, now + 10) is None  # at once
+        assert backend.purge_expired(now + 10, 100) == 1
+    assert backend.blob_read("s", "k", "old", 0, now) is None
+    assert _blob_dirs(root) == ["kept", "staged"]
+    assert backend.blob_read("s", "other", "kept", 2, now) == b"kept:2"
+    backend.close()
+
+
+def test_staged_blobs_and_orphans_are_swept_by_purge(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    now = time.time()
+    _stage(backend, "k", "young", 2, now)
+    _stage(backend, "k", "old", 2, now - STAGED_LIFETIME - 1)
+    _commit(backend, "k", "live", now)
+    orphan = root / ".blobs" / "s" / "gone" / "orphan"  # a writer died before freeing it
+    orphan.mkdir(parents=True)
+    (orphan / "0").write_bytes(b"x")
+    assert backend.purge_expired(now, 100) == 0
+    assert _blob_dirs(root) == ["live", "young"]
+    assert not (root / ".blobs" / "s" / "gone").exists()
+    backend.blob_discard("s", "k", "live")  # committed: not the discarder's to free
+    assert backend.purge_expired(now + STAGED_LIFETIME + 1, 100) == 0  # a far future
+    assert _blob_dirs(root) == ["live"]
+    with pytest.raises(satchel.BackendError, match="chunk 0 of blob young is gone"):
+        backend.blob_commit("s", "k", "young", 2, b"m", None, now)
+    assert backend.blob_read("s", "k", "live", 0, now) == b"live:0"
+    backend.close()
+
+
+def test_commit_with_a_missing_chunk_writes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    now = time.time()
+    _commit(backend, "k", "old", now)
+    _stage(backend, "k", "new", 3, now)
+    os.unlink(root / ".blobs" / "s" / "k" / "new" / "1")
+    with pytest.raises(satchel.BackendError, match=r"chunk 1 of blob new.*engine file://"):
+        backend.blob_commit("s", "k", "new", 3, b"new", None, now)
+    record = backend.get("s", "k", now)
+    assert record is not None and record.value == b"old" and record.version == 1
+    assert backend.blob_read("s", "k", "old", 2, now) == b"old:2"
+    backend.blob_discard("s", "k", "new")
+    assert _blob_dirs(root) == ["old"]
+    backend.close()
+
+
+BLOB_WRITER = """
+import sys, time
+from satchel.backends.files import FilesBackend
+backend = FilesBackend(sys.argv[1])
+n = 0
+while True:
+    n += 1
+    blob_id = f"b{n}"
+    for i in range(8):
+        backend.blob_write("s", "k", blob_id, i, blob_id.encode() * 5000, time.time())
+    backend.blob_commit("s", "k", blob_id, 8, blob_id.encode(), None, time.time())
+    print(n, flush=True)
+"""
+
+
+def test_a_blob_writer_killed_at_a_random_moment_leaves_one_whole_blob(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    rng = random.Random()
+    for _ in range(5):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", BLOB_WRITER, str(root)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert writer.stdout is not None and writer.stdout.readline()
+            time.sleep(rng.uniform(0, 0.2))
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(10)
+        backend = FilesBackend(root)
+        now = time.time()
+        record = backend.get("s", "k", now)
+        assert record is not None
+        blob_id = record.value.decode()
+        chunks = [backend.blob_read("s", "k", blob_id, i, now) for i in range(8)]
+        assert chunks == [record.value * 5000] * 8
+        assert os.listdir(root / ".tmp") == []
+        backend.purge_expired(now + STAGED_LIFETIME + 1, 1000)
+        assert _blob_dirs(root) == [blob_id]  # the dead writer's staged blob is gone
+        backend.close()
+
+
+HOSTILE_NAMES = ["../x", "..", ".", "/etc/passwd", "a/../../b", ".hidden", "x" * 1024,
+                 "é" * 512, "\n", "con", "A", "a", "~"]  # fmt: skip
+
+
+def test_hostile_names_stay_inside(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    now = time.time()
+    for scope in ("../up", "x" * 255, ".blobs"):
+        for i, name in enumerate(HOSTILE_NAMES):
+            backend.blob_write(scope, name, name, 0, b"c", now)
+            assert backend.blob_commit(scope, name, name, 1, b"m", None, now)
+            backend.series_put(scope, name, [(i, name.encode())])
+            assert backend.events_append(scope, name, 0, [(i, name.encode())], b"h")
+        for i, name in enumerate(HOSTILE_NAMES):
+            assert backend.blob_read(scope, name, name, 0, now) == b"c"
+            assert backend.series_range(scope, name, None, None, 10) == [(i, name.encode())]
+            assert backend.events_read(scope, name, 0, 10) == [(1, i, name.encode())]
+        assert backend.series_names(scope) == sorted(HOSTILE_NAMES)
+        assert backend.events_names(scope) == sorted(HOSTILE_NAMES)
+        assert backend.count(scope, now) == len(HOSTILE_NAMES)
+    assert backend.scopes(now) == sorted(["../up", "x" * 255, ".blobs"])
+    assert sorted(os.listdir(tmp_path)) == ["kv"]
+    _inside(root)
+    backend.close()
+
+
+def test_series_log_is_appended_not_rewritten(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    backend.series_put("s", "temp", [(-5, b"cold"), (2**63 - 1, b"end")])
+    log = root / ".series" / "s" / "temp"
+    text = log.read_bytes()
+    assert re.fullmatch(  # readable by a person
+        rb'satchel-series [0-9a-f]{16} "temp"\n@0{14}28 [0-9a-f]{8}\n'
+        rb"p -5 4\ncold\np 9223372036854775807 3\nend\n",
+        text,
+    )
+    backend.series_put("s", "temp", [(i, b"x" * 10) for i in range(100_000)])
+    inode, size = log.stat().st_ino, log.stat().st_size
+    backend.series_put("s", "temp", [(i, b"y") for i in range(100_000, 110_000)])
+    assert log.stat().st_ino == inode  # the same file, grown by the new batch only
+    assert log.stat().st_size - size < 10_000 * 20
+    other = FilesBackend(root)  # another process's index reads the new batches only
+    assert other.series_count("s", "temp") == 110_002
+    backend.series_put("s", "temp", [(7, b"seven")])
+    backend.series_remove("s", "temp", 10, 20)
+    assert other.series_range("s", "temp", 5, 12, 10) == [
+        (5, b"x" * 10), (6, b"x" * 10), (7, b"seven"), (8, b"x" * 10), (9, b"x" * 10)
+    ]  # fmt: skip
+    assert other.series_count("s", "temp") == 110_002 - 10
+    other.close()
+    backend.close()
+
+
+def test_series_log_is_rewritten_when_half_dead(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    log = root / ".series" / "s" / "temp"
+    for round_ in range(6):
+        backend.series_put("s", "temp", [(i, bytes([round_]) * 100) for i in range(5000)])
+    assert log.stat().st_size < 2 * 5000 * 112 + files.REWRITE_MIN
+    assert backend.series_range("s", "temp", 4999, None, 5) == [(4999, b"\x05" * 100)]
+    backend.series_remove("s", "temp", None, None)
+    assert not log.exists() and backend.series_names("s") == []
+    backend.close()
+
+
+def test_a_torn_batch_is_ignored_then_cut_off(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    backend.series_put("s", "temp", [(1, b"one")])
+    assert backend.events_append("s", "ev", 0, [(1, b"a")], b"H1")
+    for log in (root / ".series" / "s" / "temp", root / ".events" / "s" / "ev"):
+        whole = log.stat().st_size
+        with open(log, "ab") as f:  # a crash in the middle of an append
+            f.write(files._batch(b"p 2 3\ntwo\n")[:-3])
+        reader = FilesBackend(root)
+        assert reader.series_range("s", "temp", None, None, 10) == [(1, b"one")]
+        assert reader.events_state("s", "ev", "head") == (1, 1, b"H1")
+        reader.close()
+        assert log.stat().st_size > whole
+    backend.series_put("s", "temp", [(3, b"three")])
+    assert backend.events_append("s", "ev", 1, [(2, b"b")], b"H2")
+    assert backend.series_range("s", "temp", None, None, 10) == [(1, b"one"), (3, b"three")]
+    assert backend.events_read("s", "ev", 0, 10) == [(1, 1, b"a"), (2, 2, b"b")]
+    (root / ".events" / "s" / "ev").write_bytes(b"garbage\n")
+    with pytest.raises(satchel.CorruptData, match="ev is damaged"):
+        backend.events_read("s", "ev", 0, 10)
+    backend.close()
+
+
+def test_event_log_keeps_only_the_last_head(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    big_head = b"h" * 100_000
+    for seq in range(40):
+        assert backend.events_append("s", "ev", seq, [(seq, b"e%d" % seq)], big_head)
+    log = root / ".events" / "s" / "ev"
+    assert log.stat().st_size < 3 * files.REWRITE_MIN  # dead heads were rewritten away
+    assert len(backend.events_read("s", "ev", 0, 100)) == 40
+    backend.events_compact("s", "ev", (30, 30, b"base"))
+    assert backend.events_read("s", "ev", 0, 100)[0] == (31, 30, b"e30")
+    assert backend.events_state("s", "ev", "base") == (30, 30, b"base")
+    backend.events_compact("s", "ev", (20, 20, b"older"))  # behind the base: no-op
+    assert backend.events_state("s", "ev", "base") == (30, 30, b"base")
+    assert backend.events_state("s", "ev", "head") == (40, 39, big_head)
+    backend.close()
+
+
+def _events_racer(url: str, rounds: int) -> list[int]:
+    backend = FilesBackend(url)
+    won = []
+    for _ in range(rounds):
+        while True:
+            head = backend.events_state("s", "ev", "head")
+            seq = 0 if head is None else head[0]
+            if backend.events_append("s", "ev", seq, [(os.getpid(), b"%d" % seq)], b"%d" % seq):
+                won.append(seq)
+                break
+    backend.close()
+    return won
+
+
+def test_concurrent_events_append_has_one_winner_per_seq(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    FilesBackend(root).close()
+    results = _run_in_processes([(_events_racer, (str(root), 50))] * 4)
+    won = sorted(seq for result in results for seq in result)
+    assert won == list(range(200))
+    backend = FilesBackend(root)
+    events = backend.events_read("s", "ev", 0, 1000)
+    assert [seq for seq, _, _ in events] == list(range(1, 201))
+    assert [data for _, _, data in events] == [b"%d" % i for i in range(200)]
+    backend.close()
+
+
+def test_a_big_blob_keeps_memory_flat(tmp_path: Path) -> None:
+    import tracemalloc
+
+    backend = FilesBackend(tmp_path / "kv")
+    chunk = os.urandom(1 << 20)
+    now = time.time()
+    tracemalloc.start()
+    try:
+        for i in range(64):
+            backend.blob_write("s", "k", "big", i, chunk, now)
+        backend.blob_commit("s", "k", "big", 64, b"m", None, now)
+        for i in range(64):
+            assert backend.blob_read("s", "k", "big", i, now) == chunk
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+    backend.close()
