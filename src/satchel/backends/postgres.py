@@ -1,13 +1,30 @@
 """``postgresql://``: PostgreSQL through psycopg 3 and a psycopg_pool connection pool.
 
-One table (``satchel_kv`` by default, in schema ``public``; both configurable with the
-``table=`` and ``schema=`` options, so several applications can share a database),
-created on first use, its schema version recorded in ``satchel_meta``. Keys are
-``text COLLATE "C"``: byte order of UTF-8, so sorting matches Python's and a prefix
-glob is a range scan of the primary key. Single operations are one autocommitted
-statement; batches are one statement over arrays (``unnest``/``= ANY``), so a batch of
-10,000 keys is one round trip. ``incr`` serialises on a transaction-scoped advisory
-lock, so a missing counter cannot be created twice.
+Records live in one table (``satchel_kv`` by default, in schema ``public``; both
+configurable with the ``table=`` and ``schema=`` options, so several applications can
+share a database), created on first use, its schema version recorded in
+``satchel_meta``. Keys are ``text COLLATE "C"``: byte order of UTF-8, so sorting matches
+Python's and a prefix glob is a range scan of the primary key. Single operations are one
+autocommitted statement; batches are one statement over arrays (``unnest``/``= ANY``), so
+a batch of 10,000 keys is one round trip. ``incr`` serialises on a transaction-scoped
+advisory lock, so a missing counter cannot be created twice.
+
+Beside it, tables named after it (for the default table):
+
+- ``satchel_kv_chunks (blob_id, n, data)``: the chunks of large values, stored
+  uncompressed out of line (they are mostly compressed or encrypted already), and
+  ``satchel_kv_blobs (blob_id, scope, key, staged_at)``: one row per blob, staged
+  (``staged_at`` set) until ``blob_commit`` claims it. A committed blob's record names it
+  in the kv column ``blob``; triggers on the kv table free the blob (its row and its
+  chunks) when that record is deleted, overwritten, cleared or purged. Only rows with a
+  ``blob`` fire them (a ``WHEN`` condition), so ordinary writes pay nothing. Chunks are
+  written once and never moved: committing is one short transaction.
+- ``satchel_kv_series (scope, series, t, value)``: time series points, one primary key
+  range per series.
+- ``satchel_kv_events (scope, name, seq, ts, data)`` and ``satchel_kv_states (scope,
+  name, which, seq, ts, data)``: event sequences and their head/base states. An append
+  is one statement conditional on the head row (updated where ``seq`` is as expected,
+  or inserted if absent), so of two racing appends exactly one wins.
 
 A connection that breaks is dropped by the pool and replaced. A read that fails with a
 broken connection is retried once on a fresh one; a write is never retried, since it
@@ -16,12 +33,13 @@ may or may not have been applied: it raises BackendUnavailable saying so.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -31,12 +49,24 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..engines import password, redact
 from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
 from ..keys import scan_range
-from .base import CREATED_AT_TOLERANCE, Backend, Modifier, Record
+from .base import (
+    CREATED_AT_TOLERANCE,
+    STAGED_LIFETIME,
+    Backend,
+    EventState,
+    Modifier,
+    Record,
+)
 
-SCHEMA_VERSION = 1
+# 1: records only. 2: adds the kv column ``blob`` and the tables of blobs, time series
+# and event sequences (a version 1 database gains them on open).
+SCHEMA_VERSION = 2
 T = TypeVar("T")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
-# {t} is the schema-qualified table, {meta} the meta table, {idx} the expiry index name.
+# {t} is the schema-qualified kv table, {meta} the meta table, {idx} the expiry index
+# name; the other names are those of _derived() tables, indexes, function and triggers.
 CREATE = """
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {meta} (name text PRIMARY KEY, value text NOT NULL);
@@ -48,11 +78,78 @@ CREATE TABLE IF NOT EXISTS {t} (
     updated_at double precision NOT NULL,
     expires_at double precision,
     version bigint NOT NULL,
+    blob text COLLATE "C",
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) WHERE expires_at IS NOT NULL;
-INSERT INTO {meta} (name, value) VALUES ({version_name}, {version}) ON CONFLICT DO NOTHING;
+ALTER TABLE {t} ADD COLUMN IF NOT EXISTS blob text COLLATE "C";
+CREATE TABLE IF NOT EXISTS {blobs} (
+    blob_id text COLLATE "C" PRIMARY KEY,
+    scope text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    staged_at double precision
+);
+CREATE INDEX IF NOT EXISTS {blobs_staged} ON {blobs} (staged_at) WHERE staged_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {chunks} (
+    blob_id text COLLATE "C" NOT NULL,
+    n integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (blob_id, n)
+);
+ALTER TABLE {chunks} ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE IF NOT EXISTS {series} (
+    scope text COLLATE "C" NOT NULL,
+    series text COLLATE "C" NOT NULL,
+    t bigint NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (scope, series, t)
+);
+CREATE TABLE IF NOT EXISTS {events} (
+    scope text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    ts bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (scope, name, seq)
+);
+CREATE TABLE IF NOT EXISTS {states} (
+    scope text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    which text COLLATE "C" NOT NULL CHECK (which IN ('head', 'base')),
+    seq bigint NOT NULL,
+    ts bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (scope, name, which)
+);
+-- Each statement of a volatile function sees what committed before it started: the
+-- chunks go after the blob row, so a chunk written meanwhile (which must lock that row
+-- first) is never left behind.
+CREATE OR REPLACE FUNCTION {free_blob}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM {blobs} WHERE blob_id = OLD.blob;
+    DELETE FROM {chunks} WHERE blob_id = OLD.blob;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS {on_delete} ON {t};
+CREATE TRIGGER {on_delete} AFTER DELETE ON {t} FOR EACH ROW
+    WHEN (OLD.blob IS NOT NULL) EXECUTE FUNCTION {free_blob}();
+DROP TRIGGER IF EXISTS {on_update} ON {t};
+CREATE TRIGGER {on_update} AFTER UPDATE OF value, blob ON {t} FOR EACH ROW
+    WHEN (OLD.blob IS NOT NULL
+          AND (OLD.blob IS DISTINCT FROM NEW.blob OR OLD.value IS DISTINCT FROM NEW.value))
+    EXECUTE FUNCTION {free_blob}();
+INSERT INTO {meta} (name, value) VALUES ({version_name}, {version})
+ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 """
+# Suffixes of the tables and objects named after the kv table.
+DERIVED = {
+    "blobs": "_blobs", "blobs_staged": "_blobs_staged", "chunks": "_chunks",
+    "series": "_series", "events": "_events", "states": "_states",
+    "free_blob": "_free_blob", "on_delete": "_free_blob_on_delete",
+    "on_update": "_free_blob_on_update",
+}  # fmt: skip
+TABLES = ("blobs", "chunks", "series", "events", "states")
 READ_VERSION = "SELECT value FROM {meta} WHERE name = {version_name}"
 LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
 COLUMNS = "key, value, created_at, updated_at, expires_at, version"
@@ -63,6 +160,7 @@ GET_MANY = f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%
 _ON_CONFLICT = """
 ON CONFLICT (scope, key) DO UPDATE SET
     value = excluded.value,
+    blob = excluded.blob,
     updated_at = excluded.updated_at,
     expires_at = excluded.expires_at,
     created_at = CASE WHEN r.expires_at <= excluded.updated_at
@@ -71,6 +169,7 @@ ON CONFLICT (scope, key) DO UPDATE SET
 _ON_CONFLICT_IF_EXPIRED = """
 ON CONFLICT (scope, key) DO UPDATE SET
     value = excluded.value,
+    blob = excluded.blob,
     created_at = excluded.created_at,
     updated_at = excluded.updated_at,
     expires_at = excluded.expires_at,
@@ -88,8 +187,8 @@ FROM unnest(%(keys)s::text[], %(values)s::bytea[]) AS u(k, v) ORDER BY k"""
 PUT_MANY = _INSERT_MANY + _ON_CONFLICT
 PUT_MANY_IF_ABSENT = _INSERT_MANY + _ON_CONFLICT_IF_EXPIRED
 SET_IF_VERSION = f"""
-UPDATE {{t}} SET value = %(value)s, updated_at = %(now)s, expires_at = %(expires_at)s,
-    version = version + 1
+UPDATE {{t}} SET value = %(value)s, blob = NULL, updated_at = %(now)s,
+    expires_at = %(expires_at)s, version = version + 1
 WHERE scope = %(scope)s AND key = %(key)s AND version = %(version)s AND {LIVE}
     AND (%(created)s::float8 IS NULL
          OR abs(created_at - %(created)s::float8) <= {CREATED_AT_TOLERANCE})"""
@@ -121,6 +220,134 @@ SCAN = {
     for bounded in (True, False)
 }
 
+
+# -- blobs: {blobs} and {chunks} are the derived tables --------------------------------
+# A chunk goes in only while its blob is staged for this scope and key; the no-op update
+# locks the blob row, so a commit or discard running meanwhile waits for the chunk.
+BLOB_WRITE = """
+WITH staged AS (
+    INSERT INTO {blobs} AS b (blob_id, scope, key, staged_at)
+    VALUES (%(blob)s, %(scope)s, %(key)s, %(now)s)
+    ON CONFLICT (blob_id) DO UPDATE SET staged_at = b.staged_at
+    WHERE b.staged_at IS NOT NULL AND b.scope = excluded.scope AND b.key = excluded.key
+    RETURNING 1
+)
+INSERT INTO {chunks} (blob_id, n, data) SELECT %(blob)s, %(n)s, %(data)s FROM staged
+ON CONFLICT (blob_id, n) DO UPDATE SET data = excluded.data
+RETURNING 1"""
+BLOB_LOCK = "SELECT scope, key, staged_at FROM {blobs} WHERE blob_id = %(blob)s FOR UPDATE"
+BLOB_STAGE = """
+INSERT INTO {blobs} (blob_id, scope, key, staged_at)
+VALUES (%(blob)s, %(scope)s, %(key)s, %(now)s)"""
+# Chunks past the end (none unless a writer went astray) are dropped, not kept forever.
+BLOB_COUNT = """
+WITH stray AS (DELETE FROM {chunks} WHERE blob_id = %(blob)s AND (n < 0 OR n >= %(chunks)s))
+SELECT count(*) FROM {chunks} WHERE blob_id = %(blob)s AND n >= 0 AND n < %(chunks)s"""
+# The upsert's trigger frees the blob the key held before (another blob_id).
+BLOB_COMMIT = (
+    """
+WITH owned AS (UPDATE {blobs} SET staged_at = NULL WHERE blob_id = %(blob)s)
+INSERT INTO {t} AS r (scope, key, value, created_at, updated_at, expires_at, version, blob)
+VALUES (%(scope)s, %(key)s, %(value)s, %(now)s, %(now)s, %(expires_at)s, 1, %(blob)s)
+"""
+    + _ON_CONFLICT
+    + "\nRETURNING version"
+)
+BLOB_UNSTAGE = """
+DELETE FROM {blobs}
+WHERE blob_id = %(blob)s AND scope = %(scope)s AND key = %(key)s AND staged_at IS NOT NULL
+RETURNING 1"""
+BLOB_FREE_CHUNKS = "DELETE FROM {chunks} WHERE blob_id = ANY(%(blobs)s)"
+BLOB_READ = f"""
+SELECT c.data FROM {{t}} r JOIN {{chunks}} c ON c.blob_id = r.blob AND c.n = %(n)s
+WHERE r.scope = %(scope)s AND r.key = %(key)s AND r.blob = %(blob)s AND {LIVE}"""
+PURGE_STAGED = """
+DELETE FROM {blobs} WHERE blob_id = ANY(ARRAY(
+    SELECT blob_id FROM {blobs} WHERE staged_at < %(stale)s LIMIT %(limit)s))
+    AND staged_at < %(stale)s
+RETURNING blob_id"""
+
+# -- time series -----------------------------------------------------------------------
+SERIES_PUT = """
+INSERT INTO {series} AS p (scope, series, t, value)
+SELECT %(scope)s, %(name)s, t, v FROM unnest(%(ts)s::bigint[], %(values)s::bytea[]) AS u(t, v)
+ORDER BY t
+ON CONFLICT (scope, series, t) DO UPDATE SET value = excluded.value"""
+_SERIES_RANGE = """
+SELECT t, {value} FROM {{series}}
+WHERE scope = %(scope)s AND series = %(name)s AND t >= %(low)s AND t <= %(high)s
+ORDER BY t {order} LIMIT %(limit)s"""
+SERIES_RANGE = {
+    (reverse, values): _SERIES_RANGE.format(
+        value="value" if values else "''::bytea", order="DESC" if reverse else "ASC"
+    )
+    for reverse in (True, False)
+    for values in (True, False)
+}
+SERIES_REMOVE = """
+DELETE FROM {series}
+WHERE scope = %(scope)s AND series = %(name)s AND t >= %(low)s AND t <= %(high)s"""
+SERIES_COUNT = "SELECT count(*) FROM {series} WHERE scope = %(scope)s AND series = %(name)s"
+# A skip scan: one index probe per name instead of reading every point.
+SERIES_NAMES = """
+WITH RECURSIVE names(name) AS (
+    (SELECT series FROM {series} WHERE scope = %(scope)s ORDER BY series LIMIT 1)
+    UNION ALL
+    SELECT (SELECT series FROM {series} WHERE scope = %(scope)s AND series > names.name
+            ORDER BY series LIMIT 1)
+    FROM names WHERE names.name IS NOT NULL
+)
+SELECT name FROM names WHERE name IS NOT NULL"""
+
+# -- event sequences -------------------------------------------------------------------
+_STATE_WHERE = "scope = %(scope)s AND name = %(name)s"
+EVENTS_STATE = f"SELECT seq, ts, data FROM {{states}} WHERE {_STATE_WHERE} AND which = %(which)s"
+_APPEND_EVENTS = """
+INSERT INTO {events} (scope, name, seq, ts, data)
+SELECT %(scope)s, %(name)s, %(after)s + i, ts, d
+FROM unnest(%(ts)s::bigint[], %(data)s::bytea[]) WITH ORDINALITY AS u(ts, d, i)
+WHERE EXISTS (SELECT 1 FROM head)"""
+# The head row decides: of two racing appends after the same seq, the second waits for
+# the first's row lock (or its insert) and then finds the condition false.
+EVENTS_APPEND_FIRST = (
+    """
+WITH head AS (
+    INSERT INTO {states} (scope, name, which, seq, ts, data)
+    VALUES (%(scope)s, %(name)s, 'head', %(last)s, %(last_ts)s, %(head)s)
+    ON CONFLICT (scope, name, which) DO NOTHING
+    RETURNING 1
+)"""
+    + _APPEND_EVENTS
+)
+EVENTS_APPEND_NEXT = (
+    f"""
+WITH head AS (
+    UPDATE {{states}} SET seq = %(last)s, ts = %(last_ts)s, data = %(head)s
+    WHERE {_STATE_WHERE} AND which = 'head' AND seq = %(after)s
+    RETURNING 1
+)"""
+    + _APPEND_EVENTS
+)
+EVENTS_READ = f"""
+SELECT seq, ts, data FROM {{events}} WHERE {_STATE_WHERE} AND seq > %(after)s
+ORDER BY seq LIMIT %(limit)s"""
+EVENTS_COMPACT = f"""
+WITH base AS (
+    INSERT INTO {{states}} AS s (scope, name, which, seq, ts, data)
+    VALUES (%(scope)s, %(name)s, 'base', %(seq)s, %(ts)s, %(data)s)
+    ON CONFLICT (scope, name, which) DO UPDATE
+        SET seq = excluded.seq, ts = excluded.ts, data = excluded.data
+    WHERE s.seq < excluded.seq
+    RETURNING seq
+)
+DELETE FROM {{events}} WHERE {_STATE_WHERE} AND seq <= (SELECT seq FROM base)"""
+# States first: that locks the head, so an append running meanwhile has finished (its
+# events are then seen by the second statement) or will find no head.
+EVENTS_DELETE_STATES = f"DELETE FROM {{states}} WHERE {_STATE_WHERE}"
+EVENTS_DELETE_EVENTS = f"DELETE FROM {{events}} WHERE {_STATE_WHERE}"
+# Every sequence with events has a head, so the states table names them all.
+EVENTS_NAMES = "SELECT DISTINCT name FROM {states} WHERE scope = %(scope)s ORDER BY name"
+
 # satchel options; anything else in the URL query goes to libpq (sslmode, ...).
 _OPTIONS = ("schema", "table", "pool_min", "pool_max", "timeout", "connect_timeout")
 
@@ -135,6 +362,29 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork)
+
+
+def _version(row: Any) -> int:
+    """The schema version in a meta row, or -1."""
+    return int(row[0]) if row and str(row[0]).isdigit() else -1
+
+
+def _derived(table: str, suffix: str) -> str:
+    """The name of an object of `table`: `table` + `suffix`, shortened with a hash to fit
+    PostgreSQL's 63 bytes (which would otherwise cut it, and two names could collide)."""
+    name = table + suffix
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha256(table.encode()).hexdigest()[:8]
+    head = table.encode()[: 63 - len(suffix) - 9].decode(errors="ignore")
+    return f"{head}_{digest}{suffix}"
+
+
+def _bounds(start: int | None, stop: int | None) -> tuple[int, int] | None:
+    """``start <= t < stop`` as inclusive int64 bounds, or None if no t fits."""
+    low = INT64_MIN if start is None else max(start, INT64_MIN)
+    high = INT64_MAX if stop is None else min(stop - 1, INT64_MAX)
+    return (low, high) if low <= high else None
 
 
 def _record(row: Any) -> Record:
@@ -185,6 +435,7 @@ class PostgresBackend(Backend):
         self._pool: ConnectionPool | None = None
         self._sticky: psycopg.Connection[Any] | None = None
         self._sticky_lock = threading.Lock()
+        derived = {name: _derived(table, suffix) for name, suffix in DERIVED.items()}
         self._create = sql.SQL(CREATE).format(
             schema=sql.Identifier(schema),
             meta=sql.Identifier(schema, "satchel_meta"),
@@ -192,7 +443,13 @@ class PostgresBackend(Backend):
             idx=sql.Identifier(f"{table}_expiry"),
             version_name=sql.Literal(f"{table}.schema_version"),
             version=sql.Literal(str(SCHEMA_VERSION)),
-        )
+            **{
+                name: sql.Identifier(value) if name.startswith(("on_", "blobs_"))
+                else sql.Identifier(schema, value)
+                for name, value in derived.items()
+            },
+        )  # fmt: skip
+        self._meta = sql.Identifier(schema, "satchel_meta").as_string(None)
         self._read_version = sql.SQL(READ_VERSION).format(
             meta=sql.Identifier(schema, "satchel_meta"),
             version_name=sql.Literal(f"{table}.schema_version"),
@@ -204,16 +461,37 @@ class PostgresBackend(Backend):
     @staticmethod
     def _statements(schema: str, table: str) -> dict[str, str]:
         qualified = sql.Identifier(schema, table).as_string(None)
+        tables = {
+            f"{{{name}}}": sql.Identifier(schema, _derived(table, DERIVED[name])).as_string(None)
+            for name in TABLES
+        }
         names = {
             "GET": GET, "GET_VALUE": GET_VALUE, "GET_MANY": GET_MANY, "PUT": PUT,
             "PUT_IF_ABSENT": PUT_IF_ABSENT, "PUT_MANY": PUT_MANY,
             "PUT_MANY_IF_ABSENT": PUT_MANY_IF_ABSENT, "SET_IF_VERSION": SET_IF_VERSION,
             "DELETE": DELETE, "DELETE_MANY": DELETE_MANY, "POP": POP, "TOUCH": TOUCH,
             "COUNT": COUNT, "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
+            "BLOB_WRITE": BLOB_WRITE, "BLOB_LOCK": BLOB_LOCK, "BLOB_STAGE": BLOB_STAGE,
+            "BLOB_COUNT": BLOB_COUNT, "BLOB_COMMIT": BLOB_COMMIT,
+            "BLOB_UNSTAGE": BLOB_UNSTAGE, "BLOB_FREE_CHUNKS": BLOB_FREE_CHUNKS,
+            "BLOB_READ": BLOB_READ, "PURGE_STAGED": PURGE_STAGED,
+            "SERIES_PUT": SERIES_PUT, "SERIES_REMOVE": SERIES_REMOVE,
+            "SERIES_COUNT": SERIES_COUNT, "SERIES_NAMES": SERIES_NAMES,
+            "EVENTS_STATE": EVENTS_STATE, "EVENTS_APPEND_FIRST": EVENTS_APPEND_FIRST,
+            "EVENTS_APPEND_NEXT": EVENTS_APPEND_NEXT, "EVENTS_READ": EVENTS_READ,
+            "EVENTS_COMPACT": EVENTS_COMPACT, "EVENTS_DELETE_STATES": EVENTS_DELETE_STATES,
+            "EVENTS_DELETE_EVENTS": EVENTS_DELETE_EVENTS, "EVENTS_NAMES": EVENTS_NAMES,
         }  # fmt: skip
-        statements = {name: text.replace("{t}", qualified) for name, text in names.items()}
         for shape, text in SCAN.items():
-            statements[f"SCAN{shape}"] = text.replace("{t}", qualified)
+            names[f"SCAN{shape}"] = text
+        for order, text in SERIES_RANGE.items():
+            names[f"SERIES_RANGE{order}"] = text
+        statements = {}
+        for name, text in names.items():
+            text = text.replace("{t}", qualified)
+            for placeholder, table_name in tables.items():
+                text = text.replace(placeholder, table_name)
+            statements[name] = text
         return statements
 
     # -- connections -------------------------------------------------------------------
@@ -246,13 +524,19 @@ class PostgresBackend(Backend):
         found = None
         with suppress(psycopg.errors.UndefinedTable):
             found = conn.execute(self._read_version).fetchone()
-        if found is None:
+        if found is None or 1 <= _version(found) < SCHEMA_VERSION:
             with conn.transaction():
-                # Serialise concurrent first opens: CREATE ... IF NOT EXISTS can still race.
+                # Serialise concurrent opens: CREATE ... IF NOT EXISTS can still race, and
+                # another satchel may have created or upgraded the tables meanwhile.
                 conn.execute("SELECT pg_advisory_xact_lock(4242424242)")
-                conn.execute(self._create)
+                meta = conn.execute("SELECT to_regclass(%s)", (self._meta,)).fetchone()
+                current = None
+                if meta is not None and meta[0] is not None:
+                    current = conn.execute(self._read_version).fetchone()
+                if current is None or 1 <= _version(current) < SCHEMA_VERSION:
+                    conn.execute(self._create)  # creates what is missing, sets the version
             found = conn.execute(self._read_version).fetchone()
-        version = int(found[0]) if found and str(found[0]).isdigit() else -1
+        version = _version(found)
         if version > SCHEMA_VERSION:
             raise IncompatibleDatabase(
                 f"{self._where} has satchel schema {version}, written by a newer satchel",
@@ -481,4 +765,200 @@ class PostgresBackend(Backend):
         self._count("CLEAR", {"scope": scope})
 
     def purge_expired(self, now: float, limit: int) -> int:
-        return self._count("PURGE", {"now": now, "limit": limit})
+        purge, staged, free = (self._sql[name] for name in ("PURGE", "PURGE_STAGED",
+                                                             "BLOB_FREE_CHUNKS"))  # fmt: skip
+        params = {"now": now, "limit": limit, "stale": now - STAGED_LIFETIME}
+
+        def purge_in(conn: psycopg.Connection[Any]) -> int:
+            purged = conn.execute(purge, params).rowcount  # triggers free their blobs
+            with conn.transaction():
+                stale = [row[0] for row in conn.execute(staged, params)]
+                if stale:  # after the blob rows: see the trigger function
+                    conn.execute(free, {"blobs": stale})
+            return purged
+
+        return self._run(purge_in)
+
+    # -- blobs -------------------------------------------------------------------------
+
+    def blob_write(
+        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
+    ) -> None:
+        params = {"scope": scope, "key": key, "blob": blob_id, "n": index, "data": data,
+                  "now": now}  # fmt: skip
+        if self._one("BLOB_WRITE", params) is None:
+            raise BackendError(
+                "the large value being written was discarded or already committed",
+                key=key, scope=scope, engine=self.engine,
+            )  # fmt: skip
+
+    def blob_commit(
+        self,
+        scope: str,
+        key: str,
+        blob_id: str,
+        chunks: int,
+        manifest: bytes,
+        expires_at: float | None,
+        now: float,
+    ) -> bool:
+        lock, stage, count, commit = (self._sql[name] for name in (
+            "BLOB_LOCK", "BLOB_STAGE", "BLOB_COUNT", "BLOB_COMMIT"))  # fmt: skip
+        params = {"scope": scope, "key": key, "blob": blob_id, "chunks": chunks,
+                  "value": manifest, "expires_at": expires_at, "now": now}  # fmt: skip
+
+        def gone(what: str) -> BackendError:
+            return BackendError(f"cannot commit the large value: {what}",
+                                key=key, scope=scope, engine=self.engine)  # fmt: skip
+
+        def commit_in(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():  # raising rolls everything back
+                staged = conn.execute(lock, params).fetchone()
+                if staged is None and chunks == 0:
+                    conn.execute(stage, params)
+                elif staged is None:
+                    raise gone("its chunks are gone (discarded, or freed as stale)")
+                elif staged[2] is None:
+                    raise gone("it is already committed")
+                elif (staged[0], staged[1]) != (scope, key):
+                    raise gone("it was staged for another key")
+                found = conn.execute(count, params).fetchone()
+                if found is None or found[0] != chunks:
+                    raise gone(f"{chunks - (found[0] if found else 0)} of its "
+                               f"{chunks} chunks are missing")  # fmt: skip
+                row = conn.execute(commit, params).fetchone()
+                return row is not None and row[0] == 1
+
+        return self._run(commit_in)
+
+    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+        unstage, free = self._sql["BLOB_UNSTAGE"], self._sql["BLOB_FREE_CHUNKS"]
+        params = {"scope": scope, "key": key, "blob": blob_id, "blobs": [blob_id]}
+
+        def discard_in(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                if conn.execute(unstage, params).fetchone() is not None:
+                    conn.execute(free, params)  # a second statement: see the trigger
+
+        self._run(discard_in)
+
+    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
+        params = {"scope": scope, "key": key, "blob": blob_id, "n": index, "now": now}
+        if not INT32_MIN <= index <= INT32_MAX:
+            return None
+        row = self._one("BLOB_READ", params, read=True)
+        return None if row is None else bytes(row[0])
+
+    # -- time series -------------------------------------------------------------------
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        if points:
+            params = {"scope": scope, "name": name, "ts": [t for t, _ in points],
+                      "values": [v for _, v in points]}  # fmt: skip
+            self._count("SERIES_PUT", params)
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        bounds = _bounds(start, stop)
+        if bounds is None or limit <= 0:
+            return []
+        statement = self._sql[f"SERIES_RANGE{(reverse, values)}"]
+        params = {"scope": scope, "name": name, "low": bounds[0], "high": bounds[1],
+                  "limit": min(limit, INT64_MAX)}  # fmt: skip
+        rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
+        return [(row[0], row[1]) for row in rows]
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        bounds = _bounds(start, stop)
+        if bounds is None:
+            return 0
+        params = {"scope": scope, "name": name, "low": bounds[0], "high": bounds[1]}
+        return self._count("SERIES_REMOVE", params)
+
+    def series_count(self, scope: str, name: str) -> int:
+        row = self._one("SERIES_COUNT", {"scope": scope, "name": name}, read=True)
+        return int(row[0])
+
+    def series_names(self, scope: str) -> list[str]:
+        statement = self._sql["SERIES_NAMES"]
+        rows = self._run(lambda conn: conn.execute(statement, {"scope": scope}).fetchall(),
+                         read=True)  # fmt: skip
+        return [row[0] for row in rows]
+
+    # -- event sequences ---------------------------------------------------------------
+
+    def events_state(
+        self, scope: str, name: str, which: Literal["head", "base"]
+    ) -> EventState | None:
+        params = {"scope": scope, "name": name, "which": which}
+        row = self._one("EVENTS_STATE", params, read=True)
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def events_append(
+        self,
+        scope: str,
+        name: str,
+        after_seq: int,
+        events: Sequence[tuple[int, bytes]],
+        head: bytes,
+    ) -> bool:
+        if not events:
+            current = self.events_state(scope, name, "head")
+            return (0 if current is None else current[0]) == after_seq
+        statement = self._sql["EVENTS_APPEND_FIRST" if after_seq == 0 else "EVENTS_APPEND_NEXT"]
+        params = {"scope": scope, "name": name, "after": after_seq,
+                  "last": after_seq + len(events), "last_ts": events[-1][0], "head": head,
+                  "ts": [ts for ts, _ in events], "data": [d for _, d in events]}  # fmt: skip
+
+        def append_in(conn: psycopg.Connection[Any]) -> bool:
+            try:
+                return conn.execute(statement, params).rowcount > 0
+            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+                # Only under a stricter isolation than the default (set through libpq
+                # options): the head moved meanwhile, and nothing was written.
+                return False
+
+        return self._run(append_in)
+
+    def events_read(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        if limit <= 0 or after_seq >= INT64_MAX:
+            return []
+        params = {"scope": scope, "name": name, "after": max(after_seq, INT64_MIN),
+                  "limit": min(limit, INT64_MAX)}  # fmt: skip
+        statement = self._sql["EVENTS_READ"]
+        rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    def events_compact(self, scope: str, name: str, base: EventState) -> None:
+        params = {"scope": scope, "name": name, "seq": base[0], "ts": base[1],
+                  "data": base[2]}  # fmt: skip
+        self._count("EVENTS_COMPACT", params)
+
+    def events_delete(self, scope: str, name: str) -> bool:
+        states, events = self._sql["EVENTS_DELETE_STATES"], self._sql["EVENTS_DELETE_EVENTS"]
+        params = {"scope": scope, "name": name}
+
+        def delete_in(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():
+                deleted = conn.execute(states, params).rowcount
+                deleted += conn.execute(events, params).rowcount
+                return deleted > 0
+
+        return self._run(delete_in)
+
+    def events_names(self, scope: str) -> list[str]:
+        statement = self._sql["EVENTS_NAMES"]
+        rows = self._run(lambda conn: conn.execute(statement, {"scope": scope}).fetchall(),
+                         read=True)  # fmt: skip
+        return [row[0] for row in rows]
