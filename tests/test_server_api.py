@@ -1,0 +1,231 @@
+"""The server's JSON API: every status code it promises, and the http engine's mapping of them."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import support_server
+
+import satchel
+from satchel import InvalidInput, KeyNotFound, ReadOnlyError
+from satchel.backends.http import AccessDenied
+from satchel.codecs import get_codec
+from satchel.server import Config
+
+
+@pytest.fixture(scope="module")
+def server() -> support_server.Running:
+    return support_server.running()
+
+
+def client(server: support_server.Running, token: str | None) -> httpx.Client:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=10)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_healthz_and_openapi_need_no_token(server):
+    with client(server, None) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        spec = c.get("/openapi.json").json()
+        assert "/v1/put" in spec["paths"] and "/v1/keys" in spec["paths"]
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer nope", "Basic dXNlcjpwYXNz", "Bearer"])
+def test_401_without_a_good_token(server, auth):
+    headers = {} if auth is None else {"Authorization": auth}
+    with httpx.Client(base_url=server.url, headers=headers) as c:
+        for method, path, body in [
+            ("GET", "/v1/scopes", None),
+            ("POST", "/v1/get", {"scope": "s", "keys": ["k"]}),
+            ("POST", "/v1/put", {"scope": "s", "items": [{"key": "k", "value": ""}]}),
+            ("GET", "/v1/keys?scope=s", None),
+            ("GET", "/v1/tenants", None),
+        ]:
+            r = c.request(method, path, json=body)
+            assert r.status_code == 401, (path, r.text)
+            assert r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_engine_with_a_wrong_token_raises_access_denied_without_the_token(server):
+    store = satchel.open(f"{server.url}?token=wrong-secret-123")
+    with pytest.raises(AccessDenied) as caught:
+        store.set("k", 1)
+    assert "wrong-secret-123" not in str(caught.value) and "401" in str(caught.value)
+    assert "wrong-secret-123" not in store.url
+    store.close()
+
+
+def test_403_forbidden_scope(server):
+    token = server.tenant(scopes=["app*"])
+    with client(server, token) as c:
+        assert c.post("/v1/put", json={"scope": "app1", "items": [
+            {"key": "k", "value": b64(b"x")}]}).status_code == 200  # fmt: skip
+        for path, body in [
+            ("/v1/get", {"scope": "other", "keys": ["k"]}),
+            ("/v1/put", {"scope": "other", "items": [{"key": "k", "value": ""}]}),
+            ("/v1/scan", {"scope": "other"}),
+        ]:
+            r = c.post(path, json=body)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    with satchel.open(f"{server.url}?token={token}", scope="other") as store:
+        with pytest.raises(AccessDenied, match="403"):
+            store.get("k")
+        assert store.scope("app1").exists("k")
+
+
+def test_403_read_only_tenant_reads_but_never_writes(server):
+    reader = server.tenant(prefix="ro-tenant:", readonly=True)
+    record = get_codec("typed").encode({"a": 1})  # put there by the operator, server-side
+    server.service.backend.put("ro-tenant:default", "k", record, None, time.time(), False)
+    with satchel.open(f"{server.url}?token={reader}") as r:
+        assert r.get("k") == {"a": 1}
+        with pytest.raises(ReadOnlyError):
+            r.set("k", 2)
+        with pytest.raises(ReadOnlyError):
+            r.delete("k")
+        with pytest.raises(ReadOnlyError):
+            r.clear()
+    with client(server, reader) as c:
+        r = c.post("/v1/delete", json={"scope": "default", "keys": ["k"]})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "read_only"
+
+
+def test_404_missing_key_and_unknown_paths(server):
+    token = server.tenant()
+    with client(server, token) as c:
+        assert c.get("/v1/value", params={"scope": "s", "key": "nope"}).status_code == 404
+        assert c.delete("/v1/value", params={"scope": "s", "key": "nope"}).status_code == 404
+        chunk = {"scope": "s", "key": "k", "blob_id": "abc", "index": 0}
+        assert c.get("/v1/blobs/chunk", params=chunk).status_code == 404
+        assert c.get("/v1/nothing-here").status_code == 404
+        # a batch read is not an error: missing keys are left out
+        assert c.post("/v1/get", json={"scope": "s", "keys": ["nope"]}).json() == {
+            "records": [], "more": False}  # fmt: skip
+    with satchel.open(f"{server.url}?token={token}") as store, pytest.raises(KeyNotFound):
+        store.get("nope")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/put", {"scope": "s", "items": [{"key": "a\x00b", "value": ""}]}),
+        ("/v1/put", {"scope": "s", "items": [{"key": "k", "value": "not base64!"}]}),
+        ("/v1/put", {"scope": "s", "items": [{"key": "k", "value": ""}, {"key": "k",
+                                                                       "value": ""}]}),
+        ("/v1/get", {"scope": "__satchel__\x00", "keys": ["k"]}),
+        ("/v1/get", {"scope": "s", "keys": ["é" * 600]}),
+    ],
+)
+def test_400_bad_input(server, path, body):
+    with client(server, server.tenant()) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/put", {"scope": "s", "items": []}),
+        ("/v1/put", {"scope": "", "items": [{"key": "k", "value": ""}]}),
+        ("/v1/put", {"scope": "s", "items": [{"key": "", "value": ""}]}),
+        ("/v1/get", {"scope": "s", "keys": "k"}),
+        ("/v1/get", {"scope": "s", "scopes": ["a", "b"], "keys": ["k"]}),  # no mixed scopes
+        ("/v1/scan", {"scope": "s", "limit": 0}),
+        ("/v1/cas", {"scope": "s", "key": "k", "value": "", "expected_version": -1}),
+    ],
+)
+def test_422_malformed_body(server, path, body):
+    with client(server, server.tenant()) as c:
+        r = c.post(path, json=body)
+        assert r.status_code == 422, r.text
+        assert c.post(path, content=b"{not json", headers={
+            "Content-Type": "application/json"}).status_code == 422  # fmt: skip
+
+
+def test_bad_pattern_is_400_and_engine_raises_invalid_input(server):
+    token = server.tenant()
+    with client(server, token) as c:
+        r = c.get("/v1/keys", params={"scope": "s", "pattern": "a\\"})
+        assert r.status_code == 400, r.text
+    with satchel.open(f"{server.url}?token={token}") as store, pytest.raises(InvalidInput):
+        store._shared.backend.get_many("s", ["a\x00"], 0)  # past the Store's own checks
+
+
+def test_413_body_too_large():
+    running = support_server.serve("memory://", Config(), max_body=4096)
+    try:
+        token = running.tenant()
+        with client(running, token) as c:
+            big = {"scope": "s", "items": [{"key": "k", "value": b64(b"x" * 8000)}]}
+            r = c.post("/v1/put", json=big)
+            assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+            def chunks():  # no Content-Length: counted as it arrives
+                for _ in range(10):
+                    yield b"x" * 1000
+
+            r = c.post("/v1/put", content=chunks(), headers={"Content-Type": "application/json"})
+            assert r.status_code == 413
+            assert c.get("/healthz").status_code == 200
+        assert running.service.backend.scopes(0) == []
+    finally:
+        support_server.stop(running)
+
+
+def test_server_survives_cut_requests_and_token_floods(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    for _ in range(20):  # a client that promises a body and goes away mid-way
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100000\r\n\r\n{\"scope\": \"s\", ")  # fmt: skip
+    statuses: list[int] = []
+
+    def flood() -> None:
+        with client(server, "wrong") as c:
+            statuses.extend(c.get("/v1/scopes").status_code for _ in range(100))
+
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [401] * 800
+    with client(server, server.tenant()) as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/scopes").json() == {"scopes": []}
+
+
+def test_human_endpoints_round_trip(server):
+    token = server.tenant()
+    with satchel.open(f"{server.url}?token={token}", scope="s") as store:
+        store.set("when", {"n": 1, "t": (1, 2), "b": b"\x00\xff"})
+        store.set("raw", b"\x01\x02")
+        store.set("n", 5)
+    with client(server, token) as c:
+        v = c.get("/v1/value", params={"scope": "s", "key": "when"}).json()
+        assert v["type"] == "dict" and v["json_value"] == {"n": 1, "t": [1, 2], "b": "00ff"}
+        assert c.get("/v1/value", params={"scope": "s", "key": "raw"}).json()["hex"] == "0102"
+        assert c.post("/v1/incr", json={"scope": "s", "key": "n", "delta": 3}).json() == {
+            "count": 8}  # fmt: skip
+        r = c.put("/v1/value", params={"scope": "s", "key": "new"}, json={"value": [1, "a"]})
+        assert r.json() == {"count": 1}
+        page = c.get("/v1/keys", params={"scope": "s", "pattern": "*", "limit": 2}).json()
+        assert [k["key"] for k in page["keys"]] == ["n", "new"] and page["next_cursor"] == "new"
+        rest = c.get("/v1/keys", params={"scope": "s", "cursor": "new"}).json()
+        assert [k["key"] for k in rest["keys"]] == ["raw", "when"] and rest["next_cursor"] is None
+        assert c.get("/v1/tenants").status_code == 403
+        usage = c.get("/v1/usage").json()
+        assert usage["keys"] == 4 and usage["bytes"] > 0
+    with satchel.open(f"{server.url}?token={token}", scope="s") as store:
+        assert store.get("new") == [1, "a"] and store.get("n") == 8
