@@ -1042,8 +1042,9 @@ class FilesBackend(Backend):
             _fsync(os.path.dirname(path), directory=True)
 
     def _append(self, path: str, kind: type[_L], name: str, payload: bytes,
-                index: _L | None) -> _L:  # fmt: skip
-        """Append one batch to log `path` (created if `index` is None); return its index."""
+                index: _L | None) -> None:  # fmt: skip
+        """Append one batch to log `path` (created if `index` is None); rewrite the log
+        if half of it is dead."""
         if index is None:
             self._write_log(path, kind, name, (payload,))
         else:
@@ -1059,7 +1060,6 @@ class FilesBackend(Backend):
         if index.dead > max(REWRITE_MIN, index.end // 2):
             with open(path, "rb") as f:
                 self._write_log(path, kind, name, _parts(index.entries(f)))
-        return index
 
     def _drop_log(self, path: str) -> bool:
         self._logs.pop(path, None)
@@ -1161,7 +1161,7 @@ class FilesBackend(Backend):
         path = self._log_path(EVENTS, scope, name)
         with self._locked(exclusive=True):
             index = self._index(path, _Events)
-            last = None if index is None else index.head
+            last = None if index is None else index.head or index.base
             if (0 if last is None else last[0]) != after_seq:
                 return False
             stamp = events[-1][0] if events else (0 if last is None else last[1])
