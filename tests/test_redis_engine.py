@@ -744,12 +744,54 @@ def test_commit_with_a_missing_chunk_writes_nothing(url: str, backend: RedisBack
     assert record is not None and (record.value, record.version) == (b"old", 1)
     assert _fields(url, "k") == META  # the rest of the staged blob is dropped too
     assert _staged_index(url) == []
-    # deleted while staged: nothing to commit, nothing written
+    # cleared while staged: nothing to commit, nothing written
     _stage(backend, "k", "b2", 2, now)
-    backend.delete_many("default", ["k"], now)
+    backend.clear("default")
     with pytest.raises(satchel.BackendError):
         backend.blob_commit("default", "k", "b2", 2, b"m", None, now)
     assert not _raw(url).exists(_name(url, "default", "k"))
+
+
+def test_delete_and_pop_while_a_blob_is_staged_keep_it(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    for remove in (
+        lambda: backend.delete_many("default", ["k"], now),
+        lambda: backend.pop("default", "k", now, lambda v: v),
+    ):
+        _stage(backend, "k", "old", 2, now)
+        backend.blob_commit("default", "k", "old", 2, b"m-old", now + 60, now)
+        _stage(backend, "k", "new", 2, now)
+        assert remove()
+        assert backend.get("default", "k", now) is None
+        assert _fields(url, "k") == [b"#new:0", b"#new:1"]  # the old blob went
+        assert _raw(url).pttl(_name(url, "default", "k")) == -1
+        assert backend.blob_commit("default", "k", "new", 2, b"m-new", None, now) is True
+        assert backend.blob_read("default", "k", "new", 1, now) == b"1" + CHUNK
+        assert backend.get("default", "k", now).version == 1  # type: ignore[union-attr]
+        backend.delete_many("default", ["k"], now)
+        assert not _raw(url).exists(_name(url, "default", "k"))
+    # a key with no record and nothing staged is just gone
+    assert backend.delete_many("default", ["k"], now) == 0
+
+
+def test_staging_outlives_the_old_records_native_expiry(url: str, backend: RedisBackend) -> None:
+    raw, name = _raw(url), _name(url, "default", "k")
+    now = time.time()
+    backend.put("default", "k", b"old", now + 0.2, now, False)
+    _stage(backend, "k", "b", 2, now)
+    assert raw.pttl(name) == -1  # lifted while staged; expires_at still counts
+    time.sleep(0.3)
+    later = time.time()
+    assert backend.get("default", "k", later) is None
+    assert backend.blob_commit("default", "k", "b", 2, b"m", later + 0.2, later) is True
+    assert 0 < raw.pttl(name) <= 201
+    assert backend.blob_read("default", "k", "b", 1, later) == b"1" + CHUNK
+    # a discard (or purge) gives the record its native expiry back
+    backend.put("default", "k", b"plain", later + 60, later, False)
+    _stage(backend, "k", "b2", 1, later)
+    assert raw.pttl(name) == -1
+    backend.blob_discard("default", "k", "b2")
+    assert 59_000 < raw.pttl(name) <= 60_001
 
 
 def test_plain_write_while_a_blob_is_staged_keeps_it(url: str, backend: RedisBackend) -> None:

@@ -66,12 +66,14 @@ T_MAX = T_OFFSET - 1
 # live_version(name, now): the version of the live record at `name` (or nil), and the
 # stored expires_at and blob id (or nil), live or not.
 # drop_blob(name, blob): delete the chunks of committed blob `blob` and its fields.
+# remove(name): delete the record at `name` with its blob, but not staged chunks.
 # write(...): store a value if `condition` holds ('' always; '0' if no live record; 'N'
 # if the live version is N; 'N@T' if that record was also created at T); returns 0
 # (not written), 1 (new record) or 2 (overwrote).
 LUA_COMMON = (
     f"\nlocal TOLERANCE = {CREATED_AT_TOLERANCE!r}"
     + """
+local FIELDS = {'value', 'created_at', 'updated_at', 'expires_at', 'version', 'blob', 'chunks'}
 local function live_version(name, now)
   local found = redis.call('HMGET', name, 'version', 'expires_at', 'blob')
   if not found[1] then return nil, found[2], found[3] end
@@ -84,6 +86,21 @@ local function drop_blob(name, blob)
   local chunks = tonumber(redis.call('HGET', name, 'chunks')) or 0
   for i = 0, chunks - 1 do redis.call('HDEL', name, '#' .. blob .. ':' .. i) end
   redis.call('HDEL', name, 'blob', 'chunks')
+end
+local function remove(name)
+  local found = redis.call('HMGET', name, unpack(FIELDS))
+  local own = tonumber(found[#FIELDS]) or 0
+  for i = 1, #FIELDS do
+    if found[i] then own = own + 1 end
+  end
+  if redis.call('HLEN', name) <= own then
+    redis.call('DEL', name)
+    return
+  end
+  -- the rest are the staged chunks of a blob being written: they stay for its commit
+  if found[#FIELDS - 1] then drop_blob(name, found[#FIELDS - 1]) end
+  redis.call('HDEL', name, unpack(FIELDS))
+  redis.call('PERSIST', name)
 end
 local function set_expiry(name, expires_at, expire_ms, old_expires_at)
   if expires_at ~= '' then
@@ -133,13 +150,13 @@ DELETE_MANY = f"""{LUA_COMMON}
 local deleted = 0
 for _, name in ipairs(KEYS) do
   if live_version(name, ARGV[1]) then deleted = deleted + 1 end
-  redis.call('DEL', name)
+  remove(name)
 end
 return deleted"""
 # KEYS[1]; ARGV: now, version. Deletes the record if it is live at that version.
 DELETE_IF_VERSION = f"""{LUA_COMMON}
 if live_version(KEYS[1], ARGV[1]) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('DEL', KEYS[1])
+remove(KEYS[1])
 return 1"""
 # KEYS[1]; ARGV: now, expires_at, expire_ms. Sets the expiry of a live record.
 TOUCH = f"""{LUA_COMMON}
@@ -173,6 +190,10 @@ local function drop_staged(name, id)
       redis.call('HDEL', name, field)
       dropped = dropped + 1
     end
+  end
+  local expires_at = redis.call('HGET', name, 'expires_at')
+  if expires_at then  -- staging had lifted the native expiry (see blob_write)
+    redis.call('PEXPIREAT', name, math.ceil(tonumber(expires_at) * 1000))
   end
   return dropped
 end
@@ -640,6 +661,9 @@ class RedisBackend(Backend):
             pipe = self._client.pipeline(transaction=False)
             # indexed first: a chunk is never staged where purge_expired cannot find it
             pipe.zadd(self._staged, {self._staged_entry(name, blob_id): now}, nx=True)
+            # the record's native expiry would take the staged chunks with it: lift it
+            # (its expires_at still counts) until the commit or discard sets it again
+            pipe.persist(name)
             pipe.hset(name, f"#{blob_id}:{index}", data)
             pipe.execute()
 
