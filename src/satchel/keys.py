@@ -113,6 +113,11 @@ class Pattern:
         return self.regex.fullmatch(key) is not None
 
 
+def escape_glob(literal: str) -> str:
+    """A glob pattern matching exactly the text `literal` (wildcards escaped)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in literal)
+
+
 def compile_pattern(pattern: object) -> Pattern:
     """Compile a glob pattern; raise InvalidInput for an empty or malformed one."""
     if not isinstance(pattern, str):
