@@ -902,3 +902,24 @@ def test_a_big_blob_keeps_memory_flat(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert peak < 8 << 20
     backend.close()
+
+
+def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    with satchel.open(f"{_url(root)}?durability=full") as store:
+        data = os.urandom(3 << 20)
+        with store.open_blob("big", "wb") as f:
+            f.write(data)
+        assert store.get("big") == data
+        series = store.series("temp")
+        series.extend({t: t * 1.5 for t in range(-10, 10)})
+        assert series.remove(0, 5) == 5 and list(series.range(5, 7)) == [(5, 7.5), (6, 9.0)]
+        events = store.events("cart")
+        events.apply({"apples": 2})
+        events.apply({"pears": 1})
+        events.compact()
+        assert events.current() == {"apples": 2, "pears": 1}
+        store.delete("big")
+    assert _blob_dirs(root) == [] and os.listdir(root / ".tmp") == []
+    assert os.listdir(root / ".series" / "default") == ["temp"]
+    assert os.listdir(root / ".events" / "default") == ["cart"]

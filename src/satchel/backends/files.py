@@ -1,4 +1,4 @@
-"""``file:///dir``: one plain file per record under a directory (POSIX).
+r"""``file:///dir``: one plain file per record under a directory (POSIX).
 
     dir/.satchel          marker: {"application": "satchel", "engine": "files", "format": 1}
     dir/.lock             the store's flock; its first 8 bytes count exclusive sections
@@ -37,7 +37,7 @@ A crash before the commit point leaves only temp files, deleted by the next open
 Large values: chunks are staged as files under ``.blobs`` (fsynced, invisible: no record
 names them). ``blob_commit`` writes the manifest as the key's record with ``"blob"`` and
 ``"chunks"`` in its metadata: one rename, so the blob belongs to the key atomically. A
-write or delete that replaces such a record removes the old blob's folder once done;
+write, delete or clear that drops such a record removes the blob's folder once done;
 `purge_expired` removes the blobs of expired records, staged blobs older than
 STAGED_LIFETIME and (after a crash) blobs no record names.
 
@@ -54,7 +54,8 @@ processes appended since; the nonce tells a rewritten log from the one it indexe
 
 Costs: `scan` lists and sorts the whole scope directory, kept until the next write to
 the store (the counter in ``.lock``), so paging through ``keys()`` lists once. `count`,
-`scopes` and `purge_expired` read each record's last line. Use a local file system.
+`scopes` and `purge_expired` read each record's last line. A log's index takes 24 bytes
+a point or event, built by reading the log once. Use a local file system.
 """
 
 from __future__ import annotations
