@@ -16,12 +16,17 @@ reads what the pipe still holds, reopens the store and checks:
 Batches: a child calls ``set_many`` with one large batch and is killed at a random
 moment inside the call; afterwards either the whole batch or none of it is present.
 
-Rounds per engine: 20 (single writes) and 6 (batches: 20,000 keys on SQLite and
-PostgreSQL, 500 on files, which fsyncs every file); ``--long`` multiplies by 10. The
-first batch round runs to completion to time the engine's part of the call (the child
-says "begin" when the encoded batch goes to the backend); the later kills are spread
-from that moment to just past the end of the call. The random seed of each test is printed.
-The store is the same across rounds, so each child opens a store a killed writer left.
+Large values: a child overwrites one key with a multi-chunk value through ``open_blob``
+each round and is killed inside the write; afterwards the key holds the previous round's
+value or this round's, whole (size and checksum), never a part or a mix.
+
+Rounds per engine: 20 (single writes), 6 (large values, 8 MiB) and 6 (batches: 20,000
+keys on SQLite and PostgreSQL, 500 on files, which fsyncs every file); ``--long``
+multiplies by 10. The first batch round runs to completion to time the engine's part of
+the call (the child says "begin" when the encoded batch goes to the backend); the later
+kills are spread from that moment to just past the end of the call. The random seed of
+each test is printed. The store is the same across rounds, so each child opens a store a
+killed writer left.
 """
 
 from __future__ import annotations
@@ -54,6 +59,12 @@ KILL_DELAY = (0.020, 0.200)  # seconds after the child said "ready"
 CHILD_TIMEOUT = 60.0  # a child that is not ready by then is killed and the test fails
 
 
+def blob_bytes(rnd: int, size: int) -> bytes:
+    """The large value written in round rnd (shared with the child by source)."""
+    block = bytes((rnd * 7 + i) % 251 for i in range(4096))
+    return (block * (size // 4096 + 1))[:size]
+
+
 def expected_value(rnd: int, i: int, small: bool = False) -> dict[str, Any]:
     """The value written under key i of round rnd (shared with the child by source)."""
     n = (i * 2654435761 + rnd * 40503) % (48 if small else 6000)
@@ -70,6 +81,7 @@ CHILD = (
     "from __future__ import annotations\nimport json, os, sys, time\n"
     "import satchel\n"
     + inspect.getsource(expected_value)
+    + inspect.getsource(blob_bytes)
     + """
 def say(line):
     os.write(1, (line + "\\n").encode())
@@ -85,6 +97,16 @@ if mode == "single":
         store.set("latest", [rnd, i])
         say(f"l {i}")
         i += 1
+elif mode == "blob":
+    data = blob_bytes(rnd, count)
+    say("ready")
+    start = time.monotonic()
+    say("begin")
+    with store.open_blob("blob", "wb") as f:
+        for at in range(0, count, 1 << 18):
+            f.write(data[at : at + (1 << 18)])
+    say(f"done {time.monotonic() - start:.6f}")
+    time.sleep(CHILD_LINGER)
 else:
     batch = {f"b{rnd}-{i}": expected_value(rnd, i, small=True) for i in range(count)}
     backend = store._shared.backend  # say "begin" when the values go to the engine
@@ -402,4 +424,56 @@ def test_sigkill_during_set_many(crash_url: tuple[str, Case], batch: int, long_r
     with _reopen(url, case) as store:
         assert len(store) == total_present
     tally.notes.update(outcomes, batch_ms=round(duration * 1000))
+    tally.report()
+
+
+BLOB_SIZE = 8 << 20  # 8 chunks
+
+
+@pytest.mark.parametrize("crash_url", list(CASES), indirect=True)
+def test_sigkill_during_blob_write(crash_url: tuple[str, Case], long_run: bool) -> None:
+    url, case = crash_url
+    rounds = BATCH_ROUNDS * (LONG_FACTOR if long_run else 1)
+    seed = random.randrange(2**32)
+    print(f"[crash] random seed {seed}")
+    rng = random.Random(seed)
+    tally = Tally(f"blob write {BLOB_SIZE >> 20} MiB, {url.split(':')[0]} {case.options}")
+    duration = 0.0
+    outcomes = {"old": 0, "new": 0}
+    previous: int | None = None  # the round whose value the key holds
+    for rnd in range(rounds):
+        child = Child(url, "blob", rnd, BLOB_SIZE, case.child_options)
+        try:
+            if child.readline() != "ready" or child.readline() != "begin":
+                child.fail(f"round {rnd}: unexpected start {child.lines!r}")
+            if rnd == 0:  # calibration: let the write finish, to time it
+                line = child.readline()
+                if not line.startswith("done"):
+                    child.fail(f"blob write did not complete: {line!r}")
+                duration = float(line.split()[1])
+            else:
+                share = (rnd - 1 + rng.random()) / (rounds - 1)
+                time.sleep(duration * (0.1 + 1.0 * share))
+            child.kill()
+        finally:
+            child.close()
+        completed = any(line.startswith("done") for line in child.lines)
+        tally.rounds += 1
+        tally.acknowledged += completed
+        if case.sqlite_file:
+            _check_sqlite_file(url)
+        with _reopen(url, case) as store:
+            value = store.get("blob", None)
+            if completed:
+                assert value == blob_bytes(rnd, BLOB_SIZE), f"round {rnd}: acknowledged, lost"
+            if value is None:
+                assert previous is None, f"round {rnd}: the old value vanished"
+            else:
+                held = next((r for r in (rnd, previous) if r is not None
+                             and value == blob_bytes(r, BLOB_SIZE)), None)  # fmt: skip
+                assert held is not None, f"round {rnd}: a torn or mixed value"
+                assert store.info("blob").size == BLOB_SIZE
+                outcomes["new" if held == rnd else "old"] += held is not None
+                previous = held
+    tally.notes.update(outcomes, write_ms=round(duration * 1000))
     tally.report()
