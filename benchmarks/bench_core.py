@@ -40,7 +40,7 @@ import sqlitedict  # type: ignore[import-untyped]
 import satchel
 
 T = TypeVar("T")
-C = TypeVar("C", bound="Contender")
+C = TypeVar("C", bound="Subject")
 W = TypeVar("W", bound="Workload")
 Value = dict[str, Any]
 Items = Sequence[tuple[str, Value]]
@@ -82,7 +82,26 @@ def make_value(i: int) -> Value:
 # --------------------------------------------------------------------------- contenders
 
 
-class Contender(ABC):
+class Subject(ABC):
+    """What run_round drives: a named thing under test that can count, clear and close.
+
+    Contender (below) is the key-value one; other benchmarks (bench_blobs.py,
+    bench_series.py) subclass this with their own operations and `run` function.
+    """
+
+    name: str
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Contender(Subject):
     """One store under test. Loops live here so each uses its natural fast path."""
 
     name: str
@@ -104,15 +123,6 @@ class Contender(ABC):
 
     @abstractmethod
     def get_many(self, keys: Sequence[str]) -> Mapping[str, Any]: ...
-
-    @abstractmethod
-    def count(self) -> int: ...
-
-    @abstractmethod
-    def clear(self) -> None: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
 
 
 class SatchelContender(Contender):
@@ -430,7 +440,7 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
     return elapsed, result
 
 
-def check(ok: bool, contender: Contender, what: str) -> None:
+def check(ok: bool, contender: Subject, what: str) -> None:
     if not ok:
         raise SystemExit(f"bench_core: sanity check failed for {contender.name}: {what}")
 
@@ -469,7 +479,7 @@ def run_round(
     w: W,
     rotate: int,
     ops: Sequence[str] = OPS,
-    run: Callable[[C, str, W], tuple[float, int]] = run_op,
+    run: Callable[[C, str, W], tuple[float, int]] = run_op,  # type: ignore[assignment]
 ) -> dict[str, dict[str, float]]:
     """One round: every op for every contender, op by op; returns ops/s per contender."""
     k = rotate % len(contenders)
