@@ -988,3 +988,14 @@ def test_cluster_reloads_lost_scripts_for_the_new_primitives(
         assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
     finally:
         backend.close()
+
+
+def test_discard_drops_only_that_blobs_chunks(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    _stage(backend, "k", "a", 2, now)
+    _stage(backend, "k", "a:1", 2, now)
+    backend.blob_discard("default", "k", "a")
+    assert _fields(url, "k") == [b"#a:1:0", b"#a:1:1"]
+    assert backend.blob_commit("default", "k", "a:1", 2, b"m", None, now) is True
+    backend.blob_discard("default", "k", "a:1")  # committed: not staged any more
+    assert backend.blob_read("default", "k", "a:1", 1, now) == b"1" + CHUNK

@@ -186,7 +186,7 @@ local function drop_staged(name, id)
   if redis.call('HGET', name, 'blob') == id then return 0 end
   local mark, dropped = '#' .. id .. ':', 0
   for _, field in ipairs(redis.call('HKEYS', name)) do
-    if string.sub(field, 1, #mark) == mark then
+    if string.sub(field, 1, #mark) == mark and string.find(field, '^%d+$', #mark + 1) then
       redis.call('HDEL', name, field)
       dropped = dropped + 1
     end
