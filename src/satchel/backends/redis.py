@@ -5,12 +5,13 @@ e.g. ``satchel:7:default:user:1``. `prefix` is an option (default ``satchel:``) 
 length counts the scope's UTF-8 bytes, so a name decodes one way only: ``a:b`` in scope
 ``x`` (``satchel:1:x:a:b``) never meets ``b`` in scope ``x:a`` (``satchel:3:x:a:b``).
 The hash holds ``value``, ``created_at``, ``updated_at``, ``expires_at`` (absent: never)
-and ``version``; times are Unix seconds written as Python's ``repr(float)``, which Lua
-reads back as the same double. Keys may hold any Unicode, ``{``/``}`` and newlines too.
+and ``version`` (and, for a large value, its chunks: see below); times are Unix seconds
+written as Python's ``repr(float)``, which Lua reads back as the same double. Keys may
+hold any Unicode, ``{``/``}`` and newlines too.
 
 Expiry: a record with a TTL also gets ``PEXPIREAT``, so Redis drops it by itself, but the
 client's clock decides: every read and script treats ``expires_at <= now`` (the `now`
-the Store passes) as absent. So `purge_expired` has nothing to do.
+the Store passes) as absent. So `purge_expired` has only stale staged blobs to free.
 
 Atomicity: a single operation is one round trip, an ``HMGET`` (`get_value`) or one Lua
 script (``EVALSHA``) that keeps ``created_at`` and bumps ``version``. `pop` reads,
@@ -26,6 +27,43 @@ Scans: ``SCAN`` (on every primary of a cluster) with ``MATCH`` on the escaped na
 prefix, sorted client-side since SCAN has no order. The sorted keys of the last few scans
 are kept briefly, so an iteration costs one SCAN, not one per page. SCAN walks the whole
 database; keys written during an iteration may be missed.
+
+Large values (blobs) live in the record's own hash, so whatever drops the record (DEL,
+UNLINK in `clear`, native expiry) frees them with it, on a cluster too (one key, one slot):
+chunk ``n`` of blob ``id`` is the field ``#id:n``. `blob_write` stages a chunk there with
+one ``HSET`` (a hash holding only staged chunks has no ``version``/``value``, so every read,
+scan and count sees no record), lifts the key's native expiry (``expires_at`` still
+decides liveness; a staged upload must not vanish with the old value's TTL) and notes
+``(blob, key) -> time`` in the sorted set ``{prefix}~staged``. `blob_commit` is one script
+on that one key: it checks that every chunk field is there (else it drops the rest of the
+staged blob, writes nothing and raises BackendError), deletes the previous blob's chunks,
+writes the manifest as the value like any write and sets the fields ``blob`` (the id) and
+``chunks``. No chunk is copied: the staged fields simply become the current blob's, so a
+1 GiB blob never passes through one Lua call (nor the client's memory). `blob_read` is one
+``HMGET`` of ``blob``, ``expires_at`` and the chunk. Every write script drops the chunks of
+the blob it replaces; `delete_many` and `pop` keep the chunks staged by a writer still at
+work (its commit then finds them); `clear` and a native expiry re-armed by a plain write do
+not, and that commit raises. `purge_expired` frees staged blobs older than STAGED_LIFETIME
+found in ``{prefix}~staged`` (up to `limit` per call), giving the record back its native
+expiry.
+
+Time series: one sorted set per series, ``{prefix}~s:{len(scope)}:{scope}:{name}``, every
+member ``t8 + value`` with score 0, where t8 is t + 2**63 as 8 big-endian bytes: byte
+order is t order over the whole int64 range (scores, doubles, would be exact only to
+2**53). Ranges are ``ZRANGEBYLEX`` (O(log n + k)); `series_put` is one script (remove the
+point at each t, add the new one), one round trip for any number of points.
+
+Event sequences: one hash per sequence, ``{prefix}~e:{len(scope)}:{scope}:{name}``: event
+``seq`` is the field ``"<seq>"`` holding ``"<timestamp> <data>"``, plus ``seq`` (the last
+seq), ``head`` and ``base`` (``"<seq> <timestamp> <state>"``) and ``bseq``. Append, read
+and compact are one script each on that one key, so they are atomic on a cluster too; an
+append writes only if ``seq`` is still the caller's `after_seq`, so concurrent appenders
+never lose or duplicate an event. Since each series and each sequence is a single key, no
+hash tag is needed, and braces in scopes or names cannot split them over slots.
+
+The ``~`` after the prefix keeps these names out of the record scans: a record name has
+digits there (the scope's length), which `scopes` requires and which `scan`, `count` and
+`clear` match.
 
 Redis is not durable by default: configure AOF (``appendonly yes``) to survive restarts.
 """
