@@ -923,3 +923,46 @@ def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> No
     assert _blob_dirs(root) == [] and os.listdir(root / ".tmp") == []
     assert os.listdir(root / ".series" / "default") == ["temp"]
     assert os.listdir(root / ".events" / "default") == ["cart"]
+
+
+def test_logs_match_the_memory_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from satchel.backends.memory import MemoryBackend
+
+    monkeypatch.setattr(files, "REWRITE_MIN", 300)  # rewrites happen often
+    monkeypatch.setattr(files, "PART", 300)
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    writer, reader = FilesBackend(tmp_path / "kv"), FilesBackend(tmp_path / "kv")
+    model = MemoryBackend(f"files-model-{seed}")
+    for step in range(600):
+        t = rng.randrange(-50, 50)
+        points = [(t + i, os.urandom(rng.randrange(30))) for i in range(rng.randrange(1, 8))]
+        ops: list[tuple[str, tuple[Any, ...]]] = [("series_put", ("s", "a", points))] * 4 + [
+            ("series_remove", ("s", "a", t, t + rng.randrange(-5, 20))),
+            ("series_remove", ("s", "a", rng.choice([None, t]), rng.choice([None, t + 9]))),
+        ]
+        head = model.events_state("s", "e", "head")
+        last = 0 if head is None else head[0]
+        events = [(step, os.urandom(rng.randrange(20))) for _ in range(rng.randrange(1, 4))]
+        ops += [("events_append", ("s", "e", last - (step % 5 == 0), events, b"h%d" % step))] * 4
+        if step % 5 == 0:
+            base = (max(0, last - rng.randrange(20)), step, b"b%d" % step)
+            ops += [("events_compact", ("s", "e", base)), ("events_delete", ("s", "e"))]
+        name, args = rng.choice(ops)
+        expected = getattr(model, name)(*args)
+        assert getattr(writer, name)(*args) == expected, (seed, step, name)
+        backend = rng.choice([writer, reader])
+        for t0 in (None, t):
+            assert backend.series_range("s", "a", t0, None, 30, reverse=True) == (
+                model.series_range("s", "a", t0, None, 30, reverse=True)
+            ), (seed, step)
+        assert backend.series_count("s", "a") == model.series_count("s", "a"), seed
+        assert backend.series_names("s") == model.series_names("s"), seed
+        assert backend.events_read("s", "e", last - 3, 10) == model.events_read(
+            "s", "e", last - 3, 10
+        ), (seed, step)
+        for which in ("head", "base"):
+            assert backend.events_state("s", "e", which) == model.events_state("s", "e", which)
+    model.close()
+    writer.close()
+    reader.close()
