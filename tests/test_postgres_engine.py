@@ -553,3 +553,13 @@ def test_a_newer_database_is_not_touched(url):
             "SELECT to_regclass(%s)", (f'"{_schema(url)}".satchel_kv_chunks',)
         ).fetchone()
     assert found == (None,)
+
+
+def test_a_table_name_with_quotes_and_dollars_works(url):
+    with _backend(url, table="we\"ird $$ 'name'") as b:
+        _write_blob(b, "k", "b1", 2, NOW)
+        b.series_put("s", "x", [(1, b"a")])
+        assert b.events_append("s", "e", 0, [(1, b"a")], b"h")
+        b.put("s", "k", b"v", None, NOW, False)
+        assert b.blob_read("s", "k", "b1", 0, NOW) is None
+    assert _rows(url, "we\"\"ird $$ 'name'_chunks") == 0

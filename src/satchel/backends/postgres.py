@@ -121,16 +121,7 @@ CREATE TABLE IF NOT EXISTS {states} (
     data bytea NOT NULL,
     PRIMARY KEY (scope, name, which)
 );
--- Each statement of a volatile function sees what committed before it started: the
--- chunks go after the blob row, so a chunk written meanwhile (which must lock that row
--- first) is never left behind.
-CREATE OR REPLACE FUNCTION {free_blob}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    DELETE FROM {blobs} WHERE blob_id = OLD.blob;
-    DELETE FROM {chunks} WHERE blob_id = OLD.blob;
-    RETURN NULL;
-END
-$$;
+CREATE OR REPLACE FUNCTION {free_blob}() RETURNS trigger LANGUAGE plpgsql AS {free_body};
 DROP TRIGGER IF EXISTS {on_delete} ON {t};
 CREATE TRIGGER {on_delete} AFTER DELETE ON {t} FOR EACH ROW
     WHEN (OLD.blob IS NOT NULL) EXECUTE FUNCTION {free_blob}();
@@ -142,6 +133,16 @@ CREATE TRIGGER {on_update} AFTER UPDATE OF value, blob ON {t} FOR EACH ROW
 INSERT INTO {meta} (name, value) VALUES ({version_name}, {version})
 ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 """
+# The body of {free_blob} (a string literal in CREATE, whatever the table names hold).
+# Each statement of a volatile function sees what committed before it started: the
+# chunks go after the blob row, so a chunk written meanwhile (which must lock that row
+# first) is never left behind.
+FREE_BLOB = """
+BEGIN
+    DELETE FROM {blobs} WHERE blob_id = OLD.blob;
+    DELETE FROM {chunks} WHERE blob_id = OLD.blob;
+    RETURN NULL;
+END"""
 # Suffixes of the tables and objects named after the kv table.
 DERIVED = {
     "blobs": "_blobs", "blobs_staged": "_blobs_staged", "chunks": "_chunks",
@@ -436,7 +437,12 @@ class PostgresBackend(Backend):
         self._sticky: psycopg.Connection[Any] | None = None
         self._sticky_lock = threading.Lock()
         derived = {name: _derived(table, suffix) for name, suffix in DERIVED.items()}
+        free_body = sql.SQL(FREE_BLOB).format(
+            blobs=sql.Identifier(schema, derived["blobs"]),
+            chunks=sql.Identifier(schema, derived["chunks"]),
+        )
         self._create = sql.SQL(CREATE).format(
+            free_body=sql.Literal(free_body.as_string(None)),
             schema=sql.Identifier(schema),
             meta=sql.Identifier(schema, "satchel_meta"),
             t=sql.Identifier(schema, table),
@@ -847,7 +853,7 @@ class PostgresBackend(Backend):
         if not INT32_MIN <= index <= INT32_MAX:
             return None
         row = self._one("BLOB_READ", params, read=True)
-        return None if row is None else bytes(row[0])
+        return None if row is None else row[0]  # bytea arrives as bytes
 
     # -- time series -------------------------------------------------------------------
 
@@ -901,7 +907,7 @@ class PostgresBackend(Backend):
     ) -> EventState | None:
         params = {"scope": scope, "name": name, "which": which}
         row = self._one("EVENTS_STATE", params, read=True)
-        return None if row is None else (row[0], row[1], bytes(row[2]))
+        return None if row is None else (row[0], row[1], row[2])
 
     def events_append(
         self,
@@ -938,7 +944,7 @@ class PostgresBackend(Backend):
                   "limit": min(limit, INT64_MAX)}  # fmt: skip
         statement = self._sql["EVENTS_READ"]
         rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
-        return [(row[0], row[1], bytes(row[2])) for row in rows]
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         params = {"scope": scope, "name": name, "seq": base[0], "ts": base[1],
