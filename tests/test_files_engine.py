@@ -966,3 +966,14 @@ def test_logs_match_the_memory_engine(tmp_path: Path, monkeypatch: pytest.Monkey
     model.close()
     writer.close()
     reader.close()
+
+
+def test_a_log_is_only_read_for_the_name_it_holds(tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    backend.series_put("s", "a", [(1, b"x")])
+    os.rename(root / ".series" / "s" / "a", root / ".series" / "s" / "b")
+    with pytest.raises(satchel.CorruptData, match="holds another log, 'a'"):
+        backend.series_count("s", "b")
+    assert backend.series_names("s") == []
+    backend.close()

@@ -992,8 +992,9 @@ class FilesBackend(Backend):
     def _log_path(self, kind: str, scope: str, name: str) -> str:
         return os.path.join(self._root, kind, escape_name(scope), escape_name(name))
 
-    def _index(self, path: str, kind: type[_L]) -> _L | None:
-        """The index of log `path` (None if there is none), reading only what is new."""
+    def _index(self, path: str, kind: type[_L], name: str) -> _L | None:
+        """The index of log `path` of `name` (None if there is none), reading only what
+        is new."""
         cached = self._logs.pop(path, None)
         try:
             f = open(path, "rb")  # noqa: SIM115 (closed below)
@@ -1001,12 +1002,12 @@ class FilesBackend(Backend):
             return None
         with f:
             try:
-                magic, nonce, name = f.readline().rstrip(b"\n").split(b" ", 2)
+                magic, nonce, header = f.readline().rstrip(b"\n").split(b" ", 2)
                 if magic != kind.MAGIC:
                     raise ValueError(f"not a {kind.MAGIC.decode()} log")
                 index = cached if isinstance(cached, kind) and cached.nonce == nonce else None
                 if index is None or index.end > os.fstat(f.fileno()).st_size:
-                    label = json.loads(name)
+                    label = json.loads(header)
                     if not isinstance(label, str):
                         raise ValueError("no name")
                     index = kind(nonce, label, f.tell())
@@ -1015,6 +1016,8 @@ class FilesBackend(Backend):
                     index.end = offset + len(payload)
             except (ValueError, TypeError) as exc:
                 raise CorruptData(f"{path} is damaged: {exc}", engine=self.engine) from None
+        if index.name != name:
+            raise CorruptData(f"{path} holds another log, {index.name!r}", engine=self.engine)
         if len(self._logs) >= LOGS_CACHED:
             del self._logs[next(iter(self._logs))]
         self._logs[path] = index
@@ -1023,11 +1026,11 @@ class FilesBackend(Backend):
     def _write_log(self, path: str, kind: type[_L], name: str, payloads: Iterable[bytes]) -> None:
         """Write log `path` anew (a new nonce), in one rename."""
         self._logs.pop(path, None)
-        header = b"%s %s %s\n" % (
-            kind.MAGIC, secrets.token_hex(8).encode(), json.dumps(name, ensure_ascii=False).encode()
-        )  # fmt: skip
+        label = json.dumps(name, ensure_ascii=False).encode()
         self._mkdirs(os.path.dirname(path))
-        tmp = self._stage(header, sync=False)
+        tmp = self._stage(
+            b"%s %s %s\n" % (kind.MAGIC, secrets.token_hex(8).encode(), label), sync=False
+        )
         try:
             with open(tmp, "ab") as f:
                 for payload in payloads:
@@ -1055,7 +1058,7 @@ class FilesBackend(Backend):
                 f.write(_batch(payload))
                 f.flush()
                 os.fsync(f.fileno())
-        index = self._index(path, kind)
+        index = self._index(path, kind, name)
         if index is None:
             raise BackendError(f"{path} vanished while written", engine=self.engine)
         if index.dead > max(REWRITE_MIN, index.end // 2):
@@ -1100,14 +1103,14 @@ class FilesBackend(Backend):
         payload = b"".join(b"p %d %d\n%s\n" % (t, len(value), value) for t, value in points)
         path = self._log_path(SERIES, scope, name)
         with self._locked(exclusive=True):
-            self._append(path, _Series, name, payload, self._index(path, _Series))
+            self._append(path, _Series, name, payload, self._index(path, _Series, name))
 
     def series_range(self, scope: str, name: str, start: int | None, stop: int | None,
                      limit: int, *, reverse: bool = False, values: bool = True,
                      ) -> list[tuple[int, bytes]]:  # fmt: skip
         path = self._log_path(SERIES, scope, name)
         with self._locked(exclusive=False):
-            index = self._index(path, _Series)
+            index = self._index(path, _Series, name)
             if index is None:
                 return []
             i, j = index.span(start, stop)
@@ -1122,7 +1125,7 @@ class FilesBackend(Backend):
     def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
         path = self._log_path(SERIES, scope, name)
         with self._locked(exclusive=True):
-            index = self._index(path, _Series)
+            index = self._index(path, _Series, name)
             if index is None:
                 return 0
             i, j = index.span(start, stop)
@@ -1136,7 +1139,7 @@ class FilesBackend(Backend):
     def series_count(self, scope: str, name: str) -> int:
         path = self._log_path(SERIES, scope, name)
         with self._locked(exclusive=False):
-            index = self._index(path, _Series)
+            index = self._index(path, _Series, name)
             return 0 if index is None else len(index.ts)
 
     def series_names(self, scope: str) -> list[str]:
@@ -1149,7 +1152,7 @@ class FilesBackend(Backend):
     ) -> EventState | None:
         path = self._log_path(EVENTS, scope, name)
         with self._locked(exclusive=False):
-            index = self._index(path, _Events)
+            index = self._index(path, _Events, name)
             state = None if index is None else index.head if which == "head" else index.base
             if index is None or state is None:
                 return None
@@ -1161,7 +1164,7 @@ class FilesBackend(Backend):
                       events: Sequence[tuple[int, bytes]], head: bytes) -> bool:  # fmt: skip
         path = self._log_path(EVENTS, scope, name)
         with self._locked(exclusive=True):
-            index = self._index(path, _Events)
+            index = self._index(path, _Events, name)
             last = None if index is None else index.head or index.base
             if (0 if last is None else last[0]) != after_seq:
                 return False
@@ -1178,7 +1181,7 @@ class FilesBackend(Backend):
     ) -> list[tuple[int, int, bytes]]:
         path = self._log_path(EVENTS, scope, name)
         with self._locked(exclusive=False):
-            index = self._index(path, _Events)
+            index = self._index(path, _Events, name)
             if index is None:
                 return []
             first = max(after_seq + 1, index.first) - index.first
@@ -1190,7 +1193,7 @@ class FilesBackend(Backend):
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         path = self._log_path(EVENTS, scope, name)
         with self._locked(exclusive=True):
-            index = self._index(path, _Events)
+            index = self._index(path, _Events, name)
             if index is None:
                 self._write_log(path, _Events, name, (_entry(b"b", *base),))
             elif index.base is None or index.base[0] < base[0]:
