@@ -977,3 +977,30 @@ def test_a_log_is_only_read_for_the_name_it_holds(tmp_path: Path) -> None:
         backend.series_count("s", "b")
     assert backend.series_names("s") == []
     backend.close()
+
+
+def test_blobs_left_by_a_batch_that_died_are_freed_by_purge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    now = time.time()
+    _commit(backend, "a", "blob-a", now)
+    _commit(backend, "b", "blob-b", now)
+
+    def half_then_die(steps: Sequence[files.Step]) -> None:
+        os.replace(str(steps[0][0]), steps[0][1])
+        raise _Crash
+
+    monkeypatch.setattr(FilesBackend, "_apply", staticmethod(half_then_die))
+    with pytest.raises(_Crash):
+        backend.put_many("s", [("a", b"1"), ("b", b"2")], None, now, False)
+    monkeypatch.undo()
+    assert (root / ".journal").exists()
+    got = backend.get_many("s", ["a", "b"], now)  # rolled forward: new values, no blob
+    assert {key: record.value for key, record in got.items()} == {"a": b"1", "b": b"2"}
+    assert backend.blob_read("s", "b", "blob-b", 0, now) is None
+    assert _blob_dirs(root) == ["blob-a", "blob-b"]  # the writer died before freeing them
+    assert backend.purge_expired(now, 100) == 0
+    assert _blob_dirs(root) == [] and not (root / ".blobs" / "s").exists()
+    backend.close()
