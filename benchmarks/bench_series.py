@@ -68,6 +68,7 @@ WINDOW = 1_000  # points per range read
 FLAT = 0.8  # last batches / first batches at or above this: appending stays flat
 CURRENT_CALLS = 21  # current() is timed this many times; the median is kept
 AT_CALLS = 3  # at() likewise
+SEGMENTS = 10  # the applies are timed in this many parts (first and last compared)
 
 OPS: tuple[str, ...] = ("extend", "range", "apply", "at", "current", "compact", "current_after")
 
@@ -126,6 +127,8 @@ class SeriesSubject(Subject):
         self.batch_secs: list[float] = []
         self.batch_sizes: list[int] = []
         self.range_secs: list[float] = []
+        self.apply_secs: list[float] = []
+        self.apply_sizes: list[int] = []
         self.mid_ms = 0
         self.applies = 0
         self.details: dict[str, float] = {}
@@ -188,15 +191,23 @@ def run_series_op(c: SeriesSubject, op: str, w: SeriesWorkload) -> tuple[float, 
             c.range_secs.append(secs)
         secs, handled = statistics.median(c.range_secs), WINDOW
     elif op == "apply":
-        changes, half = w.changes(), applies // 2
-        first, _ = timed(partial(apply_loop, c.ev, changes, half))
-        c.mid_ms = int(time.time() * 1000)  # events so far: at or before; the rest: after
-        time.sleep(0.003)
-        second, _ = timed(partial(apply_loop, c.ev, changes, applies - half))
+        # In SEGMENTS timed parts, to compare the first and the last; halfway (between
+        # two parts) the time is noted for at(): events so far are at or before it, the
+        # rest after it (the 3 ms pause, untimed, makes sure).
+        changes = w.changes()
+        bounds = [applies * i // SEGMENTS for i in range(SEGMENTS + 1)]
+        for i in range(SEGMENTS):
+            if i == SEGMENTS // 2:
+                c.mid_ms = int(time.time() * 1000)
+                time.sleep(0.003)
+            n = bounds[i + 1] - bounds[i]
+            secs, _ = timed(partial(apply_loop, c.ev, changes, n))
+            c.apply_secs.append(secs)
+            c.apply_sizes.append(n * w.per_apply)
         c.applies = applies
         check(c.ev.current() == w.state_after(applies), c, "current() after apply")
         check(len(c.ev) == events, c, "len(events) after apply")
-        secs, handled = first + second, events
+        secs, handled = sum(c.apply_secs), events
     elif op == "at":
         secs, state = median_time(partial(c.ev.at, c.mid_ms), AT_CALLS)
         check(state == w.state_after(applies // 2), c, "at(mid) before compact")
@@ -245,11 +256,11 @@ def ms(secs: float) -> str:
     return f"{secs * 1000:,.2f}" if secs < 1 else f"{secs * 1000:,.0f}"
 
 
-def edge_rate(c: SeriesSubject, edge: int, last: bool) -> float:
-    k = max(1, min(edge, len(c.batch_secs) // 2))
-    sizes = c.batch_sizes[-k:] if last else c.batch_sizes[:k]
-    secs = c.batch_secs[-k:] if last else c.batch_secs[:k]
-    return sum(sizes) / sum(secs)
+def edge_rate(sizes: list[int], secs: list[float], edge: int, last: bool) -> float:
+    """Items/s over the first (or last) `edge` timed parts, at most half of them."""
+    k = max(1, min(edge, len(secs) // 2))
+    part = slice(-k, None) if last else slice(None, k)
+    return sum(sizes[part]) / sum(secs[part])
 
 
 def report(
@@ -271,10 +282,13 @@ def report(
         return f"{c.name} *" if c.name in reduced else c.name
 
     k = max(1, min(args.edge, -(-args.points // args.batch) // 2))
-    series_rows, event_rows, target_rows = [], [], []
+    series_rows, apply_rows, event_rows, target_rows = [], [], [], []
     met_all = True
     for c in subjects:
-        first, last = edge_rate(c, args.edge, False), edge_rate(c, args.edge, True)
+        first = edge_rate(c.batch_sizes, c.batch_secs, args.edge, False)
+        last = edge_rate(c.batch_sizes, c.batch_secs, args.edge, True)
+        ev_first = edge_rate(c.apply_sizes, c.apply_secs, 1, False)
+        ev_last = edge_rate(c.apply_sizes, c.apply_secs, 1, True)
         flat = last / first >= FLAT
         met_all &= flat
         series_rows.append(
@@ -291,11 +305,19 @@ def report(
         )
         events = w.applies(c.engine) * w.per_apply
         d = c.details
-        event_rows.append(
+        apply_rows.append(
             [
                 label(c),
                 f"{events:,} ({w.applies(c.engine):,} x {w.per_apply})",
                 fmt_rate(best[c.name]["apply"]),
+                fmt_rate(ev_first),
+                fmt_rate(ev_last),
+                fmt_ratio(ev_last / ev_first),
+            ]
+        )
+        event_rows.append(
+            [
+                label(c),
                 ms(d["at"]),
                 ms(d["current"]),
                 ms(d["compact"]),
@@ -322,11 +344,20 @@ def report(
         ],
         series_rows,
     )
-    event_table = md_table(
+    apply_table = md_table(
         [
             "engine",
             "events (applies x items)",
-            "apply (events/s)",
+            "apply, all (events/s)",
+            f"first {100 // SEGMENTS}% (events/s)",
+            f"last {100 // SEGMENTS}% (events/s)",
+            "last / first",
+        ],
+        apply_rows,
+    )
+    event_table = md_table(
+        [
+            "engine",
             "at(mid), before compact (ms)",
             "current(), before compact (ms)",
             "compact() (ms)",
@@ -370,7 +401,11 @@ best of {args.repeat} round(s) for the rates (the details are from the last roun
 
 {series_table}
 
-## Event sequence (times in ms, lower is better)
+## Event sequence: recording (higher is better)
+
+{apply_table}
+
+## Event sequence: reading the state (ms, lower is better)
 
 {event_table}
 
@@ -395,9 +430,10 @@ last {k} batches (an empty series vs one about to hold all its points).
 - **range**: `list(ts.range(a, a + {WINDOW}))` for {args.windows} windows at random `a` \
 (seed {args.seed}) in the full series; each read checked (1,000 points, first and last t, \
 values); the table gives the median and the spread.
-- **apply**: {how_apply}; the "events/s" rate counts events. Halfway through, the time \
-`t` (ms) is noted and the loop pauses 3 ms (untimed), so `ev.at(t)` must return the state \
-after exactly half the applies (checked).
+- **apply**: {how_apply}; the "events/s" rate counts events. The loop is timed in \
+{SEGMENTS} equal parts: first / last = the first / last part (an empty sequence vs a long \
+one). Halfway through, the time `t` (ms) is noted and the loop pauses 3 ms (untimed), so \
+`ev.at(t)` must return the state after exactly half the applies (checked).
 - **at(mid)**: `ev.at(t)` before any compaction: reads and replays half the events; \
 median of {AT_CALLS} calls.
 - **current()**: median of {CURRENT_CALLS} calls, before and after `ev.compact()` \
