@@ -554,19 +554,20 @@ Timing: `time.perf_counter`, garbage collector off.
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--size", type=positive_int, default=1024, help="size of the value in MiB (default 1024)"
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--size", type=positive_int, default=1024, help="size of the value in MiB")
     parser.add_argument(
         "--engines",
         type=lambda text: engine_list(text, BLOB_ENGINES),
-        default=list(BLOB_ENGINES),
-        help=f"comma-separated engines to measure (default: {','.join(BLOB_ENGINES)})",
+        default=",".join(BLOB_ENGINES),
+        help="comma-separated engines to measure",
     )
     parser.add_argument("--repeat", type=positive_int, default=1, help="rounds; best is kept")
     parser.add_argument(
-        "--tmp", default=None, help="where the temp dirs go (default: the system temp dir)"
+        "--tmp", default=None, help="where the temp dirs go (None: the system temp dir)"
     )
     server_args(parser)
     parser.add_argument(

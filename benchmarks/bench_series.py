@@ -453,12 +453,15 @@ while timing; checks run untimed.
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--engines",
         type=lambda text: engine_list(text, SERIES_ENGINES),
-        default=list(SERIES_ENGINES),
-        help=f"comma-separated engines to measure (default: {','.join(SERIES_ENGINES)})",
+        default=",".join(SERIES_ENGINES),
+        help="comma-separated engines to measure",
     )
     parser.add_argument(
         "--points", type=positive_int, default=1_000_000, help="points the series grows to"
@@ -478,18 +481,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--files-points",
         type=positive_int,
         default=None,
-        help="points for files (default --points)",
+        help="points for files (None: --points)",
     )
     parser.add_argument(
         "--files-events",
         type=positive_int,
         default=None,
-        help="events for files (default --events)",
+        help="events for files (None: --events)",
     )
     parser.add_argument("--seed", type=int, default=42, help="seed of the random range windows")
     parser.add_argument("--repeat", type=positive_int, default=1, help="rounds; best is kept")
     parser.add_argument(
-        "--tmp", default=None, help="where the temp dirs go (default: the system temp dir)"
+        "--tmp", default=None, help="where the temp dirs go (None: the system temp dir)"
     )
     server_args(parser)
     parser.add_argument(
