@@ -388,7 +388,9 @@ def report(
 
 - date: {started:%Y-%m-%d %H:%M} (local), run took {elapsed:.0f} s
 - python {platform.python_version()} ({platform.python_implementation()}), \
-{platform.system()} {platform.machine()}; machine: {os.cpu_count()} CPUs, {cpu_model()}
+{platform.system()} {platform.machine()}; machine: {os.cpu_count()} CPUs, {cpu_model()}; \
+load average (1 min) at the start {args.load_start:.1f}, at the end {os.getloadavg()[0]:.1f} \
+(other processes on the machine share the CPUs and the disk)
 - versions: satchel {version_of("satchel")} (git {source_state()}), \
 psycopg {version_of("psycopg")}, redis-py {version_of("redis")}; PostgreSQL and Redis on \
 this machine (127.0.0.1, TCP)
@@ -517,6 +519,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.load_start = os.getloadavg()[0]
     started = dt.datetime.now()
     t0 = time.perf_counter()
     work = SeriesWorkload(args)
