@@ -1014,7 +1014,7 @@ class FilesBackend(Backend):
                 for offset, payload in _batches(f, index.end):
                     index.apply(offset, payload)
                     index.end = offset + len(payload)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:
                 raise CorruptData(f"{path} is damaged: {exc}", engine=self.engine) from None
         if index.name != name:
             raise CorruptData(f"{path} holds another log, {index.name!r}", engine=self.engine)
