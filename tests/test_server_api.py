@@ -9,9 +9,9 @@ import time
 
 import httpx
 import pytest
-import support_server
 
 import satchel
+import support_server
 from satchel import InvalidInput, KeyNotFound, ReadOnlyError
 from satchel.backends.http import AccessDenied
 from satchel.codecs import get_codec

@@ -6,9 +6,9 @@ import base64
 
 import httpx
 import pytest
-import support_server
 
 import satchel
+import support_server
 from satchel.backends.http import QuotaExceeded
 
 SECRET = "alice's secret"
@@ -133,9 +133,8 @@ def test_over_quota_bytes_is_413_and_stores_nothing(server):
         store.set("b", b"x" * 6000)
         store.delete("b")
         store.set_many({"c": b"1" * 2000, "d": b"2" * 3000})
-        with pytest.raises(QuotaExceeded):
-            with store.open_blob("big", "wb") as f:
-                f.write(b"z" * (3 << 20))
+        with pytest.raises(QuotaExceeded), store.open_blob("big", "wb") as f:
+            f.write(b"z" * (3 << 20))
         assert not store.exists("big")
     with _c(server, token) as c:
         r = c.post("/v1/put", json={"scope": "default", "items": [

@@ -124,7 +124,7 @@ class HTTPBackend(Backend):
         except (ValueError, KeyError, TypeError):
             code, message = "", response.text[:200] or response.reason_phrase
         where = {"engine": self.engine}
-        if status == 409:
+        if status == 409 and code == "changed":
             raise _Changed(message)
         if status == 404:
             raise KeyNotFound(message, **where)
@@ -320,7 +320,8 @@ class HTTPBackend(Backend):
         return bytes(data)
 
     def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
-        body = {"scope": scope, "name": name, "points": [[t, _b64(v)] for t, v in points]}
+        encoded = [{"t": t, "value": _b64(v)} for t, v in points]
+        body = {"scope": scope, "name": name, "points": encoded}
         self._post("/v1/series/put", body)
 
     def series_range(
@@ -337,7 +338,7 @@ class HTTPBackend(Backend):
         body = {"scope": scope, "name": name, "start": start, "stop": stop, "limit": limit,
                 "reverse": reverse, "values": values}  # fmt: skip
         points = self._post("/v1/series/range", body, read=True)["points"]
-        return [(int(t), base64.b64decode(v)) for t, v in points]
+        return [(int(p["t"]), base64.b64decode(p["value"])) for p in points]
 
     def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
         body = {"scope": scope, "name": name, "start": start, "stop": stop}
@@ -355,7 +356,9 @@ class HTTPBackend(Backend):
     ) -> EventState | None:
         body = {"scope": scope, "name": name, "which": which}
         state = self._post("/v1/events/state", body, read=True)["state"]
-        return None if state is None else (state[0], state[1], base64.b64decode(state[2]))
+        if state is None:
+            return None
+        return (int(state["seq"]), int(state["t"]), base64.b64decode(state["data"]))
 
     def events_append(
         self,
@@ -365,8 +368,9 @@ class HTTPBackend(Backend):
         events: Sequence[tuple[int, bytes]],
         head: bytes,
     ) -> bool:
-        body = {"scope": scope, "name": name, "after_seq": after_seq,
-                "events": [[t, _b64(v)] for t, v in events], "head": _b64(head)}  # fmt: skip
+        encoded = [{"t": t, "value": _b64(v)} for t, v in events]
+        body = {"scope": scope, "name": name, "after_seq": after_seq, "events": encoded,
+                "head": _b64(head)}  # fmt: skip
         return bool(self._post("/v1/events/append", body)["ok"])
 
     def events_read(
@@ -374,11 +378,11 @@ class HTTPBackend(Backend):
     ) -> list[tuple[int, int, bytes]]:
         body = {"scope": scope, "name": name, "after_seq": after_seq, "limit": limit}
         found = self._post("/v1/events/read", body, read=True)["events"]
-        return [(int(seq), int(t), base64.b64decode(v)) for seq, t, v in found]
+        return [(int(e["seq"]), int(e["t"]), base64.b64decode(e["data"])) for e in found]
 
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         seq, t, data = base
-        body = {"scope": scope, "name": name, "base": [seq, t, _b64(data)]}
+        body = {"scope": scope, "name": name, "base": {"seq": seq, "t": t, "data": _b64(data)}}
         self._post("/v1/events/compact", body)
 
     def events_delete(self, scope: str, name: str) -> bool:

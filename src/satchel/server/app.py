@@ -46,6 +46,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (PermissionError, 403, "forbidden"),
     (QuotaExceeded, 413, "over_quota"),
     (Changed, 409, "changed"),
+    (extras.Incomplete, 409, "incomplete"),
     (InvalidInput, 400, "invalid"),
     (UnsupportedValue, 400, "invalid"),
     (BackendUnavailable, 503, "unavailable"),

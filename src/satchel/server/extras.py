@@ -8,6 +8,7 @@ events are charged against the quota when written and recounted with the records
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request, Response
@@ -15,16 +16,22 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from ..errors import BackendError, BackendUnavailable, SatchelError
 from .deps import RESPONSES, T
-from .models import B64, MAX_BATCH, ExpiresIn, Int64, Name, ScopeBody
+from .models import B64, MAX_BATCH, ExpiresIn, Int64, Name, ScopeBody, _Body
 from .service import Service, b64decode, expiry
 from .tenants import Tenant
 
 CHUNK_LIMIT = 8 * 1024 * 1024
+_OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 BlobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Index = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OptT = Annotated[int | None, Field(ge=-(2**63), le=2**63 - 1)]
+
+
+class Incomplete(SatchelError):
+    """A blob was committed with chunks missing (never staged, or freed as stale): 409."""
 
 
 class BlobBody(ScopeBody):
@@ -38,12 +45,23 @@ class CommitBody(BlobBody):
     expires_in: ExpiresIn = None
 
 
+class Point(_Body):
+    t: Int64
+    value: B64
+
+
+class Event(_Body):
+    seq: Seq
+    t: Int64
+    data: B64
+
+
 class SeriesBody(ScopeBody):
     name: Name
 
 
 class SeriesPut(SeriesBody):
-    points: Annotated[list[tuple[Int64, B64]], Field(max_length=MAX_BATCH)]
+    points: Annotated[list[Point], Field(max_length=MAX_BATCH)]
 
 
 class SeriesRange(SeriesBody):
@@ -65,7 +83,7 @@ class EventsState(SeriesBody):
 
 class EventsAppend(SeriesBody):
     after_seq: Seq
-    events: Annotated[list[tuple[Int64, B64]], Field(min_length=1, max_length=MAX_BATCH)]
+    events: Annotated[list[Point], Field(min_length=1, max_length=MAX_BATCH)]
     head: B64
 
 
@@ -75,7 +93,7 @@ class EventsRead(SeriesBody):
 
 
 class EventsCompact(SeriesBody):
-    base: tuple[Seq, Int64, B64]
+    base: Event
 
 
 class Result(BaseModel):
@@ -83,10 +101,17 @@ class Result(BaseModel):
 
     count: int = 0
     ok: bool = True
-    points: list[tuple[int, str]] | None = None
-    events: list[tuple[int, int, str]] | None = None
-    state: tuple[int, int, str] | None = None
+    points: list[Point] | None = None
+    events: list[Event] | None = None
+    state: Event | None = None
     names: list[str] | None = None
+
+
+def _blob_id(tenant: Tenant, blob_id: str) -> str:
+    """The id a blob has in the engine: the client's, made the tenant's own (an engine may
+    keep staged chunks by id alone, and one tenant must never commit another's)."""
+    owner = hashlib.sha256(tenant.prefix.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{owner}-{blob_id}"
 
 
 def _b64(data: bytes) -> str:
@@ -111,7 +136,8 @@ def routes(app: FastAPI, service: Service) -> None:
                 _charge(service, t, size)
         return full
 
-    @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204)
+    @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204,
+             openapi_extra={"requestBody": {"required": True, "content": _OCTETS}})
     async def blob_write(
         request: Request,
         t: T,
@@ -131,12 +157,14 @@ def routes(app: FastAPI, service: Service) -> None:
 
         def write() -> None:
             full = writing(t, scope, len(chunk))
-            backend.blob_write(full, service.key(key), blob_id, index, chunk, service.now())
+            backend.blob_write(full, service.key(key), _blob_id(t, blob_id), index, chunk,
+                               service.now())  # fmt: skip
 
         await run_in_threadpool(write)
         return Response(status_code=204)
 
-    @app.get("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"])
+    @app.get("/v1/blobs/chunk", tags=["blobs"],
+             responses={**RESPONSES, 200: {"content": _OCTETS, "description": "the chunk"}})
     def blob_read(
         t: T,
         scope: Annotated[str, Query(min_length=1, max_length=255)],
@@ -146,7 +174,8 @@ def routes(app: FastAPI, service: Service) -> None:
     ) -> Response:
         """The raw bytes of a chunk of the key's live blob; 404 if there is none."""
         full = service.scope(t, scope)
-        data = backend.blob_read(full, service.key(key), blob_id, index, service.now())
+        data = backend.blob_read(full, service.key(key), _blob_id(t, blob_id), index,
+                                 service.now())  # fmt: skip
         if data is None:
             raise HTTPException(404, "no such chunk")
         return Response(data, media_type="application/octet-stream")
@@ -157,23 +186,28 @@ def routes(app: FastAPI, service: Service) -> None:
         manifest = b64decode(body.manifest)
         full = writing(t, body.scope, len(manifest))
         now = service.now()
-        new = backend.blob_commit(
-            full, service.key(body.key), body.blob_id, body.chunks, manifest,
-            expiry(body.expires_in, now), now,
-        )  # fmt: skip
+        try:
+            new = backend.blob_commit(
+                full, service.key(body.key), _blob_id(t, body.blob_id), body.chunks, manifest,
+                expiry(body.expires_in, now), now,
+            )  # fmt: skip
+        except BackendUnavailable:
+            raise
+        except BackendError as exc:  # a staged chunk is missing: the client's doing
+            raise Incomplete(exc.message) from exc
         return Result(ok=new)
 
     @post("/v1/blobs/discard", responses=RESPONSES, tags=["blobs"])
     def blob_discard(body: BlobBody, t: T) -> Result:
         """Free the staged chunks of a blob."""
         full = service.writable(t, body.scope)
-        backend.blob_discard(full, service.key(body.key), body.blob_id)
+        backend.blob_discard(full, service.key(body.key), _blob_id(t, body.blob_id))
         return Result()
 
     @post("/v1/series/put", responses=RESPONSES, tags=["series"])
     def series_put(body: SeriesPut, t: T) -> Result:
         """Write points (distinct t) in one transaction."""
-        points = [(ts, b64decode(v)) for ts, v in body.points]
+        points = [(p.t, b64decode(p.value)) for p in body.points]
         if len({ts for ts, _ in points}) != len(points):
             raise HTTPException(400, "two points have the same t")
         full = writing(t, body.scope, sum(8 + len(v) for _, v in points))
@@ -188,7 +222,7 @@ def routes(app: FastAPI, service: Service) -> None:
             full, service.key(body.name), body.start, body.stop, body.limit,
             reverse=body.reverse, values=body.values,
         )  # fmt: skip
-        return Result(points=[(ts, _b64(v)) for ts, v in points])
+        return Result(points=[Point(t=ts, value=_b64(v)) for ts, v in points])
 
     @post("/v1/series/remove", responses=RESPONSES, tags=["series"])
     def series_remove(body: SeriesRemove, t: T) -> Result:
@@ -211,12 +245,14 @@ def routes(app: FastAPI, service: Service) -> None:
         """The head or base state of a sequence (`state` null if none)."""
         full = service.scope(t, body.scope)
         state = backend.events_state(full, service.key(body.name), body.which)
-        return Result(state=None if state is None else (state[0], state[1], _b64(state[2])))
+        if state is None:
+            return Result()
+        return Result(state=Event(seq=state[0], t=state[1], data=_b64(state[2])))
 
     @post("/v1/events/append", responses=RESPONSES, tags=["events"])
     def events_append(body: EventsAppend, t: T) -> Result:
         """Append events if the last seq is `after_seq`; `ok` False if it moved on."""
-        events = [(ts, b64decode(v)) for ts, v in body.events]
+        events = [(p.t, b64decode(p.value)) for p in body.events]
         head = b64decode(body.head)
         full = writing(t, body.scope, sum(16 + len(v) for _, v in events))
         ok = backend.events_append(full, service.key(body.name), body.after_seq, events, head)
@@ -226,13 +262,13 @@ def routes(app: FastAPI, service: Service) -> None:
     def events_read(body: EventsRead, t: T) -> Result:
         full = service.scope(t, body.scope)
         found = backend.events_read(full, service.key(body.name), body.after_seq, body.limit)
-        return Result(events=[(seq, ts, _b64(v)) for seq, ts, v in found])
+        return Result(events=[Event(seq=seq, t=ts, data=_b64(v)) for seq, ts, v in found])
 
     @post("/v1/events/compact", responses=RESPONSES, tags=["events"])
     def events_compact(body: EventsCompact, t: T) -> Result:
         full = service.writable(t, body.scope)
-        seq, ts, data = body.base
-        backend.events_compact(full, service.key(body.name), (seq, ts, b64decode(data)))
+        base = (body.base.seq, body.base.t, b64decode(body.base.data))
+        backend.events_compact(full, service.key(body.name), base)
         return Result()
 
     @post("/v1/events/delete", responses=RESPONSES, tags=["events"])
