@@ -978,7 +978,7 @@ class FilesBackend(Backend):
         with self._locked(exclusive=False):
             record, blob = self._read(path, values=False, key=key)
             if _live(record, now) is None or blob is None or blob[0] != blob_id:
-                return None
+                return None  # not (or no longer) the key's value
             if not 0 <= index < blob[1]:
                 return None
             try:
