@@ -1,0 +1,96 @@
+"""``satchel token add|list|revoke`` and ``satchel serve``, invoked as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import satchel
+import support_server
+from satchel.backends.http import AccessDenied
+from satchel.cli import cli
+from satchel.server.tenants import Config, digest
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_token_add_list_revoke(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    code, token, _ = run("token", "add", "alice", "--config", str(config), "--quota-bytes", "5000",
+                         "--scope", "app*")  # fmt: skip
+    assert code == 0
+    token = token.strip()
+    assert len(token) >= 40
+    text = config.read_text()
+    assert token not in text and digest(token) in text  # stored hashed only
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    data = tomllib.loads(text)
+    assert data["tenants"]["alice"]["quota_bytes"] == 5000
+    assert data["tenants"]["alice"]["scopes"] == ["app*"]
+
+    code, second, _ = run("token", "add", "alice", "--config", str(config))
+    assert code == 0 and second.strip() != token
+    code, _, err = run("token", "add", "alice", "--config", str(config), "--readonly")
+    assert code == 2 and "exists" in err
+    code, _, err = run("token", "add", "bad name!", "--config", str(config))
+    assert code == 2 and "tenant name" in err
+    run("token", "add", "ops", "--config", str(config), "--admin", "--prefix", "")
+
+    code, listing, _ = run("token", "list", "--config", str(config))
+    assert code == 0 and listing.count("\talice\t") == 2 and "admin" in listing
+    assert token not in listing
+    first_id = Config.load(config).tokens[0].id
+    assert run("token", "revoke", first_id, "--config", str(config))[0] == 0
+    loaded = Config.load(config)
+    assert loaded.tenant_for(token) is None and loaded.tenant_for(second.strip()) is not None
+    assert run("token", "revoke", "alice", "--config", str(config))[1].startswith("revoked 1")
+    assert run("token", "revoke", "alice", "--config", str(config))[0] == 2
+
+
+def test_nesting_prefixes_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    run("token", "add", "a", "--config", str(config), "--prefix", "team/")
+    code, _, err = run("token", "add", "b", "--config", str(config), "--prefix", "team/x/")
+    assert code == 2 and "nesting" in err
+
+
+def test_serve_runs_the_server_and_sees_revocations(tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    token = run("token", "add", "alice", "--config", str(config))[1].strip()
+    port = support_server.free_port()
+    env = {**os.environ, "SATCHEL_SERVER_CONFIG": str(config)}
+    command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
+               "--url", f"sqlite:///{tmp_path}/s.db", "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.1)
+        with satchel.open(url, token=token, scope="app") as store:
+            store.set("k", {"typed": (1, 2)})
+            assert store.get("k") == {"typed": (1, 2)}
+            run("token", "revoke", "alice", "--config", str(config))
+            time.sleep(1.2)  # the server looks at the file at most once a second
+            with pytest.raises(AccessDenied):
+                store.get("k")
+    finally:
+        proc.terminate()
+        proc.wait(10)
