@@ -72,7 +72,7 @@ def test_serve_runs_the_server_and_sees_revocations(tmp_path: Path) -> None:
     env = {**os.environ, "SATCHEL_SERVER_CONFIG": str(config)}
     command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
                "--url", f"sqlite:///{tmp_path}/s.db", "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
