@@ -763,7 +763,7 @@ def test_delete_and_pop_while_a_blob_is_staged_keep_it(url: str, backend: RedisB
         _stage(backend, "k", "new", 2, now)
         assert remove()
         assert backend.get("default", "k", now) is None
-        assert _fields(url, "k") == [b"#new:0", b"#new:1"]  # the old blob went
+        assert _fields(url, "k") == [b"#new:0", b"#new:1", b"staging"]  # the old blob went
         assert _raw(url).pttl(_name(url, "default", "k")) == -1
         assert backend.blob_commit("default", "k", "new", 2, b"m-new", None, now) is True
         assert backend.blob_read("default", "k", "new", 1, now) == b"1" + CHUNK
@@ -789,9 +789,24 @@ def test_staging_outlives_the_old_records_native_expiry(url: str, backend: Redis
     # a discard (or purge) gives the record its native expiry back
     backend.put("default", "k", b"plain", later + 60, later, False)
     _stage(backend, "k", "b2", 1, later)
-    assert raw.pttl(name) == -1
+    assert raw.pttl(name) == -1 and b"staging" in _fields(url, "k")
     backend.blob_discard("default", "k", "b2")
     assert 59_000 < raw.pttl(name) <= 60_001
+    assert _fields(url, "k") == sorted([*META, b"expires_at"])
+
+
+def test_a_commit_leaves_other_staged_blobs_marked(url: str, backend: RedisBackend) -> None:
+    now = time.time()
+    _stage(backend, "k", "one", 2, now)
+    _stage(backend, "k", "two", 2, now)
+    backend.blob_commit("default", "k", "one", 2, b"m1", None, now)
+    assert b"staging" in _fields(url, "k")
+    assert backend.delete_many("default", ["k"], now) == 1
+    assert _fields(url, "k") == [b"#two:0", b"#two:1", b"staging"]
+    assert backend.blob_commit("default", "k", "two", 2, b"m2", None, now) is True
+    assert b"staging" not in _fields(url, "k")
+    assert backend.delete_many("default", ["k"], now) == 1
+    assert not _raw(url).exists(_name(url, "default", "k"))
 
 
 def test_plain_write_while_a_blob_is_staged_keeps_it(url: str, backend: RedisBackend) -> None:
@@ -995,7 +1010,8 @@ def test_discard_drops_only_that_blobs_chunks(url: str, backend: RedisBackend) -
     _stage(backend, "k", "a", 2, now)
     _stage(backend, "k", "a:1", 2, now)
     backend.blob_discard("default", "k", "a")
-    assert _fields(url, "k") == [b"#a:1:0", b"#a:1:1"]
+    assert _fields(url, "k") == [b"#a:1:0", b"#a:1:1", b"staging"]
     assert backend.blob_commit("default", "k", "a:1", 2, b"m", None, now) is True
+    assert b"staging" not in _fields(url, "k")  # nothing else is staged
     backend.blob_discard("default", "k", "a:1")  # committed: not staged any more
     assert backend.blob_read("default", "k", "a:1", 1, now) == b"1" + CHUNK

@@ -101,44 +101,44 @@ SCAN_CACHE_SECONDS = 60.0
 T_OFFSET = 1 << 63  # series timestamps are stored as t + T_OFFSET, unsigned
 T_MAX = T_OFFSET - 1
 
-# live_version(name, now): the version of the live record at `name` (or nil), and the
-# stored expires_at and blob id (or nil), live or not.
+# live_version(name, now, field): the version of the live record at `name` (or nil), and
+# the stored {version, expires_at, `field`} (each false if absent), live or not.
 # drop_blob(name, blob): delete the chunks of committed blob `blob` and its fields.
-# remove(name): delete the record at `name` with its blob, but not staged chunks.
+# remove(name, found): delete the record at `name` (`found`: live_version's, with field
+# 'staging') and its blob, but not the chunks staged by a writer at work.
 # write(...): store a value if `condition` holds ('' always; '0' if no live record; 'N'
 # if the live version is N; 'N@T' if that record was also created at T); returns 0
 # (not written), 1 (new record) or 2 (overwrote).
 LUA_COMMON = (
     f"\nlocal TOLERANCE = {CREATED_AT_TOLERANCE!r}"
     + """
-local FIELDS = {'value', 'created_at', 'updated_at', 'expires_at', 'version', 'blob', 'chunks'}
-local function live_version(name, now)
-  local found = redis.call('HMGET', name, 'version', 'expires_at', 'blob')
-  if not found[1] then return nil, found[2], found[3] end
+local function live_version(name, now, field)
+  local found = redis.call('HMGET', name, 'version', 'expires_at', field)
+  if not found[1] then return nil, found end
   local version = tonumber(found[1])
   if not version then error({err = 'ERR not a satchel record: ' .. name}) end
-  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found[2], found[3] end
-  return version, found[2], found[3]
+  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found end
+  return version, found
 end
 local function drop_blob(name, blob)
   local chunks = tonumber(redis.call('HGET', name, 'chunks')) or 0
   for i = 0, chunks - 1 do redis.call('HDEL', name, '#' .. blob .. ':' .. i) end
   redis.call('HDEL', name, 'blob', 'chunks')
 end
-local function remove(name)
-  local found = redis.call('HMGET', name, unpack(FIELDS))
-  local own = tonumber(found[#FIELDS]) or 0
-  for i = 1, #FIELDS do
-    if found[i] then own = own + 1 end
-  end
-  if redis.call('HLEN', name) <= own then
+local function remove(name, found)
+  if not found[3] then
     redis.call('DEL', name)
     return
   end
-  -- the rest are the staged chunks of a blob being written: they stay for its commit
-  if found[#FIELDS - 1] then drop_blob(name, found[#FIELDS - 1]) end
-  redis.call('HDEL', name, unpack(FIELDS))
-  redis.call('PERSIST', name)
+  -- a writer is staging a blob here: its chunks stay for its commit
+  local blob = redis.call('HGET', name, 'blob')
+  if blob then drop_blob(name, blob) end
+  redis.call('HDEL', name, 'value', 'created_at', 'updated_at', 'expires_at', 'version')
+  if redis.call('HLEN', name) <= 1 then
+    redis.call('DEL', name)  -- only the mark was left
+  else
+    redis.call('PERSIST', name)
+  end
 end
 local function set_expiry(name, expires_at, expire_ms, old_expires_at)
   if expires_at ~= '' then
@@ -150,7 +150,8 @@ local function set_expiry(name, expires_at, expire_ms, old_expires_at)
   end
 end
 local function write(name, value, now, expires_at, expire_ms, condition, keep_blob)
-  local version, old_expires_at, blob = live_version(name, now)
+  local version, found = live_version(name, now, 'blob')
+  local old_expires_at, blob = found[2], found[3]
   if condition ~= '' then
     local want, created = string.match(condition, '^(%d+)@?(.*)$')
     if tonumber(want) ~= (version or 0) then return 0 end
@@ -187,20 +188,22 @@ return written"""
 DELETE_MANY = f"""{LUA_COMMON}
 local deleted = 0
 for _, name in ipairs(KEYS) do
-  if live_version(name, ARGV[1]) then deleted = deleted + 1 end
-  remove(name)
+  local version, found = live_version(name, ARGV[1], 'staging')
+  if version then deleted = deleted + 1 end
+  remove(name, found)
 end
 return deleted"""
 # KEYS[1]; ARGV: now, version. Deletes the record if it is live at that version.
 DELETE_IF_VERSION = f"""{LUA_COMMON}
-if live_version(KEYS[1], ARGV[1]) ~= tonumber(ARGV[2]) then return 0 end
-remove(KEYS[1])
+local version, found = live_version(KEYS[1], ARGV[1], 'staging')
+if version ~= tonumber(ARGV[2]) then return 0 end
+remove(KEYS[1], found)
 return 1"""
 # KEYS[1]; ARGV: now, expires_at, expire_ms. Sets the expiry of a live record.
 TOUCH = f"""{LUA_COMMON}
-local version, old_expires_at = live_version(KEYS[1], ARGV[1])
+local version, found = live_version(KEYS[1], ARGV[1], 'version')
 if not version then return 0 end
-set_expiry(KEYS[1], ARGV[2], ARGV[3], old_expires_at)
+set_expiry(KEYS[1], ARGV[2], ARGV[3], found[2])
 return 1"""
 # KEYS: names; ARGV: now, with_values ('1'/'0'). For each name false (no live record) or
 # one string 'version created_at updated_at expires_at|- value' (value '' without
@@ -217,18 +220,32 @@ for i, name in ipairs(KEYS) do
   end
 end
 return out"""
+# chunk_of(field, id): whether `field` is a chunk of blob `id`.
+# settle(name): drop the 'staging' mark if no chunk but the committed blob's is left.
 # drop_staged(name, id): delete the staged chunks of blob `id` (never the committed blob);
 # returns how many.
 LUA_STAGED = """
+local function chunk_of(field, id)
+  local mark = '#' .. id .. ':'
+  return string.sub(field, 1, #mark) == mark and string.find(field, '^%d+$', #mark + 1)
+end
+local function settle(name)
+  local blob = redis.call('HGET', name, 'blob')
+  for _, field in ipairs(redis.call('HKEYS', name)) do
+    if string.sub(field, 1, 1) == '#' and not (blob and chunk_of(field, blob)) then return end
+  end
+  redis.call('HDEL', name, 'staging')
+end
 local function drop_staged(name, id)
   if redis.call('HGET', name, 'blob') == id then return 0 end
-  local mark, dropped = '#' .. id .. ':', 0
+  local dropped = 0
   for _, field in ipairs(redis.call('HKEYS', name)) do
-    if string.sub(field, 1, #mark) == mark and string.find(field, '^%d+$', #mark + 1) then
+    if chunk_of(field, id) then
       redis.call('HDEL', name, field)
       dropped = dropped + 1
     end
   end
+  settle(name)
   local expires_at = redis.call('HGET', name, 'expires_at')
   if expires_at then  -- staging had lifted the native expiry (see blob_write)
     redis.call('PEXPIREAT', name, math.ceil(tonumber(expires_at) * 1000))
@@ -249,6 +266,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
 end
 local result = write(name, ARGV[3], ARGV[4], ARGV[5], ARGV[6], '', id)
 redis.call('HSET', name, 'blob', id, 'chunks', ARGV[2])
+settle(name)
 return result"""
 # KEYS[1]; ARGV: blob id.
 BLOB_DISCARD = LUA_STAGED + "return drop_staged(KEYS[1], ARGV[1])"
@@ -702,7 +720,8 @@ class RedisBackend(Backend):
             # the record's native expiry would take the staged chunks with it: lift it
             # (its expires_at still counts) until the commit or discard sets it again
             pipe.persist(name)
-            pipe.hset(name, f"#{blob_id}:{index}", data)
+            # the mark tells a delete to keep the staged chunks (and costs it no HLEN)
+            pipe.hset(name, mapping={f"#{blob_id}:{index}": data, "staging": b"1"})
             pipe.execute()
 
     def blob_commit(
