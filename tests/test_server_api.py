@@ -12,7 +12,7 @@ import pytest
 
 import satchel
 import support_server
-from satchel import InvalidInput, KeyNotFound, ReadOnlyError
+from satchel import BackendUnavailable, InvalidInput, KeyNotFound, ReadOnlyError
 from satchel.backends.http import AccessDenied
 from satchel.codecs import get_codec
 from satchel.server import Config
@@ -229,3 +229,22 @@ def test_human_endpoints_round_trip(server):
         assert usage["keys"] == 4 and usage["bytes"] > 0
     with satchel.open(f"{server.url}?token={token}", scope="s") as store:
         assert store.get("new") == [1, "a"] and store.get("n") == 8
+
+
+def test_http_engine_url_and_options() -> None:
+    with pytest.raises(InvalidInput, match="token"):
+        satchel.open("http://127.0.0.1:8470")
+    with pytest.raises(InvalidInput, match="port"):
+        satchel.open("http://127.0.0.1:99999", token="t")
+    with pytest.raises(InvalidInput, match="unknown option"):
+        satchel.open("http://127.0.0.1:8470", token="t", colour="blue")
+    with satchel.open("https://127.0.0.1:8443/base/?token=s3cret") as store:
+        assert store.url == "https://127.0.0.1:8443/base" and "s3cret" not in repr(store)
+
+
+def test_a_dead_server_is_backend_unavailable_without_the_token() -> None:
+    port = support_server.free_port()
+    with satchel.open(f"http://127.0.0.1:{port}", token="s3cret-token") as store:
+        with pytest.raises(BackendUnavailable) as caught:
+            store.get("k")
+        assert "s3cret-token" not in str(caught.value) and str(port) in str(caught.value)
