@@ -94,3 +94,21 @@ def test_serve_runs_the_server_and_sees_revocations(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '[tenants.a]\nprefix = "a:"\nreadonly = "no"\n',
+        '[tenants.a]\nprefix = "a:"\nquota_bytes = -1\n',
+        '[tenants.a]\nprefix = "a:"\nscopes = ["ok", 3]\n',
+        '[tenants.a]\nprefix = "a:"\ncolour = "blue"\n',
+        '[[tokens]]\nid = "x"\ntenant = "nobody"\nsha256 = "00"\n',
+        "not toml [",
+    ],
+)
+def test_a_bad_config_is_refused_with_its_reason(tmp_path: Path, bad: str) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(bad)
+    code, _, err = run("token", "list", "--config", str(config))
+    assert code == 2 and "bad server config" in err and "server.toml" in err, err

@@ -55,6 +55,19 @@ class Tenant:
     quota_bytes: int = DEFAULT_QUOTA_BYTES
     quota_keys: int = DEFAULT_QUOTA_KEYS
 
+    def __post_init__(self) -> None:
+        kinds = {"prefix": str, "readonly": bool, "admin": bool, "quota_bytes": int,
+                 "quota_keys": int}  # fmt: skip
+        for name, kind in kinds.items():
+            value = getattr(self, name)
+            if type(value) is not kind or (kind is int and value < 0):
+                raise InvalidInput(f"tenant {self.name!r}: {name} must be a {kind.__name__}"
+                                   f"{' >= 0' if kind is int else ''}, not {value!r}")  # fmt: skip
+        if not isinstance(self.scopes, list) or not all(isinstance(p, str) for p in self.scopes):
+            raise InvalidInput(f"tenant {self.name!r}: scopes must be a list of glob patterns")
+        for pattern in self.scopes:
+            compile_pattern(pattern)  # a bad glob is an error now, not at the first request
+
     def allows(self, scope: str) -> bool:
         """True if this tenant may use `scope` (its own name, before the prefix)."""
         if scope == RESERVED_SCOPE:  # where a Store keeps its passphrase salt
@@ -112,10 +125,10 @@ class Config:
                 for name, values in data.get("tenants", {}).items()
             }
             tokens = [TokenEntry(**entry) for entry in data.get("tokens", [])]
-        except (tomllib.TOMLDecodeError, TypeError, AttributeError) as exc:
+            config = cls(tenants, tokens)
+            config.validate()
+        except (tomllib.TOMLDecodeError, TypeError, AttributeError, InvalidInput) as exc:
             raise InvalidInput(f"bad server config {path}: {exc}") from exc
-        config = cls(tenants, tokens)
-        config.validate()
         return config
 
     def validate(self) -> None:
