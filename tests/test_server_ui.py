@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import support_server
 
 import satchel
+import support_server
 from satchel.server import Config
 
 CHROMIUM = os.environ.get("SATCHEL_CHROMIUM", "/usr/bin/chromium")
