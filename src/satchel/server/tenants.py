@@ -56,10 +56,10 @@ class Tenant:
     quota_keys: int = DEFAULT_QUOTA_KEYS
 
     def __post_init__(self) -> None:
-        kinds = {"prefix": str, "readonly": bool, "admin": bool, "quota_bytes": int,
-                 "quota_keys": int}  # fmt: skip
+        kinds: dict[str, type] = {"prefix": str, "readonly": bool, "admin": bool,
+                                  "quota_bytes": int, "quota_keys": int}  # fmt: skip
         for name, kind in kinds.items():
-            value = getattr(self, name)
+            value: Any = getattr(self, name)
             if type(value) is not kind or (kind is int and value < 0):
                 raise InvalidInput(f"tenant {self.name!r}: {name} must be a {kind.__name__}"
                                    f"{' >= 0' if kind is int else ''}, not {value!r}")  # fmt: skip
