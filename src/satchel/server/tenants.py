@@ -60,7 +60,8 @@ class Tenant:
                                   "quota_bytes": int, "quota_keys": int}  # fmt: skip
         for name, kind in kinds.items():
             value: Any = getattr(self, name)
-            if type(value) is not kind or (kind is int and value < 0):
+            negative = type(value) is int and value < 0
+            if type(value) is not kind or negative:
                 raise InvalidInput(f"tenant {self.name!r}: {name} must be a {kind.__name__}"
                                    f"{' >= 0' if kind is int else ''}, not {value!r}")  # fmt: skip
         if not isinstance(self.scopes, list) or not all(isinstance(p, str) for p in self.scopes):
