@@ -31,10 +31,11 @@ database; keys written during an iteration may be missed.
 Large values (blobs) live in the record's own hash, so whatever drops the record (DEL,
 UNLINK in `clear`, native expiry) frees them with it, on a cluster too (one key, one slot):
 chunk ``n`` of blob ``id`` is the field ``#id:n``. `blob_write` stages a chunk there with
-one ``HSET`` (a hash holding only staged chunks has no ``version``/``value``, so every read,
-scan and count sees no record), lifts the key's native expiry (``expires_at`` still
-decides liveness; a staged upload must not vanish with the old value's TTL) and notes
-``(blob, key) -> time`` in the sorted set ``{prefix}~staged``. `blob_commit` is one script
+one ``HSET`` that also sets the mark ``staging`` (a hash holding only staged chunks has no
+``version``/``value``, so every read, scan and count sees no record), lifts the key's
+native expiry (``expires_at`` still decides liveness; a staged upload must not vanish with
+the old value's TTL) and notes ``(blob, key) -> time`` in the sorted set
+``{prefix}~staged``. `blob_commit` is one script
 on that one key: it checks that every chunk field is there (else it drops the rest of the
 staged blob, writes nothing and raises BackendError), deletes the previous blob's chunks,
 writes the manifest as the value like any write and sets the fields ``blob`` (the id) and
@@ -42,8 +43,9 @@ writes the manifest as the value like any write and sets the fields ``blob`` (th
 1 GiB blob never passes through one Lua call (nor the client's memory). `blob_read` is one
 ``HMGET`` of ``blob``, ``expires_at`` and the chunk. Every write script drops the chunks of
 the blob it replaces; `delete_many` and `pop` keep the chunks staged by a writer still at
-work (its commit then finds them); `clear` and a native expiry re-armed by a plain write do
-not, and that commit raises. `purge_expired` frees staged blobs older than STAGED_LIFETIME
+work when they see the mark (its commit then finds them; the mark goes once nothing is
+staged); `clear` and a native expiry re-armed by a plain write do not, and that commit
+raises. `purge_expired` frees staged blobs older than STAGED_LIFETIME
 found in ``{prefix}~staged`` (up to `limit` per call), giving the record back its native
 expiry.
 
