@@ -248,9 +248,10 @@ local function drop_staged(name, id)
     end
   end
   settle(name)
-  local expires_at = redis.call('HGET', name, 'expires_at')
-  if expires_at then  -- staging had lifted the native expiry (see blob_write)
-    redis.call('PEXPIREAT', name, math.ceil(tonumber(expires_at) * 1000))
+  -- staging lifted the native expiry (see blob_write): back once no other blob is staged
+  local found = redis.call('HMGET', name, 'expires_at', 'staging')
+  if found[1] and not found[2] then
+    redis.call('PEXPIREAT', name, math.ceil(tonumber(found[1]) * 1000))
   end
   return dropped
 end
