@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import threading
 import time
@@ -255,3 +256,23 @@ def test_a_dead_server_is_backend_unavailable_without_the_token() -> None:
         with pytest.raises(BackendUnavailable) as caught:
             store.get("k")
         assert "s3cret-token" not in str(caught.value) and str(port) in str(caught.value)
+
+
+def test_a_forked_child_uses_its_own_connections(server) -> None:
+    token = server.tenant()
+    with satchel.open(f"{server.url}?token={token}") as store:
+        store.set("parent", 1)
+        pid = os.fork()
+        if pid == 0:  # the child: same Store object, fresh connections
+            code = 1
+            try:
+                for i in range(50):
+                    store.set(f"child{i}", i)
+                code = 0 if store.get("parent") == 1 else 1
+            finally:
+                os._exit(code)
+        for _ in range(50):
+            assert store.get("parent") == 1
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert len(list(store.keys("child*"))) == 50

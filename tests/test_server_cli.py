@@ -112,3 +112,24 @@ def test_a_bad_config_is_refused_with_its_reason(tmp_path: Path, bad: str) -> No
     config.write_text(bad)
     code, _, err = run("token", "list", "--config", str(config))
     assert code == 2 and "bad server config" in err and "server.toml" in err, err
+
+
+def test_core_and_cli_work_without_the_server_extra() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('fastapi', 'uvicorn', 'httpx', 'starlette', 'pydantic'):\n"
+        "    sys.modules[name] = None\n"
+        "import satchel, satchel.cli\n"
+        "with satchel.open('memory://') as s:\n"
+        "    s.set('k', 1)\n"
+        "try:\n"
+        "    satchel.open('http://127.0.0.1:1', token='t')\n"
+        "except satchel.BackendError as exc:\n"
+        "    assert 'satchel[server]' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    serve = "import sys; sys.modules['uvicorn'] = None\nfrom satchel.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", serve, "serve"], capture_output=True, text=True)
+    assert result.returncode == 3 and "satchel[server]" in result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -74,12 +75,22 @@ class HTTPBackend(Backend):
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:
         self.engine = base_url
-        self._client = httpx.Client(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-        )
+        self._options: dict[str, Any] = {
+            "base_url": base_url,
+            "headers": {"Authorization": f"Bearer {token}"},
+            "timeout": timeout,
+            "limits": httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        }
+        self._client = httpx.Client(**self._options)
+        self._pid = os.getpid()
+        self._closed = False
+
+    def _http(self) -> httpx.Client:
+        """The client; a forked child gets its own (the parent's sockets are not its own)."""
+        if self._pid != os.getpid() and not self._closed:
+            self._client = httpx.Client(**self._options)
+            self._pid = os.getpid()
+        return self._client
 
     # -- the one choke point ----------------------------------------------------------
 
@@ -102,7 +113,7 @@ class HTTPBackend(Backend):
         for attempt in range(attempts):
             try:
                 with self._errors():
-                    response = self._client.request(method, path, **kwargs)
+                    response = self._http().request(method, path, **kwargs)
                 break
             except BackendUnavailable:
                 if attempt + 1 == attempts:
@@ -273,7 +284,9 @@ class HTTPBackend(Backend):
         return 0  # the server sweeps its engine itself; expired records are invisible
 
     def close(self) -> None:
-        self._client.close()
+        self._closed = True
+        if self._pid == os.getpid():
+            self._client.close()
 
     # -- blobs, series, events --------------------------------------------------------
 
