@@ -232,6 +232,9 @@ def test_human_endpoints_round_trip(server):
         assert [k["key"] for k in page["keys"]] == ["n", "new"] and page["next_cursor"] == "new"
         rest = c.get("/v1/keys", params={"scope": "s", "cursor": "new"}).json()
         assert [k["key"] for k in rest["keys"]] == ["raw", "when"] and rest["next_cursor"] is None
+        items = c.get("/v1/items", params={"scope": "s", "pattern": "[nr]*"}).json()
+        assert [(i["key"], i["type"]) for i in items["items"]] == [
+            ("n", "int"), ("new", "list"), ("raw", "bytes")]  # fmt: skip
         assert c.get("/v1/tenants").status_code == 403
         usage = c.get("/v1/usage").json()
         assert usage["keys"] == 4 and usage["bytes"] > 0
@@ -239,7 +242,8 @@ def test_human_endpoints_round_trip(server):
         assert store.get("new") == [1, "a"] and store.get("n") == 8
 
 
-def test_http_engine_url_and_options() -> None:
+def test_http_engine_url_and_options(monkeypatch) -> None:
+    monkeypatch.delenv("SATCHEL_TOKEN", raising=False)
     with pytest.raises(InvalidInput, match="token"):
         satchel.open("http://127.0.0.1:8470")
     with pytest.raises(InvalidInput, match="port"):
@@ -250,9 +254,10 @@ def test_http_engine_url_and_options() -> None:
         assert store.url == "https://127.0.0.1:8443/base" and "s3cret" not in repr(store)
 
 
-def test_a_dead_server_is_backend_unavailable_without_the_token() -> None:
+def test_a_dead_server_is_backend_unavailable_without_the_token(monkeypatch) -> None:
     port = support_server.free_port()
-    with satchel.open(f"http://127.0.0.1:{port}", token="s3cret-token") as store:
+    monkeypatch.setenv("SATCHEL_TOKEN", "s3cret-token")  # the token from the environment
+    with satchel.open(f"http://127.0.0.1:{port}") as store:
         with pytest.raises(BackendUnavailable) as caught:
             store.get("k")
         assert "s3cret-token" not in str(caught.value) and str(port) in str(caught.value)

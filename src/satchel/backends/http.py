@@ -6,7 +6,8 @@ travel as the bytes this client's Store made, so values come back with their typ
 
     store = satchel.open("http://127.0.0.1:8470", token="...", scope="app")
 
-The token may also be given as ``?token=`` in the URL; it never appears in messages.
+The token may also be given as ``?token=`` in the URL or in ``$SATCHEL_TOKEN``; it never
+appears in messages.
 """
 
 from __future__ import annotations
@@ -407,7 +408,7 @@ class HTTPBackend(Backend):
 
 def open_http(url: str, options: dict[str, Any]) -> HTTPBackend:
     """The engine for ``http(s)://host:port[/path]``; options: token (required), timeout."""
-    token = options.pop("token", None)
+    token = options.pop("token", None) or os.environ.get("SATCHEL_TOKEN")
     timeout = options.pop("timeout", 30.0)
     if options:
         raise InvalidInput(f"unknown option(s) for the http engine: {', '.join(sorted(options))}")
@@ -419,7 +420,8 @@ def open_http(url: str, options: dict[str, Any]) -> HTTPBackend:
     if not parts.hostname:
         raise InvalidInput("an http URL needs a host: http://127.0.0.1:8470")
     if not isinstance(token, str) or not token:
-        raise InvalidInput("the http engine needs token=... (or ?token= in the URL)")
+        raise InvalidInput("the http engine needs token=... (or ?token= in the URL, or "
+                           "$SATCHEL_TOKEN)")  # fmt: skip
     try:
         timeout = float(timeout)
     except (TypeError, ValueError):

@@ -15,16 +15,30 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query
 from starlette.exceptions import HTTPException
 
+from ..backends.base import Record
 from ..blobs import is_manifest, read_manifest
 from ..codecs import get_codec
 from ..errors import InvalidInput, KeyNotFound, SatchelError
 from ..keys import check_key, compile_pattern
 from .deps import RESPONSES, T
-from .models import Count, IncrBody, KeyEntry, KeyPage, Tenants, UsageOut, ValueBody, ValueOut
+from .models import (
+    Count,
+    IncrBody,
+    ItemPage,
+    KeyEntry,
+    KeyPage,
+    Tenants,
+    UsageOut,
+    ValueBody,
+    ValueOut,
+)
 from .service import Service
 from .tenants import Tenant
 
 ScopeQ = Annotated[str, Query(min_length=1, max_length=255)]
+PatternQ = Annotated[str, Query(max_length=4096)]
+CursorQ = Annotated[str | None, Query(max_length=1024)]
+LimitQ = Annotated[int, Query(ge=1, le=1000)]
 KeyQ = Annotated[str, Query(min_length=1, max_length=1024)]
 _typed = get_codec("typed")
 _INCR_TRIES = 100
@@ -49,7 +63,7 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def describe(scope: str, key: str, record: Any) -> ValueOut:
+def describe(scope: str, key: str, record: Record) -> ValueOut:
     """A record as the UI shows it."""
     data: bytes = record.value
     out = ValueOut(
@@ -82,36 +96,45 @@ def describe(scope: str, key: str, record: Any) -> ValueOut:
 def routes(app: FastAPI, service: Service) -> None:
     """Register the endpoints that decode values with the typed codec."""
 
-    @app.get("/v1/keys", responses=RESPONSES, tags=["people"])
-    def keys(
-        t: T,
-        scope: ScopeQ,
-        pattern: Annotated[str, Query(max_length=4096)] = "*",
-        cursor: Annotated[str | None, Query(max_length=1024)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    ) -> KeyPage:
-        """Keys matching a glob, in order, a page at a time: pass `next_cursor` back."""
+    def page(
+        t: Tenant, scope: str, pattern: str, cursor: str | None, limit: int
+    ) -> tuple[list[Record], str | None]:
         compiled = compile_pattern(pattern)
-        if cursor is not None:
-            check_key(cursor)
-        found: list[KeyEntry] = []
-        after = cursor
+        after = None if cursor is None else check_key(cursor)
+        found: list[Record] = []
         while len(found) < limit:
-            page, _ = service.scan(t, scope, compiled.prefix, after, 500, True)
-            for r in page:
-                if compiled.matches(r.key):
-                    found.append(KeyEntry(
-                        key=r.key, size=len(r.value), version=r.version,
-                        created_at=r.created_at, updated_at=r.updated_at,
-                        expires_at=r.expires_at,
-                    ))  # fmt: skip
-                    if len(found) == limit:
-                        break
-            if len(page) < 500 or len(found) == limit:
+            got, _ = service.scan(t, scope, compiled.prefix, after, 500, True)
+            found.extend(r for r in got if compiled.matches(r.key))
+            if len(got) < 500:
                 break
-            after = page[-1].key
-        more = len(found) == limit
-        return KeyPage(keys=found, next_cursor=found[-1].key if more else None)
+            after = got[-1].key
+        found = found[:limit]
+        return found, found[-1].key if len(found) == limit else None
+
+    @app.get("/v1/keys", responses=RESPONSES, tags=["people"])
+    def keys(t: T, scope: ScopeQ, pattern: PatternQ = "*", cursor: CursorQ = None,
+             limit: LimitQ = 50) -> KeyPage:  # fmt: skip
+        """Keys matching a glob, in order, a page at a time: pass `next_cursor` back."""
+        found, next_cursor = page(t, scope, pattern, cursor, limit)
+        entries = [
+            KeyEntry(
+                key=r.key,
+                size=len(r.value),
+                version=r.version,
+                created_at=r.created_at,
+                updated_at=r.updated_at,
+                expires_at=r.expires_at,
+            )
+            for r in found
+        ]
+        return KeyPage(keys=entries, next_cursor=next_cursor)
+
+    @app.get("/v1/items", responses=RESPONSES, tags=["people"])
+    def items(t: T, scope: ScopeQ, pattern: PatternQ = "*", cursor: CursorQ = None,
+              limit: LimitQ = 50) -> ItemPage:  # fmt: skip
+        """Keys matching a glob with their decoded values, a page at a time."""
+        found, next_cursor = page(t, scope, pattern, cursor, limit)
+        return ItemPage(items=[describe(scope, r.key, r) for r in found], next_cursor=next_cursor)
 
     @app.get("/v1/value", responses=RESPONSES, tags=["people"])
     def value(t: T, scope: ScopeQ, key: KeyQ) -> ValueOut:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MAX_BATCH = 10_000
+MAX_BATCH = 100_000  # items in one batch (the body limit applies too)
 MAX_TIME = 1e10  # seconds, as MAX_TTL in the Store
 Name = Annotated[str, Field(min_length=1, max_length=1024)]
 ScopeName = Annotated[str, Field(min_length=1, max_length=255)]
@@ -137,6 +137,11 @@ class ValueOut(KeyEntry):
     json_value: Any = None
     hex: str | None = None
     text: str | None = None
+
+
+class ItemPage(BaseModel):
+    items: list[ValueOut]
+    next_cursor: str | None
 
 
 class UsageOut(BaseModel):
