@@ -133,3 +133,15 @@ def test_core_and_cli_work_without_the_server_extra() -> None:
     serve = "import sys; sys.modules['uvicorn'] = None\nfrom satchel.cli import main; main()"
     result = subprocess.run([sys.executable, "-c", serve, "serve"], capture_output=True, text=True)
     assert result.returncode == 3 and "satchel[server]" in result.stderr
+
+
+def test_the_store_commands_work_against_a_server(monkeypatch) -> None:
+    server = support_server.running()
+    monkeypatch.setenv("SATCHEL_TOKEN", server.tenant())
+    assert run("--url", server.url, "--scope", "app", "set", "k", "hello")[0] == 0
+    code, out, _ = run("--url", server.url, "--scope", "app", "get", "k")
+    assert code == 0 and out.strip() == "hello"
+    code, out, _ = run("--url", server.url, "scopes")
+    assert code == 0 and out.split() == ["app"]
+    code, _, err = run("--url", server.url, "--scope", "app", "get", "missing")
+    assert code == 1
