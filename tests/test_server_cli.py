@@ -144,4 +144,4 @@ def test_the_store_commands_work_against_a_server(monkeypatch) -> None:
     code, out, _ = run("--url", server.url, "scopes")
     assert code == 0 and out.split() == ["app"]
     code, _, err = run("--url", server.url, "--scope", "app", "get", "missing")
-    assert code == 1
+    assert code == 1 and "missing" in err
