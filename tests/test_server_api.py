@@ -281,3 +281,16 @@ def test_a_forked_child_uses_its_own_connections(server) -> None:
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert len(list(store.keys("child*"))) == 50
+
+
+def test_error_messages_show_neither_the_engine_nor_the_prefix(server) -> None:
+    token = server.tenant()
+    name = server.service.tenant_for(token).name
+    with client(server, token) as c:
+        r = c.post("/v1/put", json={"scope": "s", "items": [{"key": "a\x00b", "value": ""}]})
+        message = r.json()["error"]["message"]
+        assert "NUL" in message and "a\\x00b" in message
+        for text in (message, c.post("/v1/blobs/commit", json={
+                "scope": "s", "key": "k", "blob_id": "nope", "chunks": 2,
+                "manifest": ""}).json()["error"]["message"]):  # fmt: skip
+            assert "sqlite" not in text and name not in text and "server.db" not in text

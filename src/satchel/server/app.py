@@ -19,6 +19,7 @@ from ..errors import (
     InvalidInput,
     KeyNotFound,
     ReadOnlyError,
+    SatchelError,
     UnsupportedValue,
 )
 from . import extras, human, ui
@@ -52,6 +53,14 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (BackendUnavailable, 503, "unavailable"),
     (BackendError, 503, "backend"),
 ]
+
+
+def public(exc: Exception) -> str:
+    """What a client may read of `exc`: the message and the key it names, never the
+    server-side scope (it holds the tenant prefix) or the engine (its URL or path)."""
+    if not isinstance(exc, SatchelError):
+        return str(exc)
+    return exc.message if exc.key is None else f"{exc.message} (key {exc.key!r})"[:2000]
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -112,7 +121,7 @@ def install_errors(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         for kind, status, code in _ERRORS:
             if isinstance(exc, kind):
-                return error(status, code, str(exc))
+                return error(status, code, public(exc))
         raise exc
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
