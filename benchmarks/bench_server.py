@@ -44,7 +44,9 @@ def value_for(i: int) -> dict[str, Any]:
             "bio": "x" * 40}  # fmt: skip
 
 
-def client_loop(store: satchel.Store, keys: int, until: float, seed: int) -> tuple[list[float], int]:
+def client_loop(
+    store: satchel.Store, keys: int, until: float, seed: int
+) -> tuple[list[float], int]:
     """get/set until `until`; return latencies (seconds) and failures."""
     rng = random.Random(seed)
     latencies: list[float] = []
