@@ -167,3 +167,21 @@ def test_quota_counts_every_scope_of_the_tenant(server):
         assert store.scopes() == ["one"]
         store.scope("one").clear()
         store.scope("two").set("k", b"x" * 3000)
+
+
+def test_series_and_events_count_against_the_quota_even_after_a_recount(server):
+    token = server.tenant(quota_bytes=20_000)
+    tenant = server.service.tenant_for(token)
+    with satchel.open(f"{server.url}?token={token}", scope="metrics") as store:
+        series = store.series("cpu")
+        for t in range(100):
+            series.add(t, "x" * 100)
+        store.events("log").apply({"big": "y" * 3000})
+        used = server.service.usage(tenant).bytes
+        assert used > 100 * 100 + 3000
+        server.service.accounts.forget(tenant)  # as after a restart or the periodic recount
+        assert server.service.usage(tenant).bytes >= 100 * 100 + 3000
+        with pytest.raises(QuotaExceeded):
+            for t in range(100, 200):
+                series.add(t, "x" * 100)
+        assert store.scopes() == []  # no records: the ledger is not the tenant's to see

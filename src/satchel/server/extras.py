@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import BackendError, BackendUnavailable, SatchelError
 from .deps import RESPONSES, T
+from .ledger import EVENT_COST, POINT_COST
 from .models import B64, MAX_BATCH, ExpiresIn, Int64, Name, ScopeBody, _Body
 from .service import Service, b64decode, expiry
 from .tenants import Tenant
@@ -210,7 +211,8 @@ def routes(app: FastAPI, service: Service) -> None:
         points = [(p.t, b64decode(p.value)) for p in body.points]
         if len({ts for ts, _ in points}) != len(points):
             raise HTTPException(400, "two points have the same t")
-        full = writing(t, body.scope, sum(8 + len(v) for _, v in points))
+        full = writing(t, body.scope, sum(POINT_COST + len(v) for _, v in points))
+        service.ledger.note(t.name, full)
         backend.series_put(full, service.key(body.name), points)
         return Result(count=len(points))
 
@@ -254,7 +256,8 @@ def routes(app: FastAPI, service: Service) -> None:
         """Append events if the last seq is `after_seq`; `ok` False if it moved on."""
         events = [(p.t, b64decode(p.value)) for p in body.events]
         head = b64decode(body.head)
-        full = writing(t, body.scope, sum(16 + len(v) for _, v in events))
+        full = writing(t, body.scope, sum(EVENT_COST + len(v) for _, v in events))
+        service.ledger.note(t.name, full)
         ok = backend.events_append(full, service.key(body.name), body.after_seq, events, head)
         return Result(ok=ok)
 

@@ -19,6 +19,7 @@ from ..backends.base import Backend, Record
 from ..blobs import is_manifest, read_manifest
 from ..errors import InvalidInput, ReadOnlyError, SatchelError
 from ..keys import check_key
+from .ledger import Ledger
 from .models import MAX_TIME, RecordOut
 from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
 
@@ -89,6 +90,7 @@ class Service:
         self.backend = backend
         self.config = config
         self.accounts = Accounts(self._recount)
+        self.ledger = Ledger(backend)
         self._next_purge = 0.0
         self._path = config_path
         self._mtime = self._stat()
@@ -150,6 +152,7 @@ class Service:
                 usage.keys += len(page)
                 usage.bytes += sum(size_of(r.key, r.value) + blob_size(r.value) for r in page)
                 after = page[-1].key
+        usage.bytes += self.ledger.extra_bytes(tenant.name)
         return usage
 
     def usage(self, tenant: Tenant) -> Usage:
