@@ -91,6 +91,15 @@ def pct(sorted_values: list[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(engine_url: str, config: Path, port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
                "--url", engine_url, "--port", str(port), "--config", str(config)]  # fmt: skip
@@ -147,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         elapsed = min(time.perf_counter() - t0, args.seconds + 2.0) - 2.0
         latencies = sorted(x for p in parts for x in p[0])
         failed = sum(p[1] for p in parts)
+        server_cpu = _cpu_seconds(server.pid)
     finally:
         server.terminate()
         server.wait(10)
@@ -183,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         md_table(["run", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "failed"], rows),
         "",
         f"Remote / local ops/s: {remote_rate / local_rate:.2f}x",
+        f"Server CPU per request: {server_cpu / max(len(latencies), 1) * 1e3:.2f} ms "
+        f"(the whole run, preloading included: {server_cpu:.1f} s of CPU).",
         "",
         "Notes: the server (uvicorn, one worker) and the client processes share the machine's",
         "CPUs; the local run uses the same thread count on the same engine in one process.",
