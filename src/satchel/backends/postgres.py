@@ -403,7 +403,7 @@ def open_postgres(url: str, options: dict[str, Any]) -> Backend:
 
 
 class PostgresBackend(Backend):
-    """A satchel store in one PostgreSQL table."""
+    """A satchel store in one PostgreSQL table (and the tables named after it)."""
 
     def __init__(
         self,
@@ -856,8 +856,12 @@ class PostgresBackend(Backend):
         params = {"scope": scope, "key": key, "blob": blob_id, "n": index, "now": now}
         if not INT32_MIN <= index <= INT32_MAX:
             return None
-        row = self._one("BLOB_READ", params, read=True)
-        return None if row is None else row[0]  # bytea arrives as bytes
+        statement = self._sql["BLOB_READ"]
+        # Binary results: text would send a chunk hex-encoded, twice its size.
+        row = self._run(
+            lambda conn: conn.execute(statement, params, binary=True).fetchone(), read=True
+        )
+        return None if row is None else row[0]
 
     # -- time series -------------------------------------------------------------------
 
