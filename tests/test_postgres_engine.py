@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 import uuid
@@ -563,3 +564,51 @@ def test_a_table_name_with_quotes_and_dollars_works(url):
         b.put("s", "k", b"v", None, NOW, False)
         assert b.blob_read("s", "k", "b1", 0, NOW) is None
     assert _rows(url, "we\"\"ird $$ 'name'_chunks") == 0
+
+
+def _orphan_chunks(url: str) -> int:
+    schema = _schema(url)
+    return _rows(
+        url,
+        "satchel_kv_chunks",
+        f'c WHERE NOT EXISTS (SELECT 1 FROM "{schema}".satchel_kv_blobs b '
+        "WHERE b.blob_id = c.blob_id)",
+    )
+
+
+def test_racing_chunk_writes_discards_and_commits_leave_no_orphan_chunks(url):
+    threads, rounds = 4, 40
+    backends = [_backend(url) for _ in range(threads)]
+    errors: list[BaseException] = []
+
+    def writer(b: PostgresBackend, me: int) -> None:
+        try:
+            for r in range(rounds):
+                blob_id = f"blob-{r}"  # every thread works on the same blobs
+                for i in range(3):
+                    with contextlib.suppress(satchel.BackendError):
+                        b.blob_write("s", "k", blob_id, i, b"x" * 100, NOW)
+                if me == 0:
+                    b.blob_discard("s", "k", blob_id)
+                elif me == 1:
+                    with contextlib.suppress(satchel.BackendError):
+                        b.blob_commit("s", "k", blob_id, 3, b"m", None, NOW)
+                else:
+                    b.purge_expired(NOW + 2 * STAGED_LIFETIME, 1000)
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        workers = [threading.Thread(target=writer, args=(backends[i], i)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(120)
+        assert not errors, errors
+        backends[0].put("s", "k", b"v", None, NOW, False)  # frees the committed blob
+        backends[0].purge_expired(NOW + 2 * STAGED_LIFETIME, 10_000)  # and the staged ones
+    finally:
+        for b in backends:
+            b.close()
+    assert _orphan_chunks(url) == 0
+    assert _rows(url, "satchel_kv_chunks") == 0
