@@ -121,7 +121,7 @@ def _b64(data: bytes) -> str:
 
 def _charge(service: Service, tenant: Tenant, size: int) -> None:
     """Count `size` more bytes for `tenant`, or raise QuotaExceeded (lock held)."""
-    usage = service._charge(tenant, size, 0)
+    usage = service.charge(tenant, size, 0)
     usage.bytes += size
 
 

@@ -159,7 +159,7 @@ class Service:
         with self.accounts.lock(tenant):
             return self.accounts.usage(tenant)
 
-    def _charge(self, tenant: Tenant, add_bytes: int, add_keys: int) -> Usage:
+    def charge(self, tenant: Tenant, add_bytes: int, add_keys: int) -> Usage:
         """Check that the tenant can take the growth (lock held); return its usage."""
         usage = self.accounts.usage(tenant)
         if add_bytes > 0 and usage.bytes + add_bytes > tenant.quota_bytes:
@@ -210,7 +210,7 @@ class Service:
                     grow, keys = grow + size_of(key, value), keys + 1
                 elif not if_absent:
                     grow += len(value) - len(before.value)
-            usage = self._charge(tenant, grow, keys)
+            usage = self.charge(tenant, grow, keys)
             expires_at = expiry(expires_in, now)
             if len(decoded) == 1:
                 ((key, value),) = decoded.items()
@@ -279,7 +279,7 @@ class Service:
             now = time.time()
             old = self.backend.get(full, key, now)
             grow = size_of(key, value) if old is None else len(value) - len(old.value)
-            usage = self._charge(tenant, grow, int(old is None))
+            usage = self.charge(tenant, grow, int(old is None))
             written = self.backend.compare_and_set(
                 full, key, expected_version, value, expiry(expires_in, now), now,
                 expected_created_at=expected_created_at,
