@@ -145,3 +145,8 @@ def test_the_store_commands_work_against_a_server(monkeypatch) -> None:
     assert code == 0 and out.split() == ["app"]
     code, _, err = run("--url", server.url, "--scope", "app", "get", "missing")
     assert code == 1 and "missing" in err
+
+
+def test_serve_refuses_to_start_without_a_token(tmp_path: Path) -> None:
+    code, _, err = run("serve", "--config", str(tmp_path / "none.toml"))
+    assert code == 2 and "satchel token add" in err

@@ -46,9 +46,9 @@ def serve(
     from .tenants import Config
 
     config = Config.load(config_path)
-    if not config.tokens:
-        click.echo(f"satchel: warning: {config_path} has no token yet; "
-                   "add one with `satchel token add TENANT`", err=True)  # fmt: skip
+    if not config.tokens:  # a server nobody can use: say so rather than listen
+        raise InvalidInput(f"{config_path} has no token yet: add one with "
+                           f"`satchel token add TENANT --config {config_path}`")  # fmt: skip
     url = engine_url or getattr(state, "url", None)
     if url:
         state.remember(url)
