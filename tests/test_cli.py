@@ -563,9 +563,9 @@ def test_clear_needs_yes_and_keeps_other_scopes(url: str, store: satchel.Store) 
     assert len(store) == 0 and store.scope("other").get("b") == 2
 
 
-def test_serve_is_a_placeholder() -> None:
-    result = invoke("serve")
-    assert result.exit_code == 2 and "not built yet" in one_error_line(result.stderr)
+def test_serve_without_a_token_refuses_to_start(tmp_path: Path) -> None:
+    result = invoke("serve", "--config", str(tmp_path / "server.toml"))
+    assert result.exit_code == 2 and "satchel token add" in one_error_line(result.stderr)
 
 
 def test_help_lists_every_command_with_examples() -> None:
