@@ -34,7 +34,16 @@ def serve(
     state: Any, engine_url: str | None, host: str, port: int, config_path: Path,
     max_body: int | None,
 ) -> None:  # fmt: skip
-    """Serve a store over HTTP to the tenants of --config (see `satchel token add`)."""
+    """Serve a store over HTTP to the tenants of --config (see `satchel token add`).
+
+    The JSON API is under /v1 (OpenAPI at /openapi.json), the admin page at /ui.
+
+    \b
+    Examples:
+      satchel token add shop --config server.toml
+      satchel serve --url sqlite:///data.db --config server.toml
+      satchel serve --url redis://127.0.0.1:6379/0 --port 9000 --config server.toml
+    """
     try:
         import uvicorn
 
@@ -62,7 +71,14 @@ def serve(
 
 @click.group("token")
 def token() -> None:
-    """Manage the server's tokens and tenants (the --config file)."""
+    """Manage the server's tokens and tenants (the --config file).
+
+    \b
+    Examples:
+      satchel token add shop --quota-bytes 50000000 --config server.toml
+      satchel token list --config server.toml
+      satchel token revoke shop --config server.toml
+    """
 
 
 @token.command("add")
@@ -79,7 +95,14 @@ def token_add(
     tenant: str, config_path: Path, prefix: str | None, scopes: tuple[str, ...], readonly: bool,
     admin: bool, quota_bytes: int | None, quota_keys: int | None,
 ) -> None:  # fmt: skip
-    """Create a token for TENANT (created with these options if new) and print it once."""
+    """Create a token for TENANT (created with these options if new) and print it once.
+
+    \b
+    Examples:
+      satchel token add shop --config server.toml
+      satchel token add ops --admin --prefix "" --config server.toml
+      satchel token add reports --readonly --scope "sales*" --config server.toml
+    """
     from .tenants import Config, Tenant, check_name
 
     config = Config.load(config_path)
@@ -101,7 +124,12 @@ def token_add(
 @token.command("list")
 @_config_option
 def token_list(config_path: Path) -> None:
-    """List tokens (ids, never secrets) and their tenants."""
+    """List tokens (ids, never secrets) and their tenants.
+
+    \b
+    Examples:
+      satchel token list --config server.toml
+    """
     from .tenants import Config
 
     config = Config.load(config_path)
@@ -117,7 +145,15 @@ def token_list(config_path: Path) -> None:
 @click.argument("what", metavar="ID|TENANT")
 @_config_option
 def token_revoke(what: str, config_path: Path) -> None:
-    """Revoke the token with this id, or every token of this tenant."""
+    """Revoke the token with this id, or every token of this tenant.
+
+    A running server stops accepting it within a second.
+
+    \b
+    Examples:
+      satchel token revoke 3f2a9c1b --config server.toml
+      satchel token revoke shop --config server.toml
+    """
     from .tenants import Config
 
     config = Config.load(config_path)
