@@ -17,8 +17,10 @@ Beside it, tables named after it (for the default table):
   (``staged_at`` set) until ``blob_commit`` claims it. A committed blob's record names it
   in the kv column ``blob``; triggers on the kv table free the blob (its row and its
   chunks) when that record is deleted, overwritten, cleared or purged. Only rows with a
-  ``blob`` fire them (a ``WHEN`` condition), so ordinary writes pay nothing. Chunks are
-  written once and never moved: committing is one short transaction.
+  ``blob`` call them (a ``WHEN`` condition): other writes pay only that check, measured
+  at about 1 µs per overwritten row and 0.15 µs per deleted row on the server (inserts
+  and reads nothing). Chunks are written once and never moved: committing is one short
+  transaction.
 - ``satchel_kv_series (scope, series, t, value)``: time series points, one primary key
   range per series.
 - ``satchel_kv_events (scope, name, seq, ts, data)`` and ``satchel_kv_states (scope,
