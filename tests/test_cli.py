@@ -31,6 +31,7 @@ from click.testing import CliRunner, Result
 import satchel
 import support_postgres
 import support_redis
+from satchel.blobs import CHUNK_SIZE
 from satchel.cli import cli
 from satchel.engines import ENGINES
 
@@ -736,3 +737,19 @@ def test_copy_scope_pattern_and_refusals(url: str, store: satchel.Store) -> None
     assert same_store.exit_code == 2 and "same store" in same_store.stderr
     bad = invoke("copy", url, "nosuch://x")
     assert bad.exit_code == 2 and "unknown engine" in one_error_line(bad.stderr)
+
+
+def test_copy_streams_large_values(url: str, store: satchel.Store, tmp_path: Path) -> None:
+    big = os.urandom(3 * CHUNK_SIZE + 7)
+    with store.open_blob("big", "wb", ttl=600) as f:
+        f.write(big)
+    store.set("small", b"x")
+    target = f"file://{tmp_path}/kv"
+    result = invoke("copy", url, target)
+    assert result.exit_code == 0, result.output
+    with satchel.open(target) as copy:
+        assert copy.get("big") == big and copy.get("small") == b"x"
+        assert copy.info("big").checksum == store.info("big").checksum
+        ttl = copy.ttl("big")
+        assert ttl is not None and 590 < ttl <= 600
+    assert invoke("copy", url, target, "--skip-existing").exit_code == 0

@@ -33,9 +33,10 @@ real deadline instead of restarting its TTL, and a value that expired meanwhile 
 not imported. `created_at`, `updated_at` and `version` are informative; a store sets
 its own on import.
 
-`import_lines` and `copy` move records BATCH at a time through the public Store API
-only (`items` + `info` to read, `set_many` to write), so they work between any two
-engines and hold no storage rule of their own.
+`import_lines` and `copy` move records BATCH at a time through the Store (a scan that
+yields each record with its metadata to read, `set_many` to write), so they work between
+any two engines and hold no storage rule of their own. `copy` streams large values chunk
+by chunk through `open_blob`; an export line holds a large value whole, in base64.
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ import decimal
 import json
 import math
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from time import time
 from typing import Any
 
-from .errors import InvalidInput, KeyNotFound, UnsupportedValue
+from .blobs import CHUNK_SIZE
+from .errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue, ValueChanged
 from .keys import check_key
 from .store import KeyInfo, Store
 
@@ -413,19 +416,34 @@ def parse_line(text: str) -> Entry:
     return Entry(key, value, expires_at)
 
 
-def read_records(store: Store, pattern: str = "*") -> Iterator[tuple[str, Any, KeyInfo]]:
+class LargeValue:
+    """Stands for a large value (blob) in `read_records`: read it with `open_blob`."""
+
+    __slots__ = ()
+
+
+LARGE = LargeValue()
+
+
+def read_records(
+    store: Store, pattern: str = "*", large: bool = False
+) -> Iterator[tuple[str, Any, KeyInfo]]:
     """Yield ``(key, value, info)`` for the keys matching `pattern`, sorted by key.
 
-    A key that expires or is deleted while this runs is left out. `info` is read just
-    after the value (the Store has no call returning both), so a key rewritten in
-    between may pair the old value with the new metadata.
+    A key that expires or is deleted while this runs is left out. With `large`, the value
+    of a large value (blob) is LARGE instead of its bytes, so it can be streamed.
     """
-    for key, value in store.items(pattern):
+    for record in store._records(pattern, values=True):
         try:
-            info = store.info(key)
-        except KeyNotFound:
+            info, is_large = store._info(record)
+            if is_large and large:
+                yield record.key, LARGE, info
+            else:
+                yield record.key, store._value(record), info
+        except (KeyNotFound, ValueChanged):  # replaced or deleted meanwhile
             continue
-        yield key, value, info
+        except SatchelError as exc:
+            raise store._tag(exc, record.key) from exc.__cause__
 
 
 @dataclass(slots=True)
@@ -502,11 +520,14 @@ def copy(
     records after each batch.
     """
     tally, batch = Tally(), list[Entry]()
-    for key, value, info in read_records(src, pattern):
+    for key, value, info in read_records(src, pattern, large=True):
         expires_at = None if info.expires_at is None else info.expires_at.timestamp()
-        batch.append(Entry(key, value, expires_at))
         tally.read += 1
         tally.size += info.size
+        if value is LARGE:
+            _copy_large(src, dst, key, expires_at, if_absent, tally)
+            continue
+        batch.append(Entry(key, value, expires_at))
         if len(batch) == BATCH:
             write_entries(dst, batch, if_absent, tally)
             if progress is not None:
@@ -517,6 +538,25 @@ def copy(
         if progress is not None:
             progress(len(batch))
     return tally
+
+
+def _copy_large(
+    src: Store, dst: Store, key: str, expires_at: float | None, if_absent: bool, tally: Tally
+) -> None:
+    """Stream one large value from `src` to `dst`, a chunk at a time."""
+    if if_absent and dst.exists(key):
+        tally.existing += 1
+        return
+    ttl = None if expires_at is None else expires_at - time()
+    if ttl is not None and ttl <= 0:
+        tally.expired += 1
+        return
+    try:
+        with src.open_blob(key) as source, dst.open_blob(key, "wb", ttl=ttl) as target:
+            shutil.copyfileobj(source, target, CHUNK_SIZE)
+    except (KeyNotFound, ValueChanged):  # replaced or deleted meanwhile: not copied
+        return
+    tally.written += 1
 
 
 def write_entries(store: Store, entries: Iterable[Entry], if_absent: bool, tally: Tally) -> None:

@@ -175,10 +175,11 @@ class Store:
 
     def _load(self, data: bytes, key: str) -> Any:
         """The value stored as `data` under `key`: unsealed if need be, then decoded."""
-        if len(data) > 2 and data[2]:  # flags: encrypted and/or compressed
-            data = unseal(data, self._keyring, self._scope, key)
-        if data[1] == 66:  # b"B": a large value, whose bytes are in chunks
-            return blobs.read_whole(self, key, blobs.read_manifest(data))
+        if len(data) > 2:  # shorter is no record: the codec says so
+            if data[2]:  # flags: encrypted and/or compressed
+                data = unseal(data, self._keyring, self._scope, key)
+            if data[1] == 66:  # b"B": a large value, whose bytes are in chunks
+                return blobs.read_whole(self, key, blobs.read_manifest(data))
         return self._decode(data)
 
     def _load_small(self, data: bytes, key: str) -> Any:
@@ -307,17 +308,22 @@ class Store:
         record = self._shared.backend.get(self._scope, key, time())
         if record is None:
             raise KeyNotFound("key not found")
+        return self._info(record)[0]
+
+    def _info(self, record: Record) -> tuple[KeyInfo, bool]:
+        """The KeyInfo of `record`, and whether it holds a large value (blob)."""
         data = record.value
         if len(data) > 2 and data[2]:  # sealed: describe the value, not its ciphertext
-            data = unseal(data, self._keyring, self._scope, key)
-        if blobs.is_manifest(data):
+            data = unseal(data, self._keyring, self._scope, record.key)
+        large = blobs.is_manifest(data)
+        if large:
             manifest = blobs.read_manifest(data)
             size, checksum = manifest.size, manifest.checksum
         else:
             payload = memoryview(data)[HEADER_SIZE:]
             size, checksum = len(payload), hashlib.blake2b(payload, digest_size=16).hexdigest()
-        return KeyInfo(
-            key=key,
+        info = KeyInfo(
+            key=record.key,
             scope=self._scope,
             size=size,
             created_at=_utc(record.created_at),
@@ -326,6 +332,7 @@ class Store:
             version=record.version,
             checksum=checksum,
         )
+        return info, large
 
     @_about_key
     def ttl(self, key: str) -> float | None:

@@ -319,6 +319,8 @@ class MemoryBackend(Backend):
     # -- time series ---------------------------------------------------------------------
 
     def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        if not points:
+            return
         with self._lock:
             series = self._data.series.setdefault((scope, name), _Series())
             new = [t for t, _ in points if t not in series.values]
@@ -399,6 +401,8 @@ class MemoryBackend(Backend):
             current = sequence.states.get("head")
             if (0 if current is None else current[0]) != after_seq:
                 return False
+            if not events:
+                return True
             seq = after_seq
             for ts, data in events:
                 seq += 1
