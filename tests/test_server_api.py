@@ -294,3 +294,31 @@ def test_error_messages_show_neither_the_engine_nor_the_prefix(server) -> None:
                 "scope": "s", "key": "k", "blob_id": "nope", "chunks": 2,
                 "manifest": ""}).json()["error"]["message"]):  # fmt: skip
             assert "sqlite" not in text and name not in text and "server.db" not in text
+
+
+def test_the_engine_maps_each_answer_to_its_error() -> None:
+    import satchel.backends.http as http
+
+    backend = http.HTTPBackend("http://127.0.0.1:1", "t")
+    cases = [
+        (404, "not_found", KeyNotFound),
+        (400, "invalid", InvalidInput),
+        (422, "invalid", InvalidInput),
+        (403, "read_only", ReadOnlyError),
+        (403, "forbidden", AccessDenied),
+        (401, "unauthorized", AccessDenied),
+        (413, "over_quota", http.QuotaExceeded),
+        (413, "too_large", InvalidInput),
+        (503, "unavailable", BackendUnavailable),
+        (503, "backend", satchel.BackendError),
+        (502, "", BackendUnavailable),
+    ]
+    for status, code, error in cases:
+        answer = httpx.Response(status, json={"error": {"code": code, "message": "m"}})
+        with pytest.raises(error) as caught:
+            backend._raise(answer)
+        assert type(caught.value) is error, (status, code)
+    html = httpx.Response(500, text="<html>oops</html>")
+    with pytest.raises(satchel.BackendError, match="HTTP 500"):
+        backend._raise(html)
+    backend.close()

@@ -126,7 +126,11 @@ class HTTPBackend(Backend):
             return None
         if response.headers.get("content-type", "").startswith("application/octet-stream"):
             return response.content
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:  # not a satchel server (a proxy's page, another service)
+            raise BackendError("the server's answer is not JSON: is this a satchel server?",
+                               engine=self.engine) from exc  # fmt: skip
 
     def _raise(self, response: httpx.Response) -> NoReturn:
         status = response.status_code
@@ -146,9 +150,12 @@ class HTTPBackend(Backend):
             raise ReadOnlyError(message, **where)
         if status in (401, 403):
             raise AccessDenied(f"HTTP {status}: {message}", **where)
-        if status == 413:
+        if status == 413 and code == "over_quota":
             raise QuotaExceeded(message, **where)
-        if status in (502, 503, 504):
+        if status == 413:
+            raise InvalidInput(f"the request is larger than the server accepts: {message}",
+                               **where)  # fmt: skip
+        if status in (502, 504) or (status == 503 and code != "backend"):
             raise BackendUnavailable(f"HTTP {status}: {message}", **where)
         raise BackendError(f"HTTP {status}: {message}", **where)
 
