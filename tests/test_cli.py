@@ -584,10 +584,11 @@ def test_help_lists_every_command_with_examples() -> None:
 def test_unexpected_errors_are_one_line_unless_debug(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: satchel.Store, key: str, default: Any = None) -> Any:
+    def broken(self: satchel.Store, key: str, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(satchel.Store, "get", broken)
+    monkeypatch.setattr(satchel.Store, "open_blob", broken)
     plain = invoke("get", "k", url=url)
     assert plain.exit_code == 3
     assert "unexpected RuntimeError: boom" in one_error_line(plain.stderr)
@@ -753,3 +754,19 @@ def test_copy_streams_large_values(url: str, store: satchel.Store, tmp_path: Pat
         ttl = copy.ttl("big")
         assert ttl is not None and 590 < ttl <= 600
     assert invoke("copy", url, target, "--skip-existing").exit_code == 0
+
+
+def test_set_file_and_get_stream_large_values(
+    url: str, store: satchel.Store, tmp_path: Path
+) -> None:
+    big = os.urandom(2 * CHUNK_SIZE + 99)
+    (tmp_path / "in.bin").write_bytes(big)
+    created = run("set", "big", "--file", str(tmp_path / "in.bin"), url=url)
+    assert created.returncode == 0 and created.stdout == b"created\n", created.stderr
+    assert store.get("big") == big
+    assert run("get", "big", url=url).stdout == big
+    again = run("set", "big", "-", "--ttl", "60", url=url, stdin=big[:10])
+    assert again.stdout == b"updated\n" and store.get("big") == big[:10]
+    assert store.ttl("big") is not None
+    store.set("text", "hello")
+    assert run("get", "text", url=url).stdout == b"hello\n"

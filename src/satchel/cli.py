@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -351,7 +352,19 @@ def get_cmd(key: str, as_json: bool, raw: bool) -> None:
     """
     if as_json and raw:
         raise click.UsageError("give --json or --raw, not both")
-    _show(_open().get(key), as_json, raw)
+    store = _open()
+    if not as_json and (raw or not _tty(sys.stdout)):
+        try:  # a bytes value of any size goes out a chunk at a time
+            reader = store.open_blob(key)
+        except UnsupportedValue:
+            pass  # not bytes: printed below
+        else:
+            sys.stdout.flush()
+            with reader:
+                shutil.copyfileobj(reader, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+            return
+    _show(store.get(key), as_json, raw)
 
 
 @cli.command("keys")
@@ -560,9 +573,12 @@ def set_cmd(
       satchel set lock "$HOSTNAME" --if-absent --ttl 30
     """
     data: str | bytes
+    if source is not None and value is not None:
+        raise click.UsageError("give VALUE or --file, not both")
+    if not as_json and not if_absent and (source is not None or value == "-"):
+        _lines([_stream_in(key, source or sys.stdin.buffer, ttl)])
+        return
     if source is not None:
-        if value is not None:
-            raise click.UsageError("give VALUE or --file, not both")
         data = source.read()
     elif value is None:
         raise click.UsageError("missing VALUE (or --file PATH, or - to read standard input)")
@@ -581,6 +597,15 @@ def set_cmd(
             raise CliError(f"bad JSON value: {exc}") from None
     new = _open().set(key, stored, ttl=ttl, if_absent=if_absent)
     _lines(["created" if new else "not written: the key has a value" if if_absent else "updated"])
+
+
+def _stream_in(key: str, source: IO[bytes], ttl: float | None) -> str:
+    """Store the bytes of `source` under `key` a chunk at a time; "created" or "updated"."""
+    store = _open()
+    existed = store.exists(key)
+    with store.open_blob(key, "wb", ttl=ttl) as target:
+        shutil.copyfileobj(source, target, 1 << 20)
+    return "updated" if existed else "created"
 
 
 @cli.command("del")
