@@ -146,8 +146,10 @@ def test_over_quota_bytes_is_413_and_stores_nothing(server):
 
 
 def test_over_quota_keys(server):
-    token = server.tenant(quota_keys=3)
+    token = server.tenant(quota_keys=4)
     with satchel.open(f"{server.url}?token={token}") as store:
+        with store.open_blob("blob", "wb") as f:  # a large value is a key too
+            f.write(b"b" * (2 << 20))
         store.set_many({"a": 1, "b": 2, "c": 3})
         with pytest.raises(QuotaExceeded, match="keys"):
             store.set("d", 4)
@@ -155,7 +157,9 @@ def test_over_quota_keys(server):
         assert store.incr("b") == 3
         store.pop("c")
         store.set("d", 4)
-        assert sorted(store.keys()) == ["a", "b", "d"]
+        assert sorted(store.keys()) == ["a", "b", "blob", "d"]
+        with pytest.raises(QuotaExceeded, match="keys"), store.open_blob("blob2", "wb") as f:
+            f.write(b"b" * (2 << 20))
 
 
 def test_quota_counts_every_scope_of_the_tenant(server):

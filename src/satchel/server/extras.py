@@ -185,17 +185,22 @@ def routes(app: FastAPI, service: Service) -> None:
     def blob_commit(body: CommitBody, t: T) -> Result:
         """Make a staged blob the key's value; `ok`: the key had no live record."""
         manifest = b64decode(body.manifest)
-        full = writing(t, body.scope, len(manifest))
-        now = service.now()
-        try:
-            new = backend.blob_commit(
-                full, service.key(body.key), _blob_id(t, body.blob_id), body.chunks, manifest,
-                expiry(body.expires_in, now), now,
-            )  # fmt: skip
-        except BackendUnavailable:
-            raise
-        except BackendError as exc:  # a staged chunk is missing: the client's doing
-            raise Incomplete(exc.message) from exc
+        full, key = service.writable(t, body.scope), service.key(body.key)
+        with service.accounts.lock(t):
+            now = service.now()
+            fresh = backend.get(full, key, now) is None
+            usage = service.charge(t, len(manifest), int(fresh))
+            try:
+                new = backend.blob_commit(
+                    full, key, _blob_id(t, body.blob_id), body.chunks, manifest,
+                    expiry(body.expires_in, now), now,
+                )  # fmt: skip
+            except BackendUnavailable:
+                raise
+            except BackendError as exc:  # a staged chunk is missing: the client's doing
+                raise Incomplete(exc.message) from exc
+            usage.bytes += len(manifest) + (len(key.encode()) if new else 0)
+            usage.keys += int(new)
         return Result(ok=new)
 
     @post("/v1/blobs/discard", responses=RESPONSES, tags=["blobs"])
