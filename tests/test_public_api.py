@@ -11,6 +11,7 @@ import satchel
 import satchel.errors
 
 PUBLIC = {
+    "AccessDenied",
     "BackendError",
     "BackendUnavailable",
     "CorruptData",
@@ -20,6 +21,7 @@ PUBLIC = {
     "InvalidInputType",
     "KeyInfo",
     "KeyNotFound",
+    "QuotaExceeded",
     "ReadOnlyError",
     "SatchelError",
     "Store",

@@ -13,8 +13,7 @@ import pytest
 
 import satchel
 import support_server
-from satchel import BackendUnavailable, InvalidInput, KeyNotFound, ReadOnlyError
-from satchel.backends.http import AccessDenied
+from satchel import AccessDenied, BackendUnavailable, InvalidInput, KeyNotFound, ReadOnlyError
 from satchel.codecs import get_codec
 from satchel.server import Config
 

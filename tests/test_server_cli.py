@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import satchel
 import support_server
-from satchel.backends.http import AccessDenied
+from satchel import AccessDenied
 from satchel.cli import cli
 from satchel.server.tenants import Config, digest
 

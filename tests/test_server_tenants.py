@@ -9,7 +9,7 @@ import pytest
 
 import satchel
 import support_server
-from satchel.backends.http import QuotaExceeded
+from satchel import QuotaExceeded
 
 SECRET = "alice's secret"
 

@@ -9,6 +9,7 @@
 
 from .codecs import UserCodec
 from .errors import (
+    AccessDenied,
     BackendError,
     BackendUnavailable,
     CorruptData,
@@ -17,6 +18,7 @@ from .errors import (
     InvalidInput,
     InvalidInputType,
     KeyNotFound,
+    QuotaExceeded,
     ReadOnlyError,
     SatchelError,
     StoreClosed,
@@ -26,6 +28,7 @@ from .errors import (
 from .store import KeyInfo, Store, open
 
 __all__ = [
+    "AccessDenied",
     "BackendError",
     "BackendUnavailable",
     "CorruptData",
@@ -35,6 +38,7 @@ __all__ = [
     "InvalidInputType",
     "KeyInfo",
     "KeyNotFound",
+    "QuotaExceeded",
     "ReadOnlyError",
     "SatchelError",
     "Store",

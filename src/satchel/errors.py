@@ -11,8 +11,10 @@
     ├── ReadOnlyError                   a write to a store opened with readonly=True
     ├── StoreClosed                     the store was closed
     ├── ValueChanged                    a large value was replaced or deleted while read
+    ├── QuotaExceeded                   a write would pass a quota; nothing was written
     └── BackendError                    the engine failed
         ├── BackendUnavailable          cannot reach the engine, or it went away
+        ├── AccessDenied                a satchel server refused the token or the scope
         └── IncompatibleDatabase        not a satchel database, or written by a newer satchel
 
 Messages name the key, scope and engine where they are known, and never a password.
@@ -21,6 +23,7 @@ Messages name the key, scope and engine where they are known, and never a passwo
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "BackendError",
     "BackendUnavailable",
     "CorruptData",
@@ -29,6 +32,7 @@ __all__ = [
     "InvalidInput",
     "InvalidInputType",
     "KeyNotFound",
+    "QuotaExceeded",
     "ReadOnlyError",
     "SatchelError",
     "StoreClosed",
@@ -115,12 +119,21 @@ class ValueChanged(SatchelError):
     """
 
 
+class QuotaExceeded(SatchelError):
+    """A write would take a tenant (satchel server) or a plugin (Dify adapter) past its
+    quota of bytes or keys; nothing was written."""
+
+
 class BackendError(SatchelError):
     """The storage engine reported a failure."""
 
 
 class BackendUnavailable(BackendError):
     """The engine cannot be reached, or the connection was lost."""
+
+
+class AccessDenied(BackendError):
+    """A satchel server refused the token (HTTP 401) or the scope (HTTP 403)."""
 
 
 class IncompatibleDatabase(BackendError):

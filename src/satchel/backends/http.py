@@ -24,27 +24,19 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import (
+    AccessDenied,
     BackendError,
     BackendUnavailable,
     InvalidInput,
     KeyNotFound,
+    QuotaExceeded,
     ReadOnlyError,
-    SatchelError,
 )
 from .base import Backend, EventState, Record
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
 CHUNK_TIMEOUT = 120.0
-
-
-class QuotaExceeded(SatchelError):
-    """The server refused a write that would take the tenant over its quota (HTTP 413);
-    nothing was written."""
-
-
-class AccessDenied(BackendError):
-    """The server refused the token (HTTP 401) or the scope (HTTP 403)."""
 
 
 class _Changed(Exception):

@@ -299,7 +299,7 @@ class MemoryBackend(Backend):
                                    engine=self.engine)  # fmt: skip
             value = _Manifest(manifest)
             value.blob_id, value.chunks = blob_id, [staged[i] for i in range(chunks)]
-            del self._data.staged[blob_id]
+            self._data.staged.pop(blob_id, None)
             return self._write(self._scope(scope), key, value, expires_at, now)
 
     def blob_discard(self, scope: str, key: str, blob_id: str) -> None:

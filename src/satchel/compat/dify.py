@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from .. import errors
 from ..errors import CorruptData, InvalidInput, InvalidInputType, SatchelError, UnsupportedValue
 from ..keys import check_key
 from ..store import Store
@@ -76,15 +77,11 @@ USAGE_KEY = "~satchel.compat.dify:usage" + "~" * 236
 _WAIT_MIN, _WAIT_MAX = 0.001, 0.05  # seconds between looks at a lease someone else holds
 
 
-class QuotaExceeded(SatchelError):
+class QuotaExceeded(errors.QuotaExceeded):
     """A write would take a plugin's storage past its quota; nothing was written.
 
     `quota`, `used` (bytes counted before the write) and `needed` (the bytes the write
     adds) say by how much.
-
-    Defined here because only this adapter enforces a quota today; when the satchel
-    server gets tenant quotas it belongs in `satchel.errors`, and this name will stay
-    importable from here.
     """
 
     def __init__(

@@ -18,6 +18,7 @@ from ..errors import (
     BackendUnavailable,
     InvalidInput,
     KeyNotFound,
+    QuotaExceeded,
     ReadOnlyError,
     SatchelError,
     UnsupportedValue,
@@ -38,7 +39,7 @@ from .models import (
     TouchBody,
     Written,
 )
-from .service import Changed, QuotaExceeded, Service, record_out
+from .service import Changed, Service, record_out
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
 _ERRORS: list[tuple[type[Exception], int, str]] = [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..backends.base import Backend, Record
 from ..blobs import is_manifest, read_manifest
-from ..errors import InvalidInput, ReadOnlyError, SatchelError
+from ..errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from ..keys import check_key
 from .ledger import Ledger
 from .models import MAX_TIME, RecordOut
@@ -25,10 +25,6 @@ from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
 
 PURGE_EVERY = 60.0
 SCAN_BYTES = 8 * 1024 * 1024  # a scan page stops growing past this many value bytes
-
-
-class QuotaExceeded(SatchelError):
-    """The write would take the tenant over its quota; nothing was written."""
 
 
 class Changed(SatchelError):
