@@ -866,7 +866,7 @@ def test_staged_blob_freed_after_its_lifetime(tmp_path: Path) -> None:
     with satchel.open(f"sqlite:///{path}") as store:
         backend = store._shared.backend
         writer = store.open_blob("k", "wb")
-        writer.write(os.urandom(2 * CHUNK_SIZE))  # two chunks staged, never committed
+        writer.write(os.urandom(2 * CHUNK_SIZE + 1))  # two chunks staged, never committed
         assert _chunk_rows(path) == (1, 2)
         backend.purge_expired(time.time(), 100)
         assert _chunk_rows(path) == (1, 2)  # a writer may still be at work

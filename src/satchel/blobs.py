@@ -24,7 +24,14 @@ import msgpack
 
 from .codecs import BLOB, BYTES, H_BLOB, H_BYTES, HEADER_SIZE
 from .crypto import unseal
-from .errors import CorruptData, InvalidInput, KeyNotFound, UnsupportedValue, ValueChanged
+from .errors import (
+    CorruptData,
+    InvalidInput,
+    KeyNotFound,
+    SatchelError,
+    UnsupportedValue,
+    ValueChanged,
+)
 
 if TYPE_CHECKING:
     from .store import Store
@@ -81,13 +88,14 @@ def _closed(key: str) -> InvalidInput:
 class BlobWriter(io.RawIOBase):
     """A writable binary file whose bytes become the value of a key on `close()`.
 
-    Until then readers see the old value. Leaving a ``with`` block by an exception, or
-    calling `discard()`, drops what was written and keeps the old value.
+    Until then readers see the old value. Leaving a ``with`` block by an exception,
+    calling `discard()`, or dropping the writer without closing it, drops what was
+    written and keeps the old value. A `ttl` (seconds) counts from `close()`.
     """
 
-    def __init__(self, store: Store, key: str, expires_at: float | None) -> None:
+    def __init__(self, store: Store, key: str, ttl: float | None) -> None:
         super().__init__()
-        self._store, self._key, self._expires_at = store, key, expires_at
+        self._store, self._key, self._ttl = store, key, ttl
         self._blob_id = uuid.uuid4().hex
         self._buffer = bytearray()
         self._chunks = 0
@@ -101,12 +109,12 @@ class BlobWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         """Append `data` (bytes-like); return how many bytes were taken (all of them)."""
         if self._done:
-            raise _closed(self._key)
+            raise self._store._tag(_closed(self._key))
         view = memoryview(data).cast("B")
         self._hash.update(view)
         self._buffer += view
         self._size += len(view)
-        while len(self._buffer) >= CHUNK_SIZE:
+        while len(self._buffer) > CHUNK_SIZE:  # a value of one chunk stays a plain value
             self._flush_chunk(bytes(self._buffer[:CHUNK_SIZE]))
             del self._buffer[:CHUNK_SIZE]
         return len(view)
@@ -117,8 +125,11 @@ class BlobWriter(io.RawIOBase):
         if sealer is not None:
             chunk = sealer.seal(H_BYTES + chunk, scope, chunk_name(self._key, self._blob_id,
                                                                   self._chunks))  # fmt: skip
-        store._shared.backend.blob_write(scope, self._key, self._blob_id, self._chunks, chunk,
-                                         time())  # fmt: skip
+        try:
+            store._shared.backend.blob_write(scope, self._key, self._blob_id, self._chunks,
+                                             chunk, time())  # fmt: skip
+        except SatchelError as exc:
+            raise store._tag(exc, self._key) from exc.__cause__
         self._chunks += 1
 
     def discard(self) -> None:
@@ -131,6 +142,8 @@ class BlobWriter(io.RawIOBase):
             if self._chunks:
                 backend = self._store._shared.backend
                 backend.blob_discard(self._store._scope, self._key, self._blob_id)
+        except SatchelError as exc:
+            raise self._store._tag(exc, self._key) from exc.__cause__
         finally:
             super().close()
 
@@ -143,9 +156,10 @@ class BlobWriter(io.RawIOBase):
         backend, scope = store._shared.backend, store._scope
         try:
             now = time()
-            if not self._chunks:  # fits in one chunk: an ordinary bytes value
-                backend.put(scope, key, store._dump(bytes(self._buffer), key), self._expires_at,
-                            now, False)  # fmt: skip
+            expires_at = None if self._ttl is None else now + self._ttl
+            if not self._chunks:  # fits in one chunk: an ordinary bytes value, any codec
+                record = store._seal(H_BYTES + bytes(self._buffer), key)
+                backend.put(scope, key, record, expires_at, now, False)
                 return
             if self._buffer:
                 self._flush_chunk(bytes(self._buffer))
@@ -153,15 +167,21 @@ class BlobWriter(io.RawIOBase):
             manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
                                 self._hash.hexdigest(), store._sealer is not None)  # fmt: skip
             backend.blob_commit(scope, key, self._blob_id, self._chunks,
-                                store._seal(manifest.pack(), key), self._expires_at,
-                                now)  # fmt: skip
-        except BaseException:
+                                store._seal(manifest.pack(), key), expires_at, now)  # fmt: skip
+        except BaseException as exc:
             if self._chunks:
                 with contextlib.suppress(Exception):  # the first error is the one to report
                     backend.blob_discard(scope, key, self._blob_id)
+            if isinstance(exc, SatchelError):
+                store._tag(exc, key)
             raise
         finally:
             super().close()
+
+    def __del__(self) -> None:
+        # io's finaliser would call close(), publishing a half-written value.
+        with contextlib.suppress(Exception):
+            self.discard()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from time import time
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .errors import InvalidInput, SatchelError
+from .errors import InvalidInput, InvalidInputType, SatchelError
 from .keys import check_key
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ OPS: dict[str, Callable[[Any, Any], Any]] = {
     "extend": lambda current, value: [*_seq(current, list, "list", ()), *value],
     "union": lambda current, value: _set(current) | set(value) if current is not _MISSING
     else set(value),
-    "difference": lambda current, value: _set(current) - set(value),
+    "difference": lambda current, value: set(_set(current)) - set(value),
     "merge": lambda current, value: {**_seq(current, dict, "dict", {}), **value},
 }
 OP_NAMES = (*OPS, "delete")
@@ -117,6 +117,15 @@ def replay(state: dict[Any, Any], item: Any, op: str, value: Any) -> None:
         state[item] = fn(state.get(item, _MISSING), value)
     except (TypeError, ValueError, ArithmeticError, KeyError) as exc:
         raise InvalidInput(f"cannot {op} {item!r}: {exc}") from exc
+
+
+def _check_ms(
+    value: object, what: str, guard: Callable[[SatchelError], SatchelError], optional: bool = True
+) -> None:
+    if (value is None and optional) or type(value) is int:
+        return
+    raise guard(InvalidInputType(f"{what} must be an int (ms){' or None' * optional}, "
+                                 f"not {value!r}"))  # fmt: skip
 
 
 class Events:
@@ -157,14 +166,14 @@ class Events:
         if found is None:
             return 0, 0, {}
         seq, ts, data = found
-        return seq, ts, store._load_small(data, self._seal_name(f"{which}{seq}"))
+        return seq, ts, store._load_small(data, self._seal_name(f"{which}{seq}@{ts}"))
 
     def _events(self, after_seq: int) -> Iterator[Event]:
         store = self._store
         while True:
             page = store._shared.backend.events_read(store._scope, self._name, after_seq, PAGE)
             for seq, ts, data in page:
-                item, op, value = store._load_small(data, self._seal_name(f"e{seq}"))
+                item, op, value = store._load_small(data, self._seal_name(f"e{seq}@{ts}"))
                 yield Event(ts, seq, item, op, value)
             if len(page) < PAGE:
                 return
@@ -185,6 +194,8 @@ class Events:
             if not isinstance(changes, Mapping):
                 raise InvalidInput(f"changes must be a mapping, not {type(changes).__name__}")
             parsed = [(item, *_parse(change)) for item, change in changes.items()]
+            if store._shared.codec.name == "json" and any(type(i) is not str for i, *_ in parsed):
+                raise InvalidInput("with the json codec, items must be str (JSON object keys)")
             while True:
                 seq, ts, state = self._state("head")
                 for item, op, value in parsed:
@@ -193,10 +204,10 @@ class Events:
                     return state
                 now = max(int(time() * 1000), ts)
                 events = [
-                    (now, self._dump([item, op, value], f"e{seq + i}"))
+                    (now, self._dump([item, op, value], f"e{seq + i}@{now}"))
                     for i, (item, op, value) in enumerate(parsed, 1)
                 ]
-                head = self._dump(state, f"head{seq + len(parsed)}")
+                head = self._dump(state, f"head{seq + len(parsed)}@{now}")
                 if store._shared.backend.events_append(
                     store._scope, self._name, seq, events, head
                 ):
@@ -216,8 +227,7 @@ class Events:
 
         Raises InvalidInput if that time lies before the last `compact`.
         """
-        if type(timestamp_ms) is not int:
-            raise self._guard(InvalidInput(f"timestamp_ms must be an int, not {timestamp_ms!r}"))
+        _check_ms(timestamp_ms, "timestamp_ms", self._guard, optional=False)
         try:
             seq, ts, state = self._state("base")
             if seq and timestamp_ms < ts:
@@ -233,6 +243,11 @@ class Events:
     def history(self, start: int | None = None, stop: int | None = None) -> Iterator[Event]:
         """Lazily yield the recorded events with ``start <= timestamp_ms < stop``, by seq
         (events folded by `compact` are gone)."""
+        _check_ms(start, "start", self._guard)
+        _check_ms(stop, "stop", self._guard)
+        return self._history(start, stop)
+
+    def _history(self, start: int | None, stop: int | None) -> Iterator[Event]:
         for event in self._events(self._state("base")[0]):
             if stop is not None and event.timestamp_ms >= stop:
                 return
@@ -243,6 +258,7 @@ class Events:
         """Fold the events older than `before` ms (None: all) into a snapshot; return how
         many were folded. `current()` and `at()` from the snapshot on are unchanged."""
         store = self._store
+        _check_ms(before, "before", self._guard)
         try:
             seq, ts, state = self._state("base")
             folded = 0
@@ -252,7 +268,7 @@ class Events:
                 replay(state, event.item, event.op, event.value)
                 seq, ts, folded = event.seq, event.timestamp_ms, folded + 1
             if folded:
-                base = (seq, ts, self._dump(state, f"base{seq}"))
+                base = (seq, ts, self._dump(state, f"base{seq}@{ts}"))
                 store._shared.backend.events_compact(store._scope, self._name, base)
             return folded
         except SatchelError as exc:
@@ -261,11 +277,17 @@ class Events:
     def delete(self) -> bool:
         """Delete the sequence, events and snapshots; False if it did not exist."""
         store = self._store
-        return store._shared.backend.events_delete(store._scope, self._name)
+        try:
+            return store._shared.backend.events_delete(store._scope, self._name)
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
 
     def __len__(self) -> int:
         """How many events are recorded (including those folded by `compact`)."""
-        return self._state("head")[0]
+        try:
+            return self._state("head")[0]
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"<satchel.Events {self._name!r} scope={self._store.scope_name!r}>"

@@ -148,13 +148,19 @@ class Series:
 
     def remove(self, start: int | None = None, stop: int | None = None) -> int:
         """Delete the points with ``start <= t < stop`` (None: unbounded); return how many."""
-        low, high = _bound(start, "start"), _bound(stop, "stop")
         store = self._store
-        return store._shared.backend.series_remove(store._scope, self._name, low, high)
+        try:
+            low, high = _bound(start, "start"), _bound(stop, "stop")
+            return store._shared.backend.series_remove(store._scope, self._name, low, high)
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
 
     def __len__(self) -> int:
         store = self._store
-        return store._shared.backend.series_count(store._scope, self._name)
+        try:
+            return store._shared.backend.series_count(store._scope, self._name)
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"<satchel.Series {self._name!r} scope={self._store.scope_name!r}>"

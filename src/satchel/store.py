@@ -28,6 +28,7 @@ from .errors import (
     SatchelError,
     StoreClosed,
     UnsupportedValue,
+    ValueChanged,
 )
 from .events import Events
 from .keys import RESERVED_SCOPE, Pattern, check_key, check_scope, compile_pattern
@@ -179,8 +180,24 @@ class Store:
             if data[2]:  # flags: encrypted and/or compressed
                 data = unseal(data, self._keyring, self._scope, key)
             if data[1] == 66:  # b"B": a large value, whose bytes are in chunks
-                return blobs.read_whole(self, key, blobs.read_manifest(data))
+                return self._large(data, key)
         return self._decode(data)
+
+    def _large(self, data: bytes, key: str) -> Any:
+        """The bytes of the large value whose unsealed manifest is `data`; read again if
+        it is replaced meanwhile, so a reader gets one whole value, old or new."""
+        while True:
+            try:
+                return blobs.read_whole(self, key, blobs.read_manifest(data))
+            except ValueChanged:
+                fresh = self._shared.backend.get_value(self._scope, key, time())
+                if fresh is None:
+                    raise KeyNotFound("key not found (deleted while it was read)") from None
+                if len(fresh) > 2 and fresh[2]:
+                    fresh = unseal(fresh, self._keyring, self._scope, key)
+                if not blobs.is_manifest(fresh):
+                    return self._decode(fresh)
+                data = fresh
 
     def _load_small(self, data: bytes, key: str) -> Any:
         """`_load` for use inside an engine's transaction: refuses a large value, whose
@@ -580,7 +597,7 @@ class Store:
         if mode == "rb":
             return blobs.open_reader(self, key)
         if mode == "wb":
-            return blobs.BlobWriter(self, key, _expiry(ttl, time()))
+            return blobs.BlobWriter(self, key, None if ttl is None else _ttl_seconds(ttl))
         raise InvalidInput(f'mode must be "rb" or "wb", not {mode!r}')
 
     def stream_lines(self, key: str, encoding: str | None = None) -> Iterator[Any]:
@@ -687,16 +704,22 @@ class Store:
 
     def _rotate_blob(self, record: Record) -> bool:
         """Rewrite a large value under the current key, unless it changed meanwhile."""
-        key = record.key
-        with blobs.open_reader(self, key) as source, blobs.BlobWriter(
-            self, key, record.expires_at
-        ) as target:
-            while chunk := source.read(blobs.CHUNK_SIZE):
-                target.write(chunk)
-            now = self._shared.backend.get(self._scope, key, time())
-            if now is None or now.version != record.version:
-                target.discard()  # another writer replaced it: theirs is current
-                return False
+        key, expires_at = record.key, record.expires_at
+        ttl = None if expires_at is None else expires_at - time()
+        if ttl is not None and ttl <= 0:
+            return False  # expired meanwhile
+        try:
+            with blobs.open_reader(self, key) as source, blobs.BlobWriter(
+                self, key, ttl
+            ) as target:
+                while chunk := source.read(blobs.CHUNK_SIZE):
+                    target.write(chunk)
+                now = self._shared.backend.get(self._scope, key, time())
+                if now is None or now.version != record.version:
+                    target.discard()  # another writer replaced it: theirs is current
+                    return False
+        except (ValueChanged, KeyNotFound):
+            return False  # replaced or deleted while read: left to its writer
         return True
 
     def close(self) -> None:

@@ -266,3 +266,33 @@ def test_compressed_blob(make_store):
     _write(squeezed, "k", data)
     assert squeezed.get("k") == data
     assert squeezed.open_blob("k").read(6) == b"abcabc"
+
+
+def test_a_writer_dropped_without_close_keeps_the_old_value(store):
+    import gc
+
+    store.set("k", b"old")
+    f = store.open_blob("k", "wb")
+    f.write(BIG)
+    del f
+    gc.collect()
+    assert store.get("k") == b"old"
+
+
+def test_any_codec_stores_bytes_of_any_size(make_store):
+    plain = make_store(codec="json", scope="json-blobs")
+    _write(plain, "small", b"tiny")
+    _write(plain, "big", BIG)
+    _write(plain, "one-chunk", BIG[:CHUNK_SIZE])
+    assert plain.get("small") == b"tiny" and plain.get("big") == BIG
+    assert plain.get("one-chunk") == BIG[:CHUNK_SIZE]
+
+
+def test_ttl_counts_from_close(store):
+    f = store.open_blob("k", "wb", ttl=0.4)
+    f.write(b"x" * 10)
+    time.sleep(0.5)
+    f.close()
+    assert store.get("k") == b"x" * 10
+    ttl = store.ttl("k")
+    assert ttl is not None and 0 < ttl <= 0.4

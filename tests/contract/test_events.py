@@ -217,3 +217,43 @@ def test_at_matches_a_replay_by_hand(store, batches, cut):
         for e in events:
             replay(final, e.item, e.op, e.value)
         assert ev.current() == final
+
+
+def test_stale_compaction_after_delete_is_ignored(store):
+    ev = store.events("e")
+    ev.apply({"a": 1})
+    ev.apply({"a": ("add", 1)})
+    stale = (2, int(time.time() * 1000), b"never read")  # a base computed before delete
+    ev.delete()
+    ev.apply({"b": 1})
+    store._shared.backend.events_compact(store.scope_name, "e", stale)
+    assert ev.current() == {"b": 1}
+    assert [e.seq for e in ev.history()] == [1]
+    assert ev.at(int(time.time() * 1000) + 1000) == {"b": 1}
+    assert ev.compact() == 1 and ev.current() == {"b": 1}
+
+
+def test_difference_and_union_on_a_missing_item_give_a_set(store):
+    state = store.events("s").apply({"d": ("difference", [1]), "u": ("union", [1])})
+    assert state == {"d": set(), "u": {1}}
+    assert type(state["d"]) is set and type(state["u"]) is set
+
+
+def test_bad_times_are_input_errors(store):
+    ev = store.events("t")
+    ev.apply({"a": 1})
+    for call in (lambda: list(ev.history(start="x")), lambda: ev.compact("x"),
+                 lambda: ev.at(1.5), lambda: list(ev.history(stop=True))):  # fmt: skip
+        with pytest.raises(InvalidInput) as caught:
+            call()
+        assert isinstance(caught.value, TypeError) and "'t'" in str(caught.value)
+    assert len(ev) == 1
+
+
+def test_json_codec_needs_str_items(make_store):
+    plain = make_store(codec="json", scope="json-events")
+    ev = plain.events("j")
+    with pytest.raises(InvalidInput, match="str"):
+        ev.apply({1: ("add", 1)})
+    assert ev.apply({"1": ("add", 1)}) == {"1": 1}
+    assert ev.current() == ev.at(int(time.time() * 1000) + 1000) == {"1": 1}

@@ -208,7 +208,8 @@ class Backend(ABC):
         expires_at: float | None,
         now: float,
     ) -> bool:
-        """Make staged blob `blob_id` (chunks 0..chunks-1) the value of `key`, atomically.
+        """Make staged blob `blob_id` (chunks 0..chunks-1, at least one) the value of
+        `key`, atomically.
 
         Return True if the key had no live record. Raise BackendError, writing nothing,
         if a staged chunk is missing (e.g. freed as stale).
@@ -281,7 +282,8 @@ class Backend(ABC):
         head: bytes,
     ) -> bool:
         """If the last seq is `after_seq` (0: no events yet), atomically append `events`
-        as seq after_seq+1, ... and set the head to (last seq, last timestamp, `head`).
+        (at least one) as seq after_seq+1, ... and set the head to (last seq, last
+        timestamp, `head`).
         Return False, writing nothing, if the sequence has moved on."""
         raise self._unsupported("event sequences")
 
@@ -293,7 +295,8 @@ class Backend(ABC):
 
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         """Atomically set the base to `base` and drop the events up to its seq; a no-op
-        if the current base already reaches that seq."""
+        if the current base already reaches that seq, or if the head does not (the
+        sequence was deleted, and maybe begun again, since `base` was computed)."""
         raise self._unsupported("event sequences")
 
     def events_delete(self, scope: str, name: str) -> bool:

@@ -1194,9 +1194,11 @@ class FilesBackend(Backend):
         path = self._log_path(EVENTS, scope, name)
         with self._locked(exclusive=True):
             index = self._index(path, _Events, name)
-            if index is None:
-                self._write_log(path, _Events, name, (_entry(b"b", *base),))
-            elif index.base is None or index.base[0] < base[0]:
+            # No head up to the base: the sequence was deleted (maybe begun again) since
+            # the base was computed, so the base is not this sequence's.
+            if index is None or index.head is None or index.head[0] < base[0]:
+                return
+            if index.base is None or index.base[0] < base[0]:
                 with open(path, "rb") as f:
                     self._write_log(path, _Events, name, _parts(index.entries(f, base)))
 

@@ -422,7 +422,10 @@ class MemoryBackend(Backend):
 
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         with self._lock:
-            sequence = self._data.sequences.setdefault((scope, name), _Sequence())
+            sequence = self._data.sequences.get((scope, name))
+            head = None if sequence is None else sequence.states.get("head")
+            if sequence is None or head is None or head[0] < base[0]:
+                return  # deleted (maybe begun again) since the base was computed
             current = sequence.states.get("base")
             if current is not None and current[0] >= base[0]:
                 return

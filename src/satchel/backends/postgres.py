@@ -338,10 +338,14 @@ WITH head AS (
 EVENTS_READ = f"""
 SELECT seq, ts, data FROM {{events}} WHERE {_STATE_WHERE} AND seq > %(after)s
 ORDER BY seq LIMIT %(limit)s"""
+# Only while the head reaches the base: else the sequence was deleted (and maybe begun
+# again) since the base was computed. Compact and delete serialise on EVENTS_LOCK.
 EVENTS_COMPACT = f"""
 WITH base AS (
     INSERT INTO {{states}} AS s (scope, name, which, seq, ts, data)
-    VALUES (%(scope)s, %(name)s, 'base', %(seq)s, %(ts)s, %(data)s)
+    SELECT %(scope)s, %(name)s, 'base', %(seq)s, %(ts)s, %(data)s
+    WHERE EXISTS (SELECT 1 FROM {{states}}
+                  WHERE {_STATE_WHERE} AND which = 'head' AND seq >= %(seq)s)
     ON CONFLICT (scope, name, which) DO UPDATE
         SET seq = excluded.seq, ts = excluded.ts, data = excluded.data
     WHERE s.seq < excluded.seq
@@ -351,6 +355,7 @@ DELETE FROM {{events}} WHERE {_STATE_WHERE} AND seq <= (SELECT seq FROM base)"""
 # States first: that locks the head, so an append running meanwhile has finished (its
 # events are then seen by the second statement) or will find no head.
 EVENTS_DELETE_STATES = f"DELETE FROM {{states}} WHERE {_STATE_WHERE}"
+EVENTS_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(scope)s || chr(2) || %(name)s, 0))"
 EVENTS_DELETE_EVENTS = f"DELETE FROM {{events}} WHERE {_STATE_WHERE}"
 # Every sequence with events has a head, so the states table names them all.
 EVENTS_NAMES = "SELECT DISTINCT name FROM {states} WHERE scope = %(scope)s ORDER BY name"
@@ -959,7 +964,14 @@ class PostgresBackend(Backend):
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         params = {"scope": scope, "name": name, "seq": base[0], "ts": base[1],
                   "data": base[2]}  # fmt: skip
-        self._count("EVENTS_COMPACT", params)
+        statement = self._sql["EVENTS_COMPACT"]
+
+        def compact_in(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                conn.execute(EVENTS_LOCK, params)
+                conn.execute(statement, params)
+
+        self._run(compact_in)
 
     def events_delete(self, scope: str, name: str) -> bool:
         states, events = self._sql["EVENTS_DELETE_STATES"], self._sql["EVENTS_DELETE_EVENTS"]
@@ -967,6 +979,7 @@ class PostgresBackend(Backend):
 
         def delete_in(conn: psycopg.Connection[Any]) -> bool:
             with conn.transaction():
+                conn.execute(EVENTS_LOCK, params)
                 deleted = conn.execute(states, params).rowcount
                 deleted += conn.execute(events, params).rowcount
                 return deleted > 0

@@ -317,6 +317,8 @@ EVENTS_COMPACT = """
 local name, seq = KEYS[1], tonumber(ARGV[1])
 local base = tonumber(redis.call('HGET', name, 'bseq')) or 0
 if seq <= base then return 0 end
+-- a sequence deleted (and maybe begun again) since the base was computed: not its base
+if (tonumber(redis.call('HGET', name, 'seq')) or 0) < seq then return 0 end
 local fields = {}
 for s = base + 1, seq do
   fields[#fields + 1] = string.format('%d', s)

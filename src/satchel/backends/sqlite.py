@@ -676,6 +676,9 @@ class SQLiteBackend(Backend):
 
     def events_compact(self, scope: str, name: str, base: EventState) -> None:
         with self._guard as db, _immediate(db):
+            head = db.execute(GET_STATE, (scope, name, "head")).fetchone()
+            if head is None or head[0] < base[0]:
+                return  # deleted (maybe begun again) since the base was computed
             row = db.execute(GET_STATE, (scope, name, "base")).fetchone()
             if row is not None and row[0] >= base[0]:
                 return
