@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from .backends.base import ANY_VERSION
 from .codecs import BLOB, BYTES, H_BLOB, H_BYTES, HEADER_SIZE
 from .crypto import unseal
 from .errors import (
@@ -93,9 +94,12 @@ class BlobWriter(io.RawIOBase):
     written and keeps the old value. A `ttl` (seconds) counts from `close()`.
     """
 
-    def __init__(self, store: Store, key: str, ttl: float | None) -> None:
+    def __init__(
+        self, store: Store, key: str, ttl: float | None, expected_version: int | None = ANY_VERSION
+    ) -> None:
         super().__init__()
         self._store, self._key, self._ttl = store, key, ttl
+        self._expected = expected_version  # ValueChanged at close unless the key is at it
         self._blob_id = uuid.uuid4().hex
         self._buffer = bytearray()
         self._chunks = 0
@@ -159,7 +163,12 @@ class BlobWriter(io.RawIOBase):
             expires_at = None if self._ttl is None else now + self._ttl
             if not self._chunks:  # fits in one chunk: an ordinary bytes value, any codec
                 record = store._seal(H_BYTES + bytes(self._buffer), key)
-                backend.put(scope, key, record, expires_at, now, False)
+                if self._expected == ANY_VERSION:
+                    backend.put(scope, key, record, expires_at, now, False)
+                elif not backend.compare_and_set(
+                    scope, key, self._expected, record, expires_at, now
+                ):
+                    raise ValueChanged("the key changed before the value was committed")
                 return
             if self._buffer:
                 self._flush_chunk(bytes(self._buffer))
@@ -167,7 +176,8 @@ class BlobWriter(io.RawIOBase):
             manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
                                 self._hash.hexdigest(), store._sealer is not None)  # fmt: skip
             backend.blob_commit(scope, key, self._blob_id, self._chunks,
-                                store._seal(manifest.pack(), key), expires_at, now)  # fmt: skip
+                                store._seal(manifest.pack(), key), expires_at, now,
+                                self._expected)  # fmt: skip
         except BaseException as exc:
             if self._chunks:
                 with contextlib.suppress(Exception):  # the first error is the one to report

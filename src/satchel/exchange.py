@@ -55,7 +55,8 @@ from dataclasses import dataclass
 from time import time
 from typing import Any
 
-from .blobs import CHUNK_SIZE
+from .backends.base import ANY_VERSION
+from .blobs import CHUNK_SIZE, BlobWriter
 from .errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue, ValueChanged
 from .keys import check_key
 from .store import KeyInfo, Store
@@ -544,17 +545,23 @@ def _copy_large(
     src: Store, dst: Store, key: str, expires_at: float | None, if_absent: bool, tally: Tally
 ) -> None:
     """Stream one large value from `src` to `dst`, a chunk at a time."""
-    if if_absent and dst.exists(key):
-        tally.existing += 1
-        return
     ttl = None if expires_at is None else expires_at - time()
     if ttl is not None and ttl <= 0:
         tally.expired += 1
         return
+    if if_absent and dst.exists(key):  # checked again, atomically, at the commit
+        tally.existing += 1
+        return
     try:
-        with src.open_blob(key) as source, dst.open_blob(key, "wb", ttl=ttl) as target:
+        with src.open_blob(key) as source, BlobWriter(
+            dst, key, ttl, expected_version=None if if_absent else ANY_VERSION
+        ) as target:
             shutil.copyfileobj(source, target, CHUNK_SIZE)
-    except (KeyNotFound, ValueChanged):  # replaced or deleted meanwhile: not copied
+    except ValueChanged:
+        if if_absent and dst.exists(key):
+            tally.existing += 1  # written by someone else meanwhile: theirs stays
+        return  # else replaced in the source while read: not copied
+    except KeyNotFound:  # deleted from the source meanwhile
         return
     tally.written += 1
 

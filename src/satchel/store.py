@@ -708,18 +708,14 @@ class Store:
         ttl = None if expires_at is None else expires_at - time()
         if ttl is not None and ttl <= 0:
             return False  # expired meanwhile
-        try:
+        try:  # committed only if still that version: a newer value is left to its writer
             with blobs.open_reader(self, key) as source, blobs.BlobWriter(
-                self, key, ttl
+                self, key, ttl, expected_version=record.version
             ) as target:
                 while chunk := source.read(blobs.CHUNK_SIZE):
                     target.write(chunk)
-                now = self._shared.backend.get(self._scope, key, time())
-                if now is None or now.version != record.version:
-                    target.discard()  # another writer replaced it: theirs is current
-                    return False
         except (ValueChanged, KeyNotFound):
-            return False  # replaced or deleted while read: left to its writer
+            return False  # replaced or deleted meanwhile
         return True
 
     def close(self) -> None:

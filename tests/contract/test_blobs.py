@@ -296,3 +296,34 @@ def test_ttl_counts_from_close(store):
     assert store.get("k") == b"x" * 10
     ttl = store.ttl("k")
     assert ttl is not None and 0 < ttl <= 0.4
+
+
+def test_conditional_commit_writes_nothing_when_the_key_moved(store):
+    from satchel.blobs import BlobWriter
+
+    store.set("k", b"first")
+    version = store.info("k").version
+    store.set("k", b"second")  # moves past `version`
+    for data in (BIG, b"small"):
+        with pytest.raises(ValueChanged), BlobWriter(store, "k", None, version) as f:
+            f.write(data)
+        with pytest.raises(ValueChanged), BlobWriter(store, "k", None, None) as f:
+            f.write(data)  # None: only if the key has no value
+        assert store.get("k") == b"second"
+    with BlobWriter(store, "k", None, store.info("k").version) as f:
+        f.write(BIG)
+    with BlobWriter(store, "new", None, None) as f:
+        f.write(BIG)
+    assert store.get("k") == BIG and store.get("new") == BIG
+
+
+def test_rotation_reencrypts_large_values(make_store):
+    old, new = bytes(range(32)), bytes(range(1, 33))
+    first = make_store(encryption_key=old, scope="rotate-blobs")
+    _write(first, "big", BIG)
+    first.set("small", "x")
+    both = make_store(encryption_key=[new, old], scope="rotate-blobs")
+    assert both.rotate_encryption() == 2
+    assert both.rotate_encryption() == 0
+    only_new = make_store(encryption_key=new, scope="rotate-blobs")
+    assert only_new.get("big") == BIG and only_new.get("small") == "x"

@@ -41,6 +41,9 @@ class Record:
 # as datetimes, which keep microseconds).
 CREATED_AT_TOLERANCE = 1e-6
 
+# blob_commit's expected_version when any (or no) live record may be replaced.
+ANY_VERSION = 0
+
 # A staged blob that was never committed is dropped by purge_expired after this long.
 STAGED_LIFETIME = 86400.0
 
@@ -207,12 +210,15 @@ class Backend(ABC):
         manifest: bytes,
         expires_at: float | None,
         now: float,
+        expected_version: int | None = ANY_VERSION,
     ) -> bool:
         """Make staged blob `blob_id` (chunks 0..chunks-1, at least one) the value of
         `key`, atomically.
 
         Return True if the key had no live record. Raise BackendError, writing nothing,
-        if a staged chunk is missing (e.g. freed as stale).
+        if a staged chunk is missing (e.g. freed as stale). Unless `expected_version` is
+        ANY_VERSION, raise ValueChanged, writing nothing (the blob stays staged), if the
+        live version is not that one (None: if the key has a live record).
         """
         raise self._unsupported("large values")
 

@@ -87,8 +87,10 @@ from ..errors import (
     CorruptData,
     IncompatibleDatabase,
     InvalidInput,
+    ValueChanged,
 )
 from .base import (
+    ANY_VERSION,
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
@@ -117,7 +119,7 @@ _DEVICE = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)")  # reserv
 _OURS = frozenset((MARKER, LOCK, JOURNAL, TMP, BLOBS, SERIES, EVENTS))
 _JOURNAL_STEP = re.compile(r"(?:\.tmp/w-[0-9a-f]+)?\n[^./][^/]*/[^./][^/]*")
 _KEY = itemgetter(0)
-ANY = 0  # for _put: write whatever the version (versions start at 1)
+ANY = ANY_VERSION  # for _put: write whatever the version
 META = ("key", "created_at", "updated_at", "expires_at", "version")  # a record's last line
 
 # One step of a change: (temp file, record path) renames, (None, record path) deletes.
@@ -941,7 +943,8 @@ class FilesBackend(Backend):
                 _fsync(blob_dir, directory=True)
 
     def blob_commit(self, scope: str, key: str, blob_id: str, chunks: int, manifest: bytes,
-                    expires_at: float | None, now: float) -> bool:  # fmt: skip
+                    expires_at: float | None, now: float,
+                    expected_version: int | None = ANY) -> bool:  # fmt: skip
         blob_dir = self._blob_dir(scope, key, blob_id)
         with self._locked(exclusive=True):
             try:
@@ -958,7 +961,11 @@ class FilesBackend(Backend):
             if names:  # the chunks' names must outlive a power loss if the record does
                 _fsync(blob_dir, directory=True)
             blob = (blob_id, chunks)
-            new = self._put(scope, ((key, manifest),), expires_at, now, ANY, blob=blob)[1]
+            written, new = self._put(scope, ((key, manifest),), expires_at, now,
+                                     expected_version, blob=blob)  # fmt: skip
+            if not written:
+                raise ValueChanged("the key changed before the value was committed",
+                                   key=key, scope=scope, engine=self.engine)  # fmt: skip
             with suppress(FileNotFoundError):
                 os.unlink(os.path.join(blob_dir, STAGED))
             return new == 1

@@ -31,8 +31,9 @@ from ..errors import (
     KeyNotFound,
     QuotaExceeded,
     ReadOnlyError,
+    ValueChanged,
 )
-from .base import Backend, EventState, Record
+from .base import ANY_VERSION, Backend, EventState, Record
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
@@ -134,6 +135,8 @@ class HTTPBackend(Backend):
         where = {"engine": self.engine}
         if status == 409 and code == "changed":
             raise _Changed(message)
+        if status == 409 and code == "value_changed":
+            raise ValueChanged(message, **where)
         if status == 404:
             raise KeyNotFound(message, **where)
         if status in (400, 422):
@@ -307,6 +310,7 @@ class HTTPBackend(Backend):
         manifest: bytes,
         expires_at: float | None,
         now: float,
+        expected_version: int | None = ANY_VERSION,
     ) -> bool:
         body = {
             "scope": scope,
@@ -315,6 +319,7 @@ class HTTPBackend(Backend):
             "chunks": chunks,
             "manifest": _b64(manifest),
             "expires_in": _expires_in(expires_at, now),
+            "expected_version": expected_version,
         }
         return bool(self._post("/v1/blobs/commit", body)["ok"])
 

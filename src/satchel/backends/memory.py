@@ -8,8 +8,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from ..errors import BackendError
+from ..errors import BackendError, ValueChanged
 from .base import (
+    ANY_VERSION,
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
@@ -291,8 +292,15 @@ class MemoryBackend(Backend):
         manifest: bytes,
         expires_at: float | None,
         now: float,
+        expected_version: int | None = ANY_VERSION,
     ) -> bool:
         with self._lock:
+            s = self._scope(scope)
+            if expected_version != ANY_VERSION:
+                old = _live(s.records.get(key), now)
+                if (None if old is None else old.version) != expected_version:
+                    raise ValueChanged("the key changed before the value was committed",
+                                       engine=self.engine)  # fmt: skip
             staged = self._data.staged.get(blob_id, (now, {}))[1]
             if any(i not in staged for i in range(chunks)):
                 raise BackendError("a chunk of the value being written is gone",
@@ -300,7 +308,7 @@ class MemoryBackend(Backend):
             value = _Manifest(manifest)
             value.blob_id, value.chunks = blob_id, [staged[i] for i in range(chunks)]
             self._data.staged.pop(blob_id, None)
-            return self._write(self._scope(scope), key, value, expires_at, now)
+            return self._write(s, key, value, expires_at, now)
 
     def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
         with self._lock:

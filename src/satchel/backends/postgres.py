@@ -49,9 +49,16 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..engines import password, redact
-from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    IncompatibleDatabase,
+    InvalidInput,
+    ValueChanged,
+)
 from ..keys import scan_range
 from .base import (
+    ANY_VERSION,
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
@@ -259,6 +266,12 @@ VALUES (%(scope)s, %(key)s, %(value)s, %(now)s, %(now)s, %(expires_at)s, 1, %(bl
 """
     + _ON_CONFLICT
     + "\nRETURNING version"
+)
+BLOB_COMMIT_IF_ABSENT = BLOB_COMMIT.replace(
+    "\nRETURNING version", "\nWHERE r.expires_at <= excluded.updated_at\nRETURNING version"
+)
+BLOB_VERSION = (
+    "SELECT version, expires_at FROM {t} WHERE scope = %(scope)s AND key = %(key)s FOR UPDATE"
 )
 BLOB_UNSTAGE = """
 DELETE FROM {blobs}
@@ -490,6 +503,7 @@ class PostgresBackend(Backend):
             "COUNT": COUNT, "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
             "BLOB_WRITE": BLOB_WRITE, "BLOB_LOCK": BLOB_LOCK, "BLOB_STAGE": BLOB_STAGE,
             "BLOB_COUNT": BLOB_COUNT, "BLOB_COMMIT": BLOB_COMMIT,
+            "BLOB_COMMIT_IF_ABSENT": BLOB_COMMIT_IF_ABSENT, "BLOB_VERSION": BLOB_VERSION,
             "BLOB_UNSTAGE": BLOB_UNSTAGE, "BLOB_FREE_CHUNKS": BLOB_FREE_CHUNKS,
             "BLOB_READ": BLOB_READ, "PURGE_STAGED": PURGE_STAGED,
             "SERIES_PUT": SERIES_PUT, "SERIES_REMOVE": SERIES_REMOVE,
@@ -818,11 +832,17 @@ class PostgresBackend(Backend):
         manifest: bytes,
         expires_at: float | None,
         now: float,
+        expected_version: int | None = ANY_VERSION,
     ) -> bool:
         lock, stage, count, commit = (self._sql[name] for name in (
-            "BLOB_LOCK", "BLOB_STAGE", "BLOB_COUNT", "BLOB_COMMIT"))  # fmt: skip
+            "BLOB_LOCK", "BLOB_STAGE", "BLOB_COUNT",
+            "BLOB_COMMIT_IF_ABSENT" if expected_version is None else "BLOB_COMMIT"))  # fmt: skip
         params = {"scope": scope, "key": key, "blob": blob_id, "chunks": chunks,
                   "value": manifest, "expires_at": expires_at, "now": now}  # fmt: skip
+
+        def changed() -> ValueChanged:
+            return ValueChanged("the key changed before the value was committed",
+                                key=key, scope=scope, engine=self.engine)  # fmt: skip
 
         def gone(what: str) -> BackendError:
             return BackendError(f"cannot commit the large value: {what}",
@@ -843,7 +863,15 @@ class PostgresBackend(Backend):
                 if found is None or found[0] != chunks:
                     raise gone(f"{chunks - (found[0] if found else 0)} of its "
                                f"{chunks} chunks are missing")  # fmt: skip
+                if expected_version not in (ANY_VERSION, None):
+                    found = conn.execute(self._sql["BLOB_VERSION"], params).fetchone()
+                    if found is None or found[0] != expected_version or (
+                        found[1] is not None and found[1] <= now
+                    ):
+                        raise changed()
                 row = conn.execute(commit, params).fetchone()
+                if row is None and expected_version is None:
+                    raise changed()  # a live record: the insert did nothing
                 return row is not None and row[0] == 1
 
         return self._run(commit_in)

@@ -92,8 +92,22 @@ from redis.retry import Retry
 
 from ..engines import password as password_of
 from ..engines import redact
-from ..errors import BackendError, BackendUnavailable, CorruptData, InvalidInput, SatchelError
-from .base import CREATED_AT_TOLERANCE, STAGED_LIFETIME, Backend, EventState, Record
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    CorruptData,
+    InvalidInput,
+    SatchelError,
+    ValueChanged,
+)
+from .base import (
+    ANY_VERSION,
+    CREATED_AT_TOLERANCE,
+    STAGED_LIFETIME,
+    Backend,
+    EventState,
+    Record,
+)
 
 DEFAULT_PREFIX = "satchel:"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, unless socket_[connect_]timeout says otherwise
@@ -267,7 +281,8 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     return -1
   end
 end
-local result = write(name, ARGV[3], ARGV[4], ARGV[5], ARGV[6], '', id)
+local result = write(name, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], id)
+if result == 0 then return -2 end  -- ARGV[7], the expected version, did not match
 redis.call('HSET', name, 'blob', id, 'chunks', ARGV[2])
 settle(name)
 return result"""
@@ -738,12 +753,18 @@ class RedisBackend(Backend):
         manifest: bytes,
         expires_at: float | None,
         now: float,
+        expected_version: int | None = ANY_VERSION,
     ) -> bool:
         name = self._name(scope, key)
-        args = [blob_id, chunks, manifest, now, *_expire_args(expires_at)]
+        condition = "" if expected_version == ANY_VERSION else str(expected_version or 0)
+        args = [blob_id, chunks, manifest, now, *_expire_args(expires_at), condition]
         with self._errors:
             result = int(self._blob_commit(keys=[name], args=args))
-            self._client.zrem(self._staged, self._staged_entry(name, blob_id))
+            if result != -2:  # -2: still staged, for the writer to discard
+                self._client.zrem(self._staged, self._staged_entry(name, blob_id))
+        if result == -2:
+            raise ValueChanged("the key changed before the value was committed",
+                               key=key, scope=scope, engine=self.engine)  # fmt: skip
         if result < 0:
             raise BackendError(
                 "a staged chunk of the large value is gone (the key was deleted, cleared "

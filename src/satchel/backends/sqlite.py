@@ -30,9 +30,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ..errors import BackendError, BackendUnavailable, IncompatibleDatabase, InvalidInput
+from ..errors import (
+    BackendError,
+    BackendUnavailable,
+    IncompatibleDatabase,
+    InvalidInput,
+    ValueChanged,
+)
 from ..keys import scan_range
 from .base import (
+    ANY_VERSION,
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
@@ -574,8 +581,14 @@ class SQLiteBackend(Backend):
         manifest: bytes,
         expires_at: float | None,
         now: float,
+        expected_version: int | None = ANY_VERSION,
     ) -> bool:
         with self._guard as db, _immediate(db):
+            if expected_version != ANY_VERSION:
+                row = db.execute(GET, (scope, key, now)).fetchone()
+                if (None if row is None else row[4]) != expected_version:
+                    raise ValueChanged("the key changed before the value was committed",
+                                       engine=self.engine)  # fmt: skip
             if db.execute(COUNT_STAGED, (blob_id, chunks)).fetchone()[0] != chunks:
                 raise BackendError("a chunk of the value being written is gone",
                                    engine=self.engine)  # fmt: skip

@@ -22,6 +22,7 @@ from ..errors import (
     ReadOnlyError,
     SatchelError,
     UnsupportedValue,
+    ValueChanged,
 )
 from . import extras, human, ui
 from .deps import RESPONSES, T
@@ -49,6 +50,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (QuotaExceeded, 413, "over_quota"),
     (Changed, 409, "changed"),
     (extras.Incomplete, 409, "incomplete"),
+    (ValueChanged, 409, "value_changed"),
     (InvalidInput, 400, "invalid"),
     (UnsupportedValue, 400, "invalid"),
     (BackendUnavailable, 503, "unavailable"),

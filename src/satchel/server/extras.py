@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..errors import BackendError, BackendUnavailable, SatchelError
+from ..errors import BackendError, BackendUnavailable, SatchelError, ValueChanged
 from .deps import RESPONSES, T
 from .ledger import EVENT_COST, POINT_COST
 from .models import B64, MAX_BATCH, ExpiresIn, Int64, Name, ScopeBody, _Body
@@ -44,6 +44,8 @@ class CommitBody(BlobBody):
     chunks: Index
     manifest: B64
     expires_in: ExpiresIn = None
+    # 0: whatever the key holds; null: only if it has no live value; n: only at version n
+    expected_version: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = 0
 
 
 class Point(_Body):
@@ -193,9 +195,9 @@ def routes(app: FastAPI, service: Service) -> None:
             try:
                 new = backend.blob_commit(
                     full, key, _blob_id(t, body.blob_id), body.chunks, manifest,
-                    expiry(body.expires_in, now), now,
+                    expiry(body.expires_in, now), now, body.expected_version,
                 )  # fmt: skip
-            except BackendUnavailable:
+            except (BackendUnavailable, ValueChanged):
                 raise
             except BackendError as exc:  # a staged chunk is missing: the client's doing
                 raise Incomplete(exc.message) from exc
