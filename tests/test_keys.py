@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import time
 from typing import Any
 
 import pytest
@@ -282,3 +283,21 @@ def test_an_escaped_key_matches_exactly_itself(key: str) -> None:
     assert compiled.prefix == key
     assert compiled.matches(key)
     assert not compiled.matches(key + "x")
+
+
+def test_many_stars_match_in_linear_time() -> None:
+    """`*a*a*...!` against a long key backtracks for minutes as a naive regex (ReDoS)."""
+    pattern = compile_pattern("*a" * 12 + "!")
+    started = time.perf_counter()
+    assert not pattern.matches("a" * 1000)
+    assert compile_pattern("*a" * 12 + "*").matches("a" * 1000)
+    assert time.perf_counter() - started < 0.5
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "*", "?", "[ab]", "[!a]", "**"]), min_size=1, max_size=8),
+    st.text(alphabet="ab", min_size=1, max_size=10),
+)
+def test_glob_matches_like_fnmatchcase(pieces: list[str], key: str) -> None:
+    pattern = "".join(pieces)
+    assert compile_pattern(pattern).matches(key) == fnmatch.fnmatchcase(key, pattern)

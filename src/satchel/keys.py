@@ -141,7 +141,7 @@ def _compile(text: str) -> Pattern:
             literal = text[i + 1]
             i += 2
         elif c == "*" or c == "?":
-            parts.append(".*" if c == "*" else ".")
+            parts.append(_STAR if c == "*" else ".")
             literal_so_far = False
             i += 1
             continue
@@ -164,9 +164,35 @@ def _compile(text: str) -> Pattern:
     head = "".join(prefix)
     if literal_so_far:
         return Pattern(text, head, True, None)
-    if parts[len(prefix) :] == [".*"]:
+    if parts[len(prefix) :] == [_STAR]:
         return Pattern(text, head, False, None)
-    return Pattern(text, head, False, re.compile("".join(parts), re.DOTALL))
+    return Pattern(text, head, False, re.compile(_linear_regex(parts), re.DOTALL))
+
+
+_STAR = "*"  # a `*` among regex pieces (a literal "*" is escaped, so never equal)
+
+
+def _linear_regex(parts: list[str]) -> str:
+    """The regex for glob pieces, in time linear in key x pattern length.
+
+    A plain ``.*`` per star backtracks polynomially (``*a*a*a*a!`` against a long key
+    takes minutes). Each run of fixed-width pieces between two stars is matched at its
+    leftmost place instead, in an atomic group that is never re-entered: for fixed-width
+    runs the leftmost place is always a right choice, so the match is the same.
+    """
+    runs: list[list[str]] = [[]]
+    for piece in parts:
+        if piece == _STAR:
+            runs.append([])
+        else:
+            runs[-1].append(piece)
+    if len(runs) == 1:
+        return "".join(runs[0])
+    head, *middle, tail = runs
+    pieces = ["".join(head)]
+    pieces += [f"(?>.*?{''.join(run)})" for run in middle if run]
+    pieces.append(".*" + "".join(tail))
+    return "".join(pieces)
 
 
 def _char_class(text: str, start: int) -> tuple[str, int] | None:
