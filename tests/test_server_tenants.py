@@ -189,3 +189,13 @@ def test_series_and_events_count_against_the_quota_even_after_a_recount(server):
             for t in range(100, 200):
                 series.add(t, "x" * 100)
         assert store.scopes() == []  # no records: the ledger is not the tenant's to see
+
+
+def test_a_prefix_reaching_the_reserved_scope_is_refused() -> None:
+    from satchel.server import Config
+    from satchel.server.tenants import Tenant
+
+    config = Config()
+    config.tenants["sneaky"] = Tenant(name="sneaky", prefix="__sat")
+    with pytest.raises(satchel.InvalidInput, match="reserved"):
+        config.validate()

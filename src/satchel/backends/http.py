@@ -27,6 +27,7 @@ from ..errors import (
     AccessDenied,
     BackendError,
     BackendUnavailable,
+    CorruptData,
     InvalidInput,
     KeyNotFound,
     QuotaExceeded,
@@ -139,6 +140,8 @@ class HTTPBackend(Backend):
             raise ValueChanged(message, **where)
         if status == 404:
             raise KeyNotFound(message, **where)
+        if status == 422 and code == "corrupt":
+            raise CorruptData(message, **where)
         if status in (400, 422):
             raise InvalidInput(message, **where)
         if status == 403 and code == "read_only":

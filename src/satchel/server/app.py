@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import (
     BackendError,
     BackendUnavailable,
+    CorruptData,
+    DecryptionError,
     InvalidInput,
     KeyNotFound,
     QuotaExceeded,
@@ -55,6 +57,9 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (UnsupportedValue, 400, "invalid"),
     (BackendUnavailable, 503, "unavailable"),
     (BackendError, 503, "backend"),
+    (CorruptData, 422, "corrupt"),  # a stored value the operation cannot read
+    (DecryptionError, 422, "corrupt"),
+    (SatchelError, 503, "backend"),  # anything else satchel raises: never a 500
 ]
 
 

@@ -15,6 +15,7 @@ import time
 from ..backends.base import Backend
 from ..errors import SatchelError
 from ..keys import RESERVED_SCOPE
+from ..series import INT64_MAX
 
 PAGE = 1000
 POINT_COST, EVENT_COST = 8, 16  # bytes counted for a point's timestamp, an event's seq + time
@@ -60,9 +61,9 @@ class Ledger:
             start: int | None = None
             while points := b.series_range(scope, name, start, None, PAGE):
                 total += sum(POINT_COST + len(v) for _, v in points)
-                start = points[-1][0] + 1
-                if len(points) < PAGE:
+                if len(points) < PAGE or points[-1][0] == INT64_MAX:
                     break
+                start = points[-1][0] + 1
         for name in b.events_names(scope):
             seq = 0
             while events := b.events_read(scope, name, seq, PAGE):

@@ -138,6 +138,10 @@ class Config:
         for (a, name_a), (b, name_b) in itertools.pairwise(prefixes):
             if b.startswith(a):
                 raise InvalidInput(f"tenants {name_a!r} and {name_b!r} have nesting prefixes")
+        for prefix, name in prefixes:  # the server's own records live there
+            if RESERVED_SCOPE.startswith(prefix):
+                raise InvalidInput(f"tenant {name!r}: prefix {prefix!r} reaches the reserved "
+                                   f"scope {RESERVED_SCOPE!r}")  # fmt: skip
         for entry in self.tokens:
             if entry.tenant not in self.tenants:
                 raise InvalidInput(f"token {entry.id} names unknown tenant {entry.tenant!r}")
