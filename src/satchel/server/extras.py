@@ -262,10 +262,12 @@ def routes(app: FastAPI, service: Service) -> None:
     def events_append(body: EventsAppend, t: T) -> Result:
         """Append events if the last seq is `after_seq`; `ok` False if it moved on."""
         events = [(p.t, b64decode(p.value)) for p in body.events]
-        head = b64decode(body.head)
-        full = writing(t, body.scope, sum(EVENT_COST + len(v) for _, v in events))
+        head, name = b64decode(body.head), service.key(body.name)
+        # The new head is charged whole (the old one is released by the next recount).
+        growth = sum(EVENT_COST + len(v) for _, v in events) + EVENT_COST + len(head)
+        full = writing(t, body.scope, growth)
         service.ledger.note(t.name, full)
-        ok = backend.events_append(full, service.key(body.name), body.after_seq, events, head)
+        ok = backend.events_append(full, name, body.after_seq, events, head)
         return Result(ok=ok)
 
     @post("/v1/events/read", responses=RESPONSES, tags=["events"])
@@ -276,9 +278,9 @@ def routes(app: FastAPI, service: Service) -> None:
 
     @post("/v1/events/compact", responses=RESPONSES, tags=["events"])
     def events_compact(body: EventsCompact, t: T) -> Result:
-        full = service.writable(t, body.scope)
-        base = (body.base.seq, body.base.t, b64decode(body.base.data))
-        backend.events_compact(full, service.key(body.name), base)
+        base, name = (body.base.seq, body.base.t, b64decode(body.base.data)), service.key(body.name)
+        full = writing(t, body.scope, EVENT_COST + len(base[2]))
+        backend.events_compact(full, name, base)
         return Result()
 
     @post("/v1/events/delete", responses=RESPONSES, tags=["events"])
