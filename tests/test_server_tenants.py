@@ -199,3 +199,51 @@ def test_a_prefix_reaching_the_reserved_scope_is_refused() -> None:
     config.tenants["sneaky"] = Tenant(name="sneaky", prefix="__sat")
     with pytest.raises(satchel.InvalidInput, match="reserved"):
         config.validate()
+
+
+def _stage(c: httpx.Client, blob_id: str, size: int, index: int = 0) -> httpx.Response:
+    params = {"scope": "s", "key": "k", "blob_id": blob_id, "index": index}
+    return c.put("/v1/blobs/chunk", params=params, content=b"c" * size)
+
+
+def test_staged_chunks_stay_counted_through_a_recount(server):
+    token = server.tenant(quota_bytes=100_000)
+    with _c(server, token) as c:
+        assert _stage(c, "one", 90_000).status_code == 204
+        assert c.post("/v1/clear", json={"scope": "empty"}).status_code == 200  # recounts
+        assert c.get("/v1/usage").json()["bytes"] >= 90_000
+        assert _stage(c, "two", 90_000).status_code == 413
+        discard = {"scope": "s", "key": "k", "blob_id": "one"}
+        assert c.post("/v1/blobs/discard", json=discard).status_code == 200
+        assert c.get("/v1/usage").json()["bytes"] < 10_000
+        assert _stage(c, "two", 90_000).status_code == 204
+
+
+def test_a_forged_manifest_does_not_shrink_the_count(server):
+    from satchel.blobs import Manifest
+
+    token = server.tenant(quota_bytes=100_000)
+    with _c(server, token) as c:
+        assert _stage(c, "real", 90_000).status_code == 204
+        lie = Manifest("real", 1, 1 << 20, 1, "00" * 16, False).pack()
+        commit = {"scope": "s", "key": "k", "blob_id": "real", "chunks": 1,
+                  "manifest": b64(lie)}  # fmt: skip
+        assert c.post("/v1/blobs/commit", json=commit).status_code == 200
+        assert c.post("/v1/clear", json={"scope": "empty"}).status_code == 200  # recounts
+        assert c.get("/v1/usage").json()["bytes"] >= 90_000
+        item = {"key": "e", "value": b64(b"x" * 20_000)}
+        assert c.post("/v1/put", json={"scope": "s", "items": [item]}).status_code == 413
+        unknown = {**commit, "blob_id": "never-uploaded-here"}
+        assert c.post("/v1/blobs/commit", json=unknown).status_code == 409
+
+
+def test_an_event_head_is_charged(server):
+    token = server.tenant(quota_bytes=100_000)
+    with _c(server, token) as c:
+        events = [{"t": 1, "value": b64(b"e")}]
+        append = {"scope": "s", "name": "e", "after_seq": 0, "events": events,
+                  "head": b64(b"h" * 200_000)}  # fmt: skip
+        r = c.post("/v1/events/append", json=append)
+        assert r.status_code == 413
+        state = c.post("/v1/events/state", json={"scope": "s", "name": "e", "which": "head"})
+        assert state.json()["state"] is None

@@ -159,9 +159,13 @@ def routes(app: FastAPI, service: Service) -> None:
         chunk = bytes(data)
 
         def write() -> None:
-            full = writing(t, scope, len(chunk))
-            backend.blob_write(full, service.key(key), _blob_id(t, blob_id), index, chunk,
-                               service.now())  # fmt: skip
+            name, engine_id = service.key(key), _blob_id(t, blob_id)
+            full = service.writable(t, scope)
+            with service.accounts.lock(t):
+                _charge(service, t, len(chunk))
+                staged = service.staged
+                staged[t.name, engine_id] = staged.get((t.name, engine_id), 0) + len(chunk)
+            backend.blob_write(full, name, engine_id, index, chunk, service.now())
 
         await run_in_threadpool(write)
         return Response(status_code=204)
@@ -188,19 +192,27 @@ def routes(app: FastAPI, service: Service) -> None:
         """Make a staged blob the key's value; `ok`: the key had no live record."""
         manifest = b64decode(body.manifest)
         full, key = service.writable(t, body.scope), service.key(body.key)
+        engine_id = _blob_id(t, body.blob_id)
         with service.accounts.lock(t):
+            size = service.staged.get((t.name, engine_id))
+            if size is None:  # its chunks were charged by a process that is gone
+                raise Incomplete("this server does not know the upload: write the value again")
             now = service.now()
             fresh = backend.get(full, key, now) is None
             usage = service.charge(t, len(manifest), int(fresh))
             try:
                 new = backend.blob_commit(
-                    full, key, _blob_id(t, body.blob_id), body.chunks, manifest,
+                    full, key, engine_id, body.chunks, manifest,
                     expiry(body.expires_in, now), now, body.expected_version,
                 )  # fmt: skip
             except (BackendUnavailable, ValueChanged):
                 raise
             except BackendError as exc:  # a staged chunk is missing: the client's doing
                 raise Incomplete(exc.message) from exc
+            del service.staged[t.name, engine_id]  # its bytes stay charged, now as the value's
+            record = backend.get(full, key, now)
+            if record is not None:
+                service.ledger.blob_committed(t.name, full, key, record.version, size)
             usage.bytes += len(manifest) + (len(key.encode()) if new else 0)
             usage.keys += int(new)
         return Result(ok=new)
@@ -208,8 +220,11 @@ def routes(app: FastAPI, service: Service) -> None:
     @post("/v1/blobs/discard", responses=RESPONSES, tags=["blobs"])
     def blob_discard(body: BlobBody, t: T) -> Result:
         """Free the staged chunks of a blob."""
-        full = service.writable(t, body.scope)
-        backend.blob_discard(full, service.key(body.key), _blob_id(t, body.blob_id))
+        full, engine_id = service.writable(t, body.scope), _blob_id(t, body.blob_id)
+        backend.blob_discard(full, service.key(body.key), engine_id)
+        with service.accounts.lock(t):
+            usage = service.accounts.usage(t)  # a recount here still sees the staged bytes
+            usage.bytes -= service.staged.pop((t.name, engine_id), 0)
         return Result()
 
     @post("/v1/series/put", responses=RESPONSES, tags=["series"])

@@ -1,9 +1,12 @@
-"""Which scopes of a tenant hold time series or event sequences, so a recount finds them.
+"""What a quota recount cannot read off the records, kept in the engine itself (records
+in the reserved scope, which no tenant can name).
 
-A scope that holds only series or events has no record, so the engine's ``scopes()``
-does not list it. The server notes such scopes in the engine itself (records in the
-reserved scope, which no tenant can name) the first time it writes there, and a quota
-recount sums the points and events of the scopes noted for the tenant.
+- Which scopes of a tenant hold time series or event sequences: a scope that holds only
+  those has no record, so the engine's ``scopes()`` does not list it. The server notes
+  such a scope the first time it writes there; a recount sums its points and events.
+- How many bytes each large value's chunks hold, as the server received them (never as
+  the client's manifest says), with the version of the record that owns them: a recount
+  counts an entry while that record is live at that version, and drops it after.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+
+import msgpack
 
 from ..backends.base import Backend
 from ..errors import SatchelError
@@ -23,6 +28,10 @@ POINT_COST, EVENT_COST = 8, 16  # bytes counted for a point's timestamp, an even
 
 def _prefix(tenant: str) -> str:
     return f"server-ledger:{tenant}:"
+
+
+def _blob_prefix(tenant: str) -> str:
+    return f"server-blobs:{tenant}:"
 
 
 class Ledger:
@@ -42,6 +51,31 @@ class Ledger:
         self._backend.put(RESERVED_SCOPE, key, b"", None, time.time(), True)
         with self._lock:
             self._noted.add((tenant, full_scope))
+
+    def blob_committed(
+        self, tenant: str, full_scope: str, key: str, version: int, size: int
+    ) -> None:
+        """Record that `key` (at `version`) owns a large value of `size` chunk bytes."""
+        name = f"{_blob_prefix(tenant)}{len(full_scope)}:{full_scope}:{key}"
+        data = msgpack.packb([full_scope, key, version, size])
+        self._backend.put(RESERVED_SCOPE, name, data, None, time.time(), False)
+
+    def blob_sizes(self, tenant: str) -> dict[tuple[str, str], tuple[int, int, str]]:
+        """(scope, key) -> (version, chunk bytes, entry name) of the tenant's large values."""
+        found: dict[tuple[str, str], tuple[int, int, str]] = {}
+        prefix, after = _blob_prefix(tenant), None
+        while page := self._backend.scan(RESERVED_SCOPE, prefix, after, PAGE, time.time()):
+            for record in page:
+                with contextlib.suppress(ValueError, TypeError):
+                    scope, key, version, size = msgpack.unpackb(record.value)
+                    found[str(scope), str(key)] = (int(version), int(size), record.key)
+            after = page[-1].key
+        return found
+
+    def drop(self, names: list[str]) -> None:
+        """Forget ledger entries (of large values that are gone)."""
+        if names:
+            self._backend.delete_many(RESERVED_SCOPE, names, time.time())
 
     def extra_bytes(self, tenant: str) -> int:
         """What the series and events of the tenant's noted scopes cost."""

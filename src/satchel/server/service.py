@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..backends.base import Backend, Record
-from ..blobs import is_manifest, read_manifest
 from ..errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from ..keys import check_key
 from .ledger import Ledger
@@ -64,17 +63,6 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def blob_size(value: bytes) -> int:
-    """The size of the large value whose manifest is `value` (0 if it is none, or sealed:
-    then its chunks counted when they were written, until the next recount)."""
-    if len(value) > 2 and not value[2] and is_manifest(value):
-        try:
-            return read_manifest(value).size
-        except SatchelError:
-            return 0
-    return 0
-
-
 def expiry(expires_in: float | None, now: float) -> float | None:
     return None if expires_in is None else now + max(-MAX_TIME, min(MAX_TIME, expires_in))
 
@@ -87,6 +75,10 @@ class Service:
         self.config = config
         self.accounts = Accounts(self._recount)
         self.ledger = Ledger(backend)
+        # Chunk bytes received per staged blob (tenant, engine blob id): charged when
+        # received, kept in the count until committed (then the ledger has them) or
+        # discarded. Lost on a restart: such a blob cannot be committed (409).
+        self.staged: dict[tuple[str, str], int] = {}
         self._next_purge = 0.0
         self._path = config_path
         self._mtime = self._stat()
@@ -140,15 +132,25 @@ class Service:
     def _recount(self, tenant: Tenant) -> Usage:
         now = time.time()
         usage = Usage(counted_at=now)
+        blobs = self.ledger.blob_sizes(tenant.name)
+        live: set[str] = set()
         for name in self.backend.scopes(now):
             if not name.startswith(tenant.prefix):
                 continue
             after = None
             while page := self.backend.scan(name, "", after, 1000, now):
                 usage.keys += len(page)
-                usage.bytes += sum(size_of(r.key, r.value) + blob_size(r.value) for r in page)
+                for r in page:
+                    usage.bytes += size_of(r.key, r.value)
+                    entry = blobs.get((name, r.key))
+                    if entry is not None and entry[0] == r.version:
+                        usage.bytes += entry[1]
+                        live.add(entry[2])
                 after = page[-1].key
+        # Entries whose record moved on (overwritten, deleted, expired) are gone for good.
+        self.ledger.drop([entry[2] for entry in blobs.values() if entry[2] not in live])
         usage.bytes += self.ledger.extra_bytes(tenant.name)
+        usage.bytes += sum(n for (owner, _), n in self.staged.items() if owner == tenant.name)
         return usage
 
     def usage(self, tenant: Tenant) -> Usage:
