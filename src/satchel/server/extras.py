@@ -233,9 +233,10 @@ def routes(app: FastAPI, service: Service) -> None:
         points = [(p.t, b64decode(p.value)) for p in body.points]
         if len({ts for ts, _ in points}) != len(points):
             raise HTTPException(400, "two points have the same t")
+        name = service.key(body.name)  # refused before anything is charged
         full = writing(t, body.scope, sum(POINT_COST + len(v) for _, v in points))
         service.ledger.note(t.name, full)
-        backend.series_put(full, service.key(body.name), points)
+        backend.series_put(full, name, points)
         return Result(count=len(points))
 
     @post("/v1/series/range", responses=RESPONSES, tags=["series"])

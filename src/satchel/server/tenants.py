@@ -95,6 +95,9 @@ class TokenEntry:
     sha256: str
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def digest(token: str) -> str:
     """The hex SHA-256 of `token`, as stored in the config."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
@@ -145,6 +148,8 @@ class Config:
         for entry in self.tokens:
             if entry.tenant not in self.tenants:
                 raise InvalidInput(f"token {entry.id} names unknown tenant {entry.tenant!r}")
+            if not (isinstance(entry.sha256, str) and _SHA256.fullmatch(entry.sha256)):
+                raise InvalidInput(f"token {entry.id}: sha256 must be 64 lowercase hex digits")
 
     def save(self, path: Path) -> None:
         """Write the config to `path` (owner-only permissions), atomically."""
