@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -321,3 +322,17 @@ def test_the_engine_maps_each_answer_to_its_error() -> None:
     with pytest.raises(satchel.BackendError, match="HTTP 500"):
         backend._raise(html)
     backend.close()
+
+
+@pytest.mark.parametrize(
+    "value, editable",
+    [({"a": [1, 2.5, None, True, "x"]}, True), ("text", True), (2**53, True),
+     ({"a": b"\x00"}, False), ({1: "x"}, False), ((1, 2), False), (2.0, False),
+     (2**60, False), (float("nan"), False), ({"d": {"when": uuid.UUID(int=1)}}, False)],
+)  # fmt: skip
+def test_the_admin_page_edits_only_values_json_keeps_exactly(value, editable) -> None:
+    from satchel.backends.base import Record
+    from satchel.server.human import describe
+
+    record = Record("k", get_codec("typed").encode(value), 0.0, 0.0, None, 1)
+    assert describe("s", "k", record).editable is editable

@@ -90,7 +90,23 @@ def describe(scope: str, key: str, record: Record) -> ValueOut:
             elif isinstance(value, str):
                 out.text = value
             out.json_value = jsonable(value)
+            out.editable = isinstance(value, str) or _json_exact(value)
     return out
+
+
+def _json_exact(value: Any) -> bool:
+    """True if JSON holds `value` exactly (types included), so an edit loses nothing."""
+    if value is None or type(value) in (bool, str):
+        return True
+    if type(value) is int:
+        return -(2**53) <= value <= 2**53  # what a browser's JSON keeps exact
+    if type(value) is float:
+        return value == value and abs(value) != float("inf") and not value.is_integer()
+    if type(value) is list:
+        return all(_json_exact(v) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _json_exact(v) for k, v in value.items())
+    return False
 
 
 def routes(app: FastAPI, service: Service) -> None:

@@ -135,6 +135,7 @@ class ValueOut(KeyEntry):
     scope: str
     type: str
     json_value: Any = None
+    editable: bool = False  # json_value saved back as JSON gives the very same value
     hex: str | None = None
     text: str | None = None
 

@@ -127,8 +127,7 @@ async function view(key) {
     : v.text != null && v.type === "str" ? v.text
     : v.json_value !== null || v.type === "NoneType" ? JSON.stringify(v.json_value, null, 2)
     : "(" + v.type + ")";
-  const editable = v.type === "str" || ["dict", "list", "int", "float", "bool",
-                                       "NoneType"].includes(v.type);
+  const editable = v.editable;  // the server says if saving it back as JSON is exact
   $("edit-box").hidden = !editable;
   $("edit").value = v.type === "str" ? v.text : JSON.stringify(v.json_value, null, 2);
   $("edit-hint").textContent = v.type === "str" ? "saved as a str" : "saved as JSON";
