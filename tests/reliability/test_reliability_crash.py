@@ -367,6 +367,33 @@ def test_sigkill_during_single_writes(crash_url: tuple[str, Case], long_run: boo
     tally.report()
 
 
+def _kill_inside_call(
+    child: Child, rnd: int, rounds: int, rng: random.Random, duration: float
+) -> float:
+    """Kill `child` inside its timed call ("begin" .. "done"); return the call's duration.
+
+    Round 0 calibrates: the call runs to completion and its duration is measured. Later
+    rounds spread the kills over the call, from its start to just after it ends.
+    """
+    try:
+        if child.readline() != "ready":
+            child.fail(f"round {rnd}: unexpected first line {child.lines[-1]!r}")
+        if child.readline() != "begin":
+            child.fail(f"round {rnd}: no 'begin' but {child.lines[-1]!r}")
+        if rnd == 0:
+            line = child.readline()
+            if not line.startswith("done"):
+                child.fail(f"the call did not complete: {line!r}")
+            duration = float(line.split()[1])
+        else:
+            share = (rnd - 1 + rng.random()) / (rounds - 1)
+            time.sleep(duration * (0.1 + 1.0 * share))
+        child.kill()
+    finally:
+        child.close()
+    return duration
+
+
 BATCH_CASES = {
     "sqlite-normal": 20_000,
     "sqlite-full": 20_000,
@@ -390,22 +417,7 @@ def test_sigkill_during_set_many(crash_url: tuple[str, Case], batch: int, long_r
     total_present = 0
     for rnd in range(rounds):
         child = Child(url, "batch", rnd, batch, case.child_options)
-        try:
-            if child.readline() != "ready":
-                child.fail(f"round {rnd}: unexpected first line {child.lines[-1]!r}")
-            if child.readline() != "begin":
-                child.fail(f"round {rnd}: no 'begin' but {child.lines[-1]!r}")
-            if rnd == 0:  # calibration: let the batch finish, to time it
-                line = child.readline()
-                if not line.startswith("done"):
-                    child.fail(f"batch did not complete: {line!r}")
-                duration = float(line.split()[1])
-            else:  # spread the kills over the call, from its start to just after it ends
-                share = (rnd - 1 + rng.random()) / (rounds - 1)
-                time.sleep(duration * (0.1 + 1.0 * share))
-            child.kill()
-        finally:
-            child.close()
+        duration = _kill_inside_call(child, rnd, rounds, rng, duration)
         completed = any(line.startswith("done") for line in child.lines)
         tally.rounds += 1
         with _reopen(url, case) as store:
@@ -443,20 +455,7 @@ def test_sigkill_during_blob_write(crash_url: tuple[str, Case], long_run: bool) 
     previous: int | None = None  # the round whose value the key holds
     for rnd in range(rounds):
         child = Child(url, "blob", rnd, BLOB_SIZE, case.child_options)
-        try:
-            if child.readline() != "ready" or child.readline() != "begin":
-                child.fail(f"round {rnd}: unexpected start {child.lines!r}")
-            if rnd == 0:  # calibration: let the write finish, to time it
-                line = child.readline()
-                if not line.startswith("done"):
-                    child.fail(f"blob write did not complete: {line!r}")
-                duration = float(line.split()[1])
-            else:
-                share = (rnd - 1 + rng.random()) / (rounds - 1)
-                time.sleep(duration * (0.1 + 1.0 * share))
-            child.kill()
-        finally:
-            child.close()
+        duration = _kill_inside_call(child, rnd, rounds, rng, duration)
         completed = any(line.startswith("done") for line in child.lines)
         tally.rounds += 1
         tally.acknowledged += completed
