@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from .backends.base import ANY_VERSION
-from .codecs import BLOB, BYTES, H_BLOB, H_BYTES, HEADER_SIZE
+from .codecs import BLOB, H_BLOB, H_BYTES, HEADER_SIZE
 from .crypto import unseal
 from .errors import (
     CorruptData,
@@ -308,12 +308,11 @@ def open_reader(store: Store, key: str) -> io.BufferedReader:
     data = backend.get_value(store._scope, key, time())
     if data is None:
         raise KeyNotFound("key not found")
-    if len(data) > 2 and data[2]:
-        data = unseal(data, store._keyring, store._scope, key)
+    data = store._plain(data, key)
     if is_manifest(data):
         manifest = read_manifest(data)
         return io.BufferedReader(BlobReader(store, key, manifest), buffer_size=65536)
-    value = store._shared.codec.decode(data) if data[1:2] != BYTES else data[HEADER_SIZE:]
+    value = store._shared.codec.decode(data)
     if not isinstance(value, bytes):
         raise UnsupportedValue(f"the key holds a {type(value).__name__} value, not bytes")
     return io.BufferedReader(io.BytesIO(value))

@@ -56,7 +56,7 @@ from time import time
 from typing import Any
 
 from .backends.base import ANY_VERSION
-from .blobs import CHUNK_SIZE, BlobWriter
+from .blobs import CHUNK_SIZE, BlobWriter, is_manifest
 from .errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue, ValueChanged
 from .keys import check_key
 from .store import KeyInfo, Store
@@ -436,11 +436,13 @@ def read_records(
     """
     for record in store._records(pattern, values=True):
         try:
-            info, is_large = store._info(record)
-            if is_large and large:
+            info, plain = store._info(record)
+            if not is_manifest(plain):
+                yield record.key, store._decode(plain), info
+            elif large:
                 yield record.key, LARGE, info
             else:
-                yield record.key, store._value(record), info
+                yield record.key, store._large(plain, record.key), info
         except (KeyNotFound, ValueChanged):  # replaced or deleted meanwhile
             continue
         except SatchelError as exc:

@@ -174,10 +174,16 @@ class Store:
         """An encoded `record` for `key`, sealed if configured."""
         return record if self._sealer is None else self._sealer.seal(record, self._scope, key)
 
+    def _plain(self, data: bytes, key: str) -> bytes:
+        """The record `data` stored under `key`, unsealed if it is sealed."""
+        if len(data) > 2 and data[2]:  # flags: encrypted and/or compressed
+            return unseal(data, self._keyring, self._scope, key)
+        return data
+
     def _load(self, data: bytes, key: str) -> Any:
         """The value stored as `data` under `key`: unsealed if need be, then decoded."""
         if len(data) > 2:  # shorter is no record: the codec says so
-            if data[2]:  # flags: encrypted and/or compressed
+            if data[2]:  # `_plain` inlined: this is the hot path of get
                 data = unseal(data, self._keyring, self._scope, key)
             if data[1] == 66:  # b"B": a large value, whose bytes are in chunks
                 return self._large(data, key)
@@ -193,8 +199,7 @@ class Store:
                 fresh = self._shared.backend.get_value(self._scope, key, time())
                 if fresh is None:
                     raise KeyNotFound("key not found (deleted while it was read)") from None
-                if len(fresh) > 2 and fresh[2]:
-                    fresh = unseal(fresh, self._keyring, self._scope, key)
+                fresh = self._plain(fresh, key)
                 if not blobs.is_manifest(fresh):
                     return self._decode(fresh)
                 data = fresh
@@ -202,8 +207,7 @@ class Store:
     def _load_small(self, data: bytes, key: str) -> Any:
         """`_load` for use inside an engine's transaction: refuses a large value, whose
         chunks cannot be read there."""
-        if len(data) > 2 and data[2]:
-            data = unseal(data, self._keyring, self._scope, key)
+        data = self._plain(data, key)
         if blobs.is_manifest(data):
             raise UnsupportedValue("the key holds a large bytes value (blob)")
         return self._decode(data)
@@ -327,13 +331,11 @@ class Store:
             raise KeyNotFound("key not found")
         return self._info(record)[0]
 
-    def _info(self, record: Record) -> tuple[KeyInfo, bool]:
-        """The KeyInfo of `record`, and whether it holds a large value (blob)."""
-        data = record.value
-        if len(data) > 2 and data[2]:  # sealed: describe the value, not its ciphertext
-            data = unseal(data, self._keyring, self._scope, record.key)
-        large = blobs.is_manifest(data)
-        if large:
+    def _info(self, record: Record) -> tuple[KeyInfo, bytes]:
+        """The KeyInfo of `record`, and its unsealed bytes (to decode without unsealing
+        twice)."""
+        data = self._plain(record.value, record.key)  # describe the value, not its ciphertext
+        if blobs.is_manifest(data):
             manifest = blobs.read_manifest(data)
             size, checksum = manifest.size, manifest.checksum
         else:
@@ -349,7 +351,7 @@ class Store:
             version=record.version,
             checksum=checksum,
         )
-        return info, large
+        return info, data
 
     @_about_key
     def ttl(self, key: str) -> float | None:
