@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
@@ -103,6 +104,31 @@ def test_write_on_a_killed_connection_says_it_may_not_have_applied(url):
         assert store.incr("n") == 11  # the pool replaced the connection
 
 
+def test_statement_blocked_past_op_timeout_is_canceled_and_not_applied(url):
+    """A healthy server with a statement stuck behind a lock: the server cancels it at
+    op_timeout, so the write is reported and not applied, and nothing is retried."""
+    with satchel.open(url, op_timeout=1) as store, _admin() as admin:
+        store.set("k", 1)
+        with admin.transaction():
+            admin.execute(f'LOCK TABLE "{_schema(url)}".satchel_kv IN ACCESS EXCLUSIVE MODE')
+            for op in (lambda: store.get("k"), lambda: store.set("k", 2)):
+                start = time.monotonic()
+                with pytest.raises(satchel.BackendUnavailable, match="op_timeout=1s"):
+                    op()
+                assert 1 <= time.monotonic() - start < 1.9  # canceled once, not retried
+        assert store.get("k") == 1  # the canceled write did not land
+        store.set("k", 3)
+        assert store.get("k") == 3
+
+
+def test_own_statement_timeout_option_wins(url):
+    with satchel.open(url, op_timeout=1, options="-c statement_timeout=7s") as store:
+        found = store._shared.backend._run(
+            lambda conn: conn.execute("SHOW statement_timeout").fetchone()
+        )
+    assert found == ("7s",)
+
+
 def test_newer_schema_version_is_refused(url):
     satchel.open(url).close()
     with _admin() as conn:
@@ -129,6 +155,8 @@ def test_unreachable_server_names_the_engine_without_password():
         ({"pool_min": "x"}, satchel.InvalidInput),
         ({"no_such_libpq_option": "1"}, satchel.InvalidInput),
         ({"table": ""}, satchel.InvalidInput),
+        ({"op_timeout": "-1"}, satchel.InvalidInput),
+        ({"op_timeout": "soon"}, satchel.InvalidInput),
     ],
 )
 def test_bad_options_are_invalid_input(url, options, error):

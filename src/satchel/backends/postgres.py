@@ -57,6 +57,7 @@ from ..errors import (
     ValueChanged,
 )
 from ..keys import scan_range
+from . import watchdog
 from .base import (
     ANY_VERSION,
     CREATED_AT_TOLERANCE,
@@ -374,7 +375,9 @@ EVENTS_DELETE_EVENTS = f"DELETE FROM {{events}} WHERE {_STATE_WHERE}"
 EVENTS_NAMES = "SELECT DISTINCT name FROM {states} WHERE scope = %(scope)s ORDER BY name"
 
 # satchel options; anything else in the URL query goes to libpq (sslmode, ...).
-_OPTIONS = ("schema", "table", "pool_min", "pool_max", "timeout", "connect_timeout")
+_OPTIONS = (
+    "schema", "table", "pool_min", "pool_max", "timeout", "connect_timeout", "op_timeout"
+)
 
 _OPEN: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
 _ABANDONED: list[ConnectionPool] = []  # a parent's pools: closing them in a child would
@@ -412,6 +415,15 @@ def _bounds(start: int | None, stop: int | None) -> tuple[int, int] | None:
     return (low, high) if low <= high else None
 
 
+class _NoAnswer(psycopg.OperationalError):
+    """The server did not answer within op_timeout: it is hung, a retry would hang too."""
+
+
+WATCHDOG_GRACE = 1.0  # seconds past op_timeout before the watchdog drops the connection
+# Failures a read is not retried after: each already took its whole time limit.
+_NO_RETRY = (PoolTimeout, _NoAnswer, psycopg.errors.QueryCanceled)
+
+
 def _record(row: Any) -> Record:
     return Record(row[0], row[1], row[2], row[3], row[4], row[5])
 
@@ -436,12 +448,16 @@ class PostgresBackend(Backend):
         pool_max: int | str = 10,
         timeout: float | str = 30.0,
         connect_timeout: float | str = 10.0,
+        op_timeout: float | str = 60.0,
     ) -> None:
         try:
             self._pool_min, self._pool_max = int(pool_min), int(pool_max)
             self._timeout, self._connect_timeout = float(timeout), float(connect_timeout)
+            self._op_timeout = float(op_timeout)
         except ValueError as exc:
             raise InvalidInput(f"bad pool or timeout option: {exc}") from None
+        if self._op_timeout < 0:
+            raise InvalidInput(f"op_timeout must be >= 0 (0: no limit), not {op_timeout}")
         if not 0 <= self._pool_min <= self._pool_max or self._pool_max < 1:
             raise InvalidInput(f"need 0 <= pool_min <= pool_max and pool_max >= 1 ({url})")
         for name, value in (("schema", schema), ("table", table)):
@@ -455,6 +471,12 @@ class PostgresBackend(Backend):
             "application_name": "satchel",
             **(libpq or {}),
         }
+        if self._op_timeout:
+            # A slow statement on a healthy server is canceled by the server itself
+            # (nothing half-done); the watchdog, a second later, is for a hung server.
+            # A user's own `-c statement_timeout` in options comes later and wins.
+            ms = max(1, round(self._op_timeout * 1000))
+            self._libpq["options"] = f"-c statement_timeout={ms} {self._libpq.get('options', '')}"
         self._sql = self._statements(schema, table)
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
@@ -537,7 +559,7 @@ class PostgresBackend(Backend):
             with self._errors():
                 conninfo = make_conninfo(self._conninfo, **self._libpq)
                 with psycopg.connect(conninfo, autocommit=True) as conn:
-                    self._check_schema(conn)
+                    self._limited(conn, self._check_schema)
             pool = ConnectionPool(
                 self._conninfo,
                 kwargs=kwargs,
@@ -587,6 +609,12 @@ class PostgresBackend(Backend):
             raise BackendUnavailable(
                 f"no PostgreSQL connection within {self._timeout:g}s", engine=self.engine
             ) from exc
+        except psycopg.errors.QueryCanceled as exc:
+            raise BackendUnavailable(
+                f"PostgreSQL canceled a statement still running after op_timeout="
+                f"{self._op_timeout:g}s: {self._scrub(exc)}",
+                engine=self.engine,
+            ) from exc
         except psycopg.OperationalError as exc:
             message = self._scrub(exc)
             if may_have_written:
@@ -620,8 +648,9 @@ class PostgresBackend(Backend):
                 with self._errors(may_have_written=not read):
                     return self._on_connection(fn)
             except BackendUnavailable as exc:
-                # Waiting for the pool already took `timeout`: no second wait.
-                if attempts <= 0 or isinstance(exc.__cause__, PoolTimeout):
+                # Waiting for the pool already took `timeout`, and a server that did not
+                # answer within op_timeout is hung: no second wait.
+                if attempts <= 0 or isinstance(exc.__cause__, _NO_RETRY):
                     raise
                 # After a server restart every idle pooled connection is dead too:
                 # drop them, so the retry gets a fresh one.
@@ -635,7 +664,7 @@ class PostgresBackend(Backend):
         # pool's check-out costs more than a local round trip. Busy: use the pool.
         if not self._sticky_lock.acquire(blocking=False):
             with pool.connection() as pooled:
-                return fn(pooled)
+                return self._limited(pooled, fn)
         try:
             sticky = self._sticky
             if sticky is None or sticky.closed:  # a broken connection reports closed
@@ -643,9 +672,35 @@ class PostgresBackend(Backend):
                 if sticky is not None:
                     pool.putconn(sticky)  # the pool discards it
                 sticky = self._sticky = pool.getconn()
-            return fn(sticky)
+            return self._limited(sticky, fn)
         finally:
             self._sticky_lock.release()
+
+    def _limited(
+        self, conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], T]
+    ) -> T:
+        """`fn(conn)`, failing with _NoAnswer if the server does not answer within
+        op_timeout (see watchdog.py); the connection is then closed, so it is dropped."""
+        if not self._op_timeout:
+            return fn(conn)
+        token = watchdog.start(conn.fileno(), self._op_timeout + WATCHDOG_GRACE)
+        try:
+            result = fn(conn)
+        except psycopg.OperationalError as exc:
+            if watchdog.stop(token):
+                conn.close()
+                raise _NoAnswer(
+                    f"no answer from the server within op_timeout={self._op_timeout:g}s; "
+                    "connection dropped"
+                ) from exc
+            raise
+        except BaseException:
+            if watchdog.stop(token):
+                conn.close()
+            raise
+        if watchdog.stop(token):  # the answer came just in time; the socket did not
+            conn.close()
+        return result
 
     def _one(self, name: str, params: dict[str, Any], *, read: bool = False) -> Any:
         """The first row of one statement, or None."""

@@ -111,6 +111,7 @@ from .base import (
 
 DEFAULT_PREFIX = "satchel:"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, unless socket_[connect_]timeout says otherwise
+DEFAULT_SOCKET_TIMEOUT = 60.0  # seconds to wait for an answer: a hung server fails the call
 SCAN_COUNT = 1000  # the SCAN COUNT hint, and how many records one read script gets
 SCAN_CACHE_SIZE = 4  # sorted key lists kept for iterations in progress
 SCAN_CACHE_SECONDS = 60.0
@@ -981,9 +982,10 @@ def open_redis(url: str, options: dict[str, Any]) -> RedisBackend:
         # a full pool makes a caller wait for a free connection (up to 20 s), not fail
         kwargs["max_connections"] = max_connections
         kwargs["connection_pool_class"] = redis.BlockingConnectionPool
-    timeout = kwargs["socket_timeout"] = _option(options, "socket_timeout", float)
+    timeout = _option(options, "socket_timeout", float)
     connect_timeout = _option(options, "socket_connect_timeout", float)
     kwargs["socket_connect_timeout"] = connect_timeout or timeout or DEFAULT_CONNECT_TIMEOUT
+    kwargs["socket_timeout"] = DEFAULT_SOCKET_TIMEOUT if timeout is None else timeout
     if options:
         raise InvalidInput(f"unknown option(s) for the redis engine: {', '.join(sorted(options))}")
     engine = redact(url)
