@@ -2,10 +2,13 @@
 
 Status codes: 401 missing or wrong token, 403 forbidden scope or read-only tenant,
 404 missing key, 400/422 bad input, 409 changed under a conditional write, 413 over
-quota or body too large, 503 the engine failed.
+quota or body too large, 408 a body that came too slowly, 503 the engine failed.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +48,8 @@ from .models import (
 from .service import Changed, Service, record_out
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
+BODY_TIMEOUT = 30.0  # seconds of grace for a request body, after its headers ...
+BODY_MIN_RATE = 16 * 1024  # ... and then at least this many bytes a second on average
 _ERRORS: list[tuple[type[Exception], int, str]] = [
     (KeyNotFound, 404, "not_found"),
     (ReadOnlyError, 403, "read_only"),
@@ -78,10 +83,16 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before or while they arrive."""
+    """Refuse request bodies over `limit` bytes with 413, before or while they arrive, and
+    bodies that come too slowly with 408, closing the connection: a body must have arrived
+    at `min_rate` bytes a second on average after `timeout` seconds of grace (so a client
+    sending a byte now and then cannot hold a connection, and its request, for ever)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(
+        self, app: ASGIApp, limit: int, timeout: float = BODY_TIMEOUT,
+        min_rate: float = BODY_MIN_RATE,
+    ) -> None:  # fmt: skip
+        self.app, self.limit, self.timeout, self.min_rate = app, limit, timeout, min_rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,21 +104,40 @@ class BodyLimit:
                 scope, receive, send
             )
             return
-        seen = 0
+        seen, done, slow = 0, False, False
+        began = time.monotonic()
 
         async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done, slow
+            if done:  # the body is in: what comes now is a disconnect, whenever it comes
+                return await receive()
+            wait = began + self.timeout + seen / self.min_rate - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), max(wait, 0.0))
+            except TimeoutError:
+                slow = True
+                raise HTTPException(408, "the request body came too slowly") from None
+            done = not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 raise HTTPException(413, f"the body limit is {self.limit} bytes")
             return message
 
-        await self.app(scope, counted, send)
+        async def closing(message: Message) -> None:
+            if slow and message["type"] == "http.response.start":  # the rest is not read
+                headers = [*message.get("headers", []), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, counted, closing)
 
 
-def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
-    """The server app for `service` (an engine and its tenants)."""
+def create_app(
+    service: Service, *, max_body: int = MAX_BODY, body_timeout: float = BODY_TIMEOUT,
+    body_min_rate: float = BODY_MIN_RATE,
+) -> FastAPI:  # fmt: skip
+    """The server app for `service` (an engine and its tenants); request bodies are at most
+    `max_body` bytes and must arrive in time (see BodyLimit)."""
     app = FastAPI(
         title="satchel server",
         version="1",
@@ -121,7 +151,7 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     extras.routes(app, service)
     human.routes(app, service)
     ui.routes(app)
-    app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(BodyLimit, limit=max_body, timeout=body_timeout, min_rate=body_min_rate)
     return app
 
 
@@ -134,7 +164,8 @@ def install_errors(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        codes = {401: "unauthorized", 404: "not_found", 405: "method", 413: "too_large"}
+        codes = {401: "unauthorized", 404: "not_found", 405: "method", 408: "too_slow",
+                 413: "too_large"}  # fmt: skip
         return error(exc.status_code, codes.get(exc.status_code, "invalid"), str(exc.detail))
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:

@@ -49,6 +49,7 @@ def serve(
 
         from .app import MAX_BODY, create_app
         from .service import Service
+        from .serving import uvicorn_config
     except ImportError as exc:
         raise BackendError(f"the server needs {exc.name}: pip install 'satchel[server]'") from exc
     from ..engines import connect
@@ -63,10 +64,15 @@ def serve(
         state.remember(url)
     service = Service(connect(url, {}), config, config_path)
     app = create_app(service, max_body=max_body or MAX_BODY)
+    server = uvicorn.Server(uvicorn_config(app, host, port, log_level="info", server_header=False))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+        server.run()  # as uvicorn.run, with a deadline for each request's headers
+    except KeyboardInterrupt:
+        pass
     finally:
         service.close()
+    if not server.started:  # the port was taken, or the like: uvicorn said why
+        raise SystemExit(3)
 
 
 @click.group("token")

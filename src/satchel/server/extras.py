@@ -15,6 +15,7 @@ from fastapi import FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import BackendError, BackendUnavailable, SatchelError, ValueChanged
 from .deps import RESPONSES, T
@@ -152,10 +153,13 @@ def routes(app: FastAPI, service: Service) -> None:
         """Stage chunk `index` of a blob; the body is the raw chunk (at most 8 MiB)."""
         service.writable(t, scope)  # refuse before reading the body
         data = bytearray()
-        async for piece in request.stream():
-            data += piece
-            if len(data) > CHUNK_LIMIT:
-                raise HTTPException(413, f"a chunk is at most {CHUNK_LIMIT} bytes")
+        try:
+            async for piece in request.stream():
+                data += piece
+                if len(data) > CHUNK_LIMIT:
+                    raise HTTPException(413, f"a chunk is at most {CHUNK_LIMIT} bytes")
+        except ClientDisconnect:  # gone mid-chunk: nothing was staged or charged, nobody
+            return Response(status_code=400)  # reads this; not an error for the log
         chunk = bytes(data)
 
         def write() -> None:
