@@ -33,6 +33,7 @@ from typing import Any, Literal
 from ..errors import (
     BackendError,
     BackendUnavailable,
+    CorruptData,
     IncompatibleDatabase,
     InvalidInput,
     ValueChanged,
@@ -47,6 +48,7 @@ from .base import (
     Modifier,
     Record,
 )
+from .sqlite_wal import Log, committed_frames, lost_commits, others_hold
 
 SCHEMA_VERSION = 2  # 2: blobs, time series and event sequences
 
@@ -325,6 +327,9 @@ class SQLiteBackend(Backend):
     # -- connection ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        log = None
+        if not self._readonly and not self._shared_in_process() and not others_hold(self.path):
+            log = committed_frames(self._wal)  # before SQLite's recovery: see sqlite_wal.py
         target = f"{self.path.as_uri()}?mode=ro" if self._readonly else str(self.path)
         db = sqlite3.connect(
             target,
@@ -336,7 +341,9 @@ class SQLiteBackend(Backend):
         )
         try:
             # Refuse a foreign database before changing anything in it (WAL included).
-            version = self._schema_version(db)
+            version = self._schema_version(db)  # the first read: SQLite recovers the WAL
+            if log is not None:
+                self._check_wal(db, log)
             if self._readonly:
                 if version is None:
                     raise IncompatibleDatabase(
@@ -364,6 +371,50 @@ class SQLiteBackend(Backend):
             raise
         self._db = db
         return db
+
+    @property
+    def _wal(self) -> Path:
+        return Path(f"{self.path}-wal")
+
+    def _shared_in_process(self) -> bool:
+        """True if another backend of this process has the file open (and checked it)."""
+        return any(
+            other is not self and other._db is not None and other.path == self.path
+            for other in list(_OPEN_BACKENDS)
+        )
+
+    def _check_wal(self, db: sqlite3.Connection, log: Log) -> None:
+        """Raise CorruptData if SQLite's recovery just dropped committed transactions."""
+        try:  # the checkpoint's answer says how many frames SQLite took
+            _, adopted, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.OperationalError:  # a full disk, say: check the whole log instead
+            adopted, copied = 0, -1
+        else:
+            if adopted < 0 or (log.header_ok and adopted >= log.last_commit):
+                return  # not in WAL mode, or every commit was taken
+        why = lost_commits(self._wal, log, adopted)
+        if why is None:
+            return
+        # Close without the checkpoint that would delete the log, and the evidence with it
+        # (the next open would then quietly succeed): a read-only connection that holds
+        # the file keeps ours from checkpointing, and cannot checkpoint itself.
+        holder = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        try:
+            holder.execute(LIST_TABLES).fetchall()
+            db.close()
+        finally:
+            holder.close()
+        aside = (
+            f"; to open the store without them, move {self._wal.name} and "
+            f"{self.path.name}-shm aside (what came before the damage is in the database)"
+            if copied == adopted
+            else ""
+        )
+        raise CorruptData(
+            f"{self.path}: the write-ahead log {self._wal.name} is damaged: {why}. "
+            f"Nothing was discarded: restore from a backup{aside}",
+            engine=self.engine,
+        )
 
     def _while_locked(self, step: Callable[[], object]) -> None:
         """Run `step`, retrying while the file is locked: changing the journal mode
