@@ -50,17 +50,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve(engine_url: str, config: Any, **app_options: Any) -> Running:
-    """Start a server for `engine_url` with `config` on a free loopback port."""
+def serve(
+    engine_url: str, config: Any, header_timeout: float | None = None, **app_options: Any
+) -> Running:
+    """Start a server for `engine_url` with `config` on a free loopback port;
+    `app_options` go to create_app."""
     import uvicorn
 
     from satchel.server import Service, create_app
+    from satchel.server.serving import uvicorn_config
 
     service = Service(connect(engine_url, {}), config)
     port = free_port()
     app = create_app(service, **app_options)
+    # As `satchel serve` runs it (with its header timeout), but quiet and in a thread.
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn_config(
+            app, "127.0.0.1", port, header_timeout=header_timeout, log_level="warning",
+            lifespan="off",
+        )
     )
     thread = threading.Thread(target=server.run, name=f"satchel-server-{port}", daemon=True)
     thread.start()

@@ -40,8 +40,7 @@ import pytest
 
 import satchel
 import support_server
-from satchel.server import Config, Service, create_app
-from satchel.server.serving import uvicorn_config
+from satchel.server import Config
 
 LATENCY_BOUND = 2.0  # seconds: the slowest write A may see while hostile clients run
 HOST = "127.0.0.1"
@@ -177,26 +176,6 @@ def server(tmp_path: Path) -> Iterator[support_server.Running]:
     running = support_server.serve(f"sqlite:///{tmp_path}/server.db", Config())
     yield running
     support_server.stop(running)
-
-
-def _serve_as_cli(tmp_path: Path, **options: Any) -> support_server.Running:
-    """A server started the way `satchel serve` starts it (satchel.server.serving), with
-    `options` for its timeouts; stopped with support_server.stop."""
-    import uvicorn
-
-    service = Service(satchel.engines.connect(f"sqlite:///{tmp_path}/server.db", {}), Config())
-    port = support_server.free_port()
-    app = create_app(service, **{k: v for k, v in options.items() if k.startswith("body_")})
-    config = uvicorn_config(app, HOST, port, log_level="warning",
-                            header_timeout=options.get("header_timeout"))  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"satchel-cli-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.01)
-    return support_server.Running(f"http://{HOST}:{port}", service, server, thread, tmp_path)
 
 
 # --- raw HTTP/1.1, to send what no well-behaved client sends -----------------------------
@@ -434,8 +413,10 @@ class _Slow:
 
 def test_slow_clients_do_not_starve_a_and_are_cut_off(tmp_path):
     header_timeout, body_timeout = 1.5, 1.5
-    running = _serve_as_cli(tmp_path, header_timeout=header_timeout,
-                            body_timeout=body_timeout, body_min_rate=1024)  # fmt: skip
+    running = support_server.serve(
+        f"sqlite:///{tmp_path}/server.db", Config(), header_timeout=header_timeout,
+        body_timeout=body_timeout, body_min_rate=1024,
+    )
     try:
         tenants = _Tenants(running)
         auth = b"Authorization: Bearer " + tenants.a.encode() + b"\r\n"

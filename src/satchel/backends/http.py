@@ -153,7 +153,7 @@ class HTTPBackend(Backend):
         if status == 413:
             raise InvalidInput(f"the request is larger than the server accepts: {message}",
                                **where)  # fmt: skip
-        if status in (502, 504) or (status == 503 and code != "backend"):
+        if status in (408, 502, 504) or (status == 503 and code != "backend"):
             raise BackendUnavailable(f"HTTP {status}: {message}", **where)
         raise BackendError(f"HTTP {status}: {message}", **where)
 
