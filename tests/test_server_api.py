@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -296,6 +297,29 @@ def test_error_messages_show_neither_the_engine_nor_the_prefix(server) -> None:
             assert "sqlite" not in text and name not in text and "server.db" not in text
 
 
+def test_an_engine_failure_is_503_naming_nothing_of_the_engine(tmp_path, caplog) -> None:
+    path = tmp_path / "locked.db"
+    running = support_server.serve(f"sqlite:///{path}?timeout=0.2", Config())
+    try:
+        token = running.tenant()
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # every write now waits, then fails
+        try:
+            with client(running, token) as c, caplog.at_level("WARNING", "satchel.server"):
+                r = c.post("/v1/put", json={"scope": "s", "items": [{"key": "k", "value": ""}]})
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert r.status_code == 503 and r.json()["error"]["code"] == "backend"
+        assert str(tmp_path) not in r.text and "locked" not in r.text
+        assert str(path) in caplog.text  # the operator still learns what went wrong
+        with satchel.open(f"{running.url}?token={token}", scope="s") as store:
+            store.set("k", 1)  # and the server works once the engine does
+            assert store.get("k") == 1
+    finally:
+        support_server.stop(running)
+
+
 def test_the_engine_maps_each_answer_to_its_error() -> None:
     import satchel.backends.http as http
 
@@ -312,6 +336,7 @@ def test_the_engine_maps_each_answer_to_its_error() -> None:
         (503, "unavailable", BackendUnavailable),
         (503, "backend", satchel.BackendError),
         (502, "", BackendUnavailable),
+        (408, "too_slow", BackendUnavailable),
     ]
     for status, code, error in cases:
         answer = httpx.Response(status, json={"error": {"code": code, "message": "m"}})

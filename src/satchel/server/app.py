@@ -8,6 +8,7 @@ quota or body too large, 408 a body that came too slowly, 503 the engine failed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from fastapi import FastAPI, Request
@@ -50,6 +51,11 @@ from .service import Changed, Service, record_out
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
 BODY_TIMEOUT = 30.0  # seconds of grace for a request body, after its headers ...
 BODY_MIN_RATE = 16 * 1024  # ... and then at least this many bytes a second on average
+log = logging.getLogger("satchel.server")
+ENGINE_FAILED = {  # what a tenant reads of a 503; the server's log has the details
+    "unavailable": "the storage engine is unavailable; try again later",
+    "backend": "the storage engine failed; the server's log has the details",
+}
 _ERRORS: list[tuple[type[Exception], int, str]] = [
     (KeyNotFound, 404, "not_found"),
     (ReadOnlyError, 403, "read_only"),
@@ -159,6 +165,9 @@ def install_errors(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         for kind, status, code in _ERRORS:
             if isinstance(exc, kind):
+                if status == 503:  # its text names the engine's host, user or database
+                    log.warning("%s %s: %s", request.method, request.url.path, exc)
+                    return error(status, code, ENGINE_FAILED[code])
                 return error(status, code, public(exc))
         raise exc
 
