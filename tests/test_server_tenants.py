@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 
 import httpx
 import pytest
@@ -217,6 +218,25 @@ def test_staged_chunks_stay_counted_through_a_recount(server):
         assert c.post("/v1/blobs/discard", json=discard).status_code == 200
         assert c.get("/v1/usage").json()["bytes"] < 10_000
         assert _stage(c, "two", 90_000).status_code == 204
+
+
+def test_an_abandoned_upload_leaves_the_count_after_its_lifetime(server, monkeypatch):
+    import satchel.server.service as service_module
+
+    token = server.tenant(quota_bytes=100_000)
+    with _c(server, token) as c:
+        assert _stage(c, "gone", 90_000).status_code == 204  # and its client vanishes
+        assert c.get("/v1/usage").json()["bytes"] >= 90_000
+        monkeypatch.setattr(service_module, "STAGED_LIFETIME", 0.2)
+        monkeypatch.setattr(service_module, "PURGE_EVERY", 0.0)
+        monkeypatch.setattr(server.service, "_next_purge", 0.0)  # housekeeping is due
+        time.sleep(0.3)
+        item = {"key": "small", "value": b64(b"x" * 100)}
+        assert c.post("/v1/put", json={"scope": "s", "items": [item]}).status_code == 200
+        assert c.get("/v1/usage").json()["bytes"] < 10_000  # the upload no longer counts
+        assert _stage(c, "next", 90_000).status_code == 204
+        commit = {"scope": "s", "key": "k", "blob_id": "gone", "chunks": 1, "manifest": ""}
+        assert c.post("/v1/blobs/commit", json=commit).status_code == 409  # forgotten
 
 
 def test_a_forged_manifest_does_not_shrink_the_count(server):

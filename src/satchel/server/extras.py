@@ -167,8 +167,7 @@ def routes(app: FastAPI, service: Service) -> None:
             full = service.writable(t, scope)
             with service.accounts.lock(t):
                 _charge(service, t, len(chunk))
-                staged = service.staged
-                staged[t.name, engine_id] = staged.get((t.name, engine_id), 0) + len(chunk)
+                service.stage(t, engine_id, len(chunk))
             backend.blob_write(full, name, engine_id, index, chunk, service.now())
 
         await run_in_threadpool(write)
@@ -213,7 +212,7 @@ def routes(app: FastAPI, service: Service) -> None:
                 raise
             except BackendError as exc:  # a staged chunk is missing: the client's doing
                 raise Incomplete(exc.message) from exc
-            del service.staged[t.name, engine_id]  # its bytes stay charged, now as the value's
+            service.unstage(t, engine_id)  # its bytes stay charged, now as the value's
             record = backend.get(full, key, now)
             if record is not None:
                 service.ledger.blob_committed(t.name, full, key, record.version, size)
@@ -228,7 +227,7 @@ def routes(app: FastAPI, service: Service) -> None:
         backend.blob_discard(full, service.key(body.key), engine_id)
         with service.accounts.lock(t):
             usage = service.accounts.usage(t)  # a recount here still sees the staged bytes
-            usage.bytes -= service.staged.pop((t.name, engine_id), 0)
+            usage.bytes -= service.unstage(t, engine_id)
         return Result()
 
     @post("/v1/series/put", responses=RESPONSES, tags=["series"])

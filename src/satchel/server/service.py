@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..backends.base import Backend, Record
+from ..backends.base import STAGED_LIFETIME, Backend, Record
 from ..errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from ..keys import check_key
 from .ledger import Ledger
@@ -76,9 +76,11 @@ class Service:
         self.accounts = Accounts(self._recount)
         self.ledger = Ledger(backend)
         # Chunk bytes received per staged blob (tenant, engine blob id): charged when
-        # received, kept in the count until committed (then the ledger has them) or
-        # discarded. Lost on a restart: such a blob cannot be committed (409).
+        # received, kept in the count until committed (then the ledger has them),
+        # discarded, or left for STAGED_LIFETIME (the engine frees its chunks then).
+        # Lost on a restart: such a blob cannot be committed (409).
         self.staged: dict[tuple[str, str], int] = {}
+        self._staged_since: dict[tuple[str, str], float] = {}
         self._next_purge = 0.0
         self._path = config_path
         self._mtime = self._stat()
@@ -172,11 +174,29 @@ class Service:
             )
         return usage
 
+    def stage(self, tenant: Tenant, engine_id: str, size: int) -> None:
+        """Count `size` more chunk bytes of a staged blob (tenant's lock held)."""
+        key = (tenant.name, engine_id)
+        self.staged[key] = self.staged.get(key, 0) + size
+        self._staged_since.setdefault(key, time.time())
+
+    def unstage(self, tenant: Tenant, engine_id: str) -> int:
+        """Stop counting a staged blob (committed or discarded); its bytes."""
+        self._staged_since.pop((tenant.name, engine_id), None)
+        return self.staged.pop((tenant.name, engine_id), 0)
+
     def _housekeeping(self, now: float) -> None:
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY
             with contextlib.suppress(SatchelError):  # expired records are invisible anyway
                 self.backend.purge_expired(now, 1000)
+            # An upload whose client vanished: the purge freed its chunks, so its bytes
+            # leave the count (the next use of the tenant recounts).
+            for key, since in list(self._staged_since.items()):
+                if now - since > STAGED_LIFETIME:
+                    del self._staged_since[key]
+                    self.staged.pop(key, None)
+                    self.accounts.forget(key[0])
 
     # -- records ----------------------------------------------------------------------
 

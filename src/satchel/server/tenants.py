@@ -254,6 +254,6 @@ class Accounts:
             found = self._usage[tenant.name] = self._recount(tenant)
         return found
 
-    def forget(self, tenant: Tenant) -> None:
+    def forget(self, tenant: Tenant | str) -> None:
         """Drop the tenant's count (after a clear): the next use recounts."""
-        self._usage.pop(tenant.name, None)
+        self._usage.pop(tenant if isinstance(tenant, str) else tenant.name, None)
