@@ -36,6 +36,7 @@ may or may not have been applied: it raises BackendUnavailable saying so.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import weakref
@@ -415,13 +416,17 @@ def _bounds(start: int | None, stop: int | None) -> tuple[int, int] | None:
     return (low, high) if low <= high else None
 
 
-class _NoAnswer(psycopg.OperationalError):
-    """The server did not answer within op_timeout: it is hung, a retry would hang too."""
+class _TimedOut(psycopg.OperationalError):
+    """An operation overran op_timeout: a retry would take as long (not retried)."""
 
-
-WATCHDOG_GRACE = 1.0  # seconds past op_timeout before the watchdog drops the connection
-# Failures a read is not retried after: each already took its whole time limit.
-_NO_RETRY = (PoolTimeout, _NoAnswer, psycopg.errors.QueryCanceled)
+    def __init__(self, op_timeout: float, fired: str) -> None:
+        if fired == "shut":
+            super().__init__(
+                f"no answer from the server within op_timeout={op_timeout:g}s; "
+                "connection dropped"
+            )
+        else:
+            super().__init__(f"canceled after op_timeout={op_timeout:g}s")
 
 
 def _record(row: Any) -> Record:
@@ -456,7 +461,7 @@ class PostgresBackend(Backend):
             self._op_timeout = float(op_timeout)
         except ValueError as exc:
             raise InvalidInput(f"bad pool or timeout option: {exc}") from None
-        if self._op_timeout < 0:
+        if not 0 <= self._op_timeout < math.inf:
             raise InvalidInput(f"op_timeout must be >= 0 (0: no limit), not {op_timeout}")
         if not 0 <= self._pool_min <= self._pool_max or self._pool_max < 1:
             raise InvalidInput(f"need 0 <= pool_min <= pool_max and pool_max >= 1 ({url})")
@@ -471,12 +476,6 @@ class PostgresBackend(Backend):
             "application_name": "satchel",
             **(libpq or {}),
         }
-        if self._op_timeout:
-            # A slow statement on a healthy server is canceled by the server itself
-            # (nothing half-done); the watchdog, a second later, is for a hung server.
-            # A user's own `-c statement_timeout` in options comes later and wins.
-            ms = max(1, round(self._op_timeout * 1000))
-            self._libpq["options"] = f"-c statement_timeout={ms} {self._libpq.get('options', '')}"
         self._sql = self._statements(schema, table)
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
@@ -609,12 +608,6 @@ class PostgresBackend(Backend):
             raise BackendUnavailable(
                 f"no PostgreSQL connection within {self._timeout:g}s", engine=self.engine
             ) from exc
-        except psycopg.errors.QueryCanceled as exc:
-            raise BackendUnavailable(
-                f"PostgreSQL canceled a statement still running after op_timeout="
-                f"{self._op_timeout:g}s: {self._scrub(exc)}",
-                engine=self.engine,
-            ) from exc
         except psycopg.OperationalError as exc:
             message = self._scrub(exc)
             if may_have_written:
@@ -650,13 +643,14 @@ class PostgresBackend(Backend):
             except BackendUnavailable as exc:
                 # Waiting for the pool already took `timeout`, and a server that did not
                 # answer within op_timeout is hung: no second wait.
-                if attempts <= 0 or isinstance(exc.__cause__, _NO_RETRY):
+                if attempts <= 0 or isinstance(exc.__cause__, (PoolTimeout, _TimedOut)):
                     raise
                 # After a server restart every idle pooled connection is dead too:
-                # drop them, so the retry gets a fresh one.
+                # drop them, so the retry gets a fresh one. (Not check(): it would talk
+                # to each, with no time limit, on a server that may hang.)
                 if self._pool is not None:
                     with suppress(Exception):
-                        self._pool.check()
+                        self._pool.drain()
 
     def _on_connection(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         pool = self._pool or self._open_pool()
@@ -679,26 +673,21 @@ class PostgresBackend(Backend):
     def _limited(
         self, conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], T]
     ) -> T:
-        """`fn(conn)`, failing with _NoAnswer if the server does not answer within
-        op_timeout (see watchdog.py); the connection is then closed, so it is dropped."""
+        """`fn(conn)` within op_timeout (see watchdog.py): past it, the statement is
+        canceled, or, if the server does not answer, the connection is dropped."""
         if not self._op_timeout:
             return fn(conn)
-        token = watchdog.start(conn.fileno(), self._op_timeout + WATCHDOG_GRACE)
+        token = watchdog.start(conn.fileno(), self._op_timeout, conn.cancel_safe)
         try:
             result = fn(conn)
-        except psycopg.OperationalError as exc:
-            if watchdog.stop(token):
+        except BaseException as exc:
+            fired = watchdog.stop(token)
+            if fired == "shut":
                 conn.close()
-                raise _NoAnswer(
-                    f"no answer from the server within op_timeout={self._op_timeout:g}s; "
-                    "connection dropped"
-                ) from exc
+            if fired is not None and isinstance(exc, psycopg.OperationalError):
+                raise _TimedOut(self._op_timeout, fired) from exc
             raise
-        except BaseException:
-            if watchdog.stop(token):
-                conn.close()
-            raise
-        if watchdog.stop(token):  # the answer came just in time; the socket did not
+        if watchdog.stop(token) == "shut":  # the answer came just in time; the socket did not
             conn.close()
         return result
 
