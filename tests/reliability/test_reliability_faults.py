@@ -38,6 +38,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -859,8 +860,10 @@ WAL_FRAME = 24 + PAGE
 
 @pytest.mark.parametrize("durability", ["normal", "full"])
 @pytest.mark.parametrize(
-    "where", ["page-data", "frame-checksum", "first-frame", "frame-salt", "log-header"]
-)
+    "where",
+    ["page-data", "frame-checksum", "first-frame", "frame-salt", "log-header",
+     "zeroed-log-header", "zeroed-first-block"],
+)  # fmt: skip
 def test_sqlite_damaged_wal_is_reported_not_silently_rolled_back(
     tmp_path: Path, durability: str, where: str
 ) -> None:
@@ -872,17 +875,20 @@ def test_sqlite_damaged_wal_is_reported_not_silently_rolled_back(
     wal = _killed_writer(path, durability)
     frames = (wal.stat().st_size - 32) // WAL_FRAME
     middle = 32 + frames // 2 * WAL_FRAME
-    _flip(wal, {
-        "page-data": middle + 24 + 100,
-        "frame-checksum": middle + 17,
-        "first-frame": 32 + 24 + 5,
-        "frame-salt": middle + 9,
-        "log-header": 25,  # the header's own checksum
-    }[where])  # fmt: skip
+    if where.startswith("zeroed"):  # a block that never reached the disk
+        with wal.open("r+b") as handle:
+            handle.write(bytes(32 if where == "zeroed-log-header" else 4096))
+    else:
+        _flip(wal, {
+            "page-data": middle + 24 + 100,
+            "frame-checksum": middle + 17,
+            "first-frame": 32 + 24 + 5,
+            "frame-salt": middle + 9,
+            "log-header": 25,  # the header's own checksum
+        }[where])  # fmt: skip
     before = wal.read_bytes()
     # What the check finds when it cannot checkpoint (a full disk): the whole log walked.
-    log = sqlite_wal.committed_frames(wal)
-    assert log is not None and sqlite_wal.lost_commits(wal, log, 0) is not None
+    assert sqlite_wal.lost_commits(wal, 0, PAGE) is not None
     for _ in range(2):
         with pytest.raises(satchel.CorruptData) as caught:
             satchel.open(path, durability=durability)
@@ -897,6 +903,39 @@ def test_sqlite_damaged_wal_is_reported_not_silently_rolled_back(
             found = store.get_many([f"k{i:02d}" for i in range(50)])
         assert found == {f"k{i:02d}": i for i in range(len(found))}  # a prefix, whole
         assert len(found) < 50
+
+
+LOCKED_PROBE = """
+import sqlite3, sys
+try:
+    sqlite3.connect(sys.argv[1], timeout=0.2, isolation_level=None).execute("BEGIN IMMEDIATE")
+    print("got the write lock")
+except sqlite3.OperationalError as exc:
+    print("locked" if "locked" in str(exc) else exc)
+"""
+
+
+def test_opening_leaves_this_process_own_sqlite_locks_alone(tmp_path: Path) -> None:
+    """This process holds the write lock through its own sqlite3 connection and opens the
+    same file with satchel (after a crash left a WAL, so the check runs its probe): another
+    process must still find the file locked. (Closing any descriptor of a locked file
+    drops all of this process's POSIX locks on it: the probe must not open one.)"""
+    path = tmp_path / "store.db"
+    _killed_writer(path, "normal")
+    own = sqlite3.connect(path, isolation_level=None)
+    own.execute("BEGIN IMMEDIATE")
+    own.execute("INSERT INTO satchel_meta VALUES ('mine', '1')")
+    try:
+        with satchel.open(path, timeout=0.1) as store:
+            assert store.get("k00") == 0
+            other = subprocess.run(  # a fresh process: SQLite state must not be forked
+                [sys.executable, "-c", LOCKED_PROBE, str(path)],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert other.stdout.strip() == "locked", other
+    finally:
+        own.execute("COMMIT")
+        own.close()
 
 
 def _chaos_writer(path: Path, n: int, seed: int) -> None:

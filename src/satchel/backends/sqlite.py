@@ -48,7 +48,7 @@ from .base import (
     Modifier,
     Record,
 )
-from .sqlite_wal import Log, committed_frames, lost_commits, others_hold
+from .sqlite_wal import first_opener, lost_commits
 
 SCHEMA_VERSION = 2  # 2: blobs, time series and event sequences
 
@@ -327,9 +327,8 @@ class SQLiteBackend(Backend):
     # -- connection ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        log = None
-        if not self._readonly and not self._shared_in_process() and not others_hold(self.path):
-            log = committed_frames(self._wal)  # before SQLite's recovery: see sqlite_wal.py
+        # The first to open the file after a crash has SQLite recover the log: check it.
+        recovers = not self._readonly and self._wal.exists() and first_opener(self.path)
         target = f"{self.path.as_uri()}?mode=ro" if self._readonly else str(self.path)
         db = sqlite3.connect(
             target,
@@ -342,8 +341,8 @@ class SQLiteBackend(Backend):
         try:
             # Refuse a foreign database before changing anything in it (WAL included).
             version = self._schema_version(db)  # the first read: SQLite recovers the WAL
-            if log is not None:
-                self._check_wal(db, log)
+            if recovers:
+                self._check_wal(db)
             if self._readonly:
                 if version is None:
                     raise IncompatibleDatabase(
@@ -376,38 +375,35 @@ class SQLiteBackend(Backend):
     def _wal(self) -> Path:
         return Path(f"{self.path}-wal")
 
-    def _shared_in_process(self) -> bool:
-        """True if another backend of this process has the file open (and checked it)."""
-        return any(
-            other is not self and other._db is not None and other.path == self.path
-            for other in list(_OPEN_BACKENDS)
-        )
-
-    def _check_wal(self, db: sqlite3.Connection, log: Log) -> None:
-        """Raise CorruptData if SQLite's recovery just dropped committed transactions."""
-        try:  # the checkpoint's answer says how many frames SQLite took
-            _, adopted, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.OperationalError:  # a full disk, say: check the whole log instead
-            adopted, copied = 0, -1
-        else:
-            if adopted < 0 or (log.header_ok and adopted >= log.last_commit):
-                return  # not in WAL mode, or every commit was taken
-        why = lost_commits(self._wal, log, adopted)
-        if why is None:
+    def _check_wal(self, db: sqlite3.Connection) -> None:
+        """Raise CorruptData if SQLite's recovery just dropped committed transactions
+        (see sqlite_wal.py), leaving the log as it was."""
+        found = self._wal_damage(db)
+        if found is not None:
+            time.sleep(0.05)  # the same answer twice: a log written this instant is not
+            if self._wal_damage(db) != found:  # taken for a damaged one
+                return
+        if found is None:
             return
+        why, all_copied = found
         # Close without the checkpoint that would delete the log, and the evidence with it
         # (the next open would then quietly succeed): a read-only connection that holds
         # the file keeps ours from checkpointing, and cannot checkpoint itself.
-        holder = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
         try:
-            holder.execute(LIST_TABLES).fetchall()
+            holder = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error:
+            holder = None
+        try:
+            if holder is not None:
+                holder.execute(LIST_TABLES).fetchall()
             db.close()
         finally:
-            holder.close()
+            if holder is not None:
+                holder.close()
         aside = (
             f"; to open the store without them, move {self._wal.name} and "
             f"{self.path.name}-shm aside (what came before the damage is in the database)"
-            if copied == adopted
+            if all_copied
             else ""
         )
         raise CorruptData(
@@ -415,6 +411,18 @@ class SQLiteBackend(Backend):
             f"Nothing was discarded: restore from a backup{aside}",
             engine=self.engine,
         )
+
+    def _wal_damage(self, db: sqlite3.Connection) -> tuple[str, bool] | None:
+        """(why commits are lost, whether what SQLite took is all in the database)."""
+        try:  # the checkpoint's answer says how many frames SQLite took
+            _, adopted, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.OperationalError:  # a full disk, say: the whole log is read
+            adopted, copied = 0, -1
+        if adopted < 0:
+            return None  # not in WAL mode
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        why = lost_commits(self._wal, adopted, page_size)
+        return None if why is None else (why, copied == adopted)
 
     def _while_locked(self, step: Callable[[], object]) -> None:
         """Run `step`, retrying while the file is locked: changing the journal mode

@@ -1,128 +1,138 @@
-"""Find commits that SQLite's WAL recovery would silently drop.
+"""Find commits that SQLite's WAL recovery silently drops.
 
 SQLite replays its write-ahead log frame by frame, checking each frame's checksum, which
 chains on the one before, and stops at the first frame that fails: every transaction
-committed after a damaged frame is dropped without a word. The log itself still shows
-them: frames after the damage whose own checksums hold (each against its predecessor's
-stored one), one of them marking a commit.
+committed after a damaged frame is dropped without a word (and a damaged log header
+drops them all). The log itself still shows them: after the damage come frames whose
+checksums hold against their predecessor's stored one, one of them marking a commit.
 
-So, when satchel is the process that opens the file first (no other process holds it,
-so this open runs SQLite's recovery): `committed_frames` reads frame headers (cheap) to
-see whether the log holds commits at all; after SQLite has recovered, `lost_commits`
-checks only the frames past what it adopted. A writer killed before it published its
-commit leaves valid frames past the adopted ones too, but with no damaged frame before
-them: that is not reported.
+The check runs when this process is the first to open the file (`first_opener`: no
+process, this one included, has it open, so this open runs SQLite's recovery). After
+SQLite has recovered, `lost_commits` looks only past the frames it took. A writer killed
+before it published its commit leaves valid frames there too, but no failing frame
+before them: that is not reported.
 
 Format: https://www.sqlite.org/fileformat2.html#walformat
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import struct
-from dataclasses import dataclass
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
-MAGIC = (0x377F0682, 0x377F0683)  # checksum words little- or big-endian
+MAGIC = {0x377F0682: "<II", 0x377F0683: ">II"}  # -> struct format of checksum words
+NATIVE = "<II" if sys.byteorder == "little" else ">II"  # what SQLite writes here
 HEADER = 32
 FRAME_HEADER = 24
-SHM_DMS = 128  # the byte every connection keeps a shared lock on, in the -shm file
+NOT_A_COMMIT = bytes(4)  # a frame header's "database size after commit" on other frames
 
 
-@dataclass(frozen=True)
-class Log:
-    """What the frame headers of a WAL file say."""
+def first_opener(path: Path) -> bool:
+    """True if no process, this one included, holds a lock on the database's -shm file.
 
-    page_size: int
-    words: str  # struct format of a checksum word pair
-    salts: bytes
-    header_ok: bool  # the header's own checksum holds
-    last_commit: int  # the last commit frame with the header's salts
-
-
-def others_hold(path: Path) -> bool:
-    """True if another process has the database open (holds its -shm lock).
-
-    Opens and closes the -shm file, which drops every POSIX lock this process holds on
-    it: call only while this process has no connection to the database.
+    Reads /proc/locks (Linux): opening and closing a file of the database here would
+    drop every POSIX lock this process holds on it, so no such file is opened. False
+    where that cannot be told, which skips the check.
     """
-    try:
-        fd = os.open(f"{path}-shm", os.O_RDONLY)
-    except FileNotFoundError:
+    if not sys.platform.startswith("linux"):
         return False
     try:
-        probe = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, SHM_DMS, 1, 0)
-        found = fcntl.fcntl(fd, fcntl.F_GETLK, probe)
-        return bool(struct.unpack("hhqqi", found)[0] != fcntl.F_UNLCK)
-    finally:
-        os.close(fd)
+        inode = os.stat(f"{path}-shm").st_ino
+    except FileNotFoundError:
+        return True  # no connection in WAL mode has it open
+    except OSError:
+        return False
+    try:
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    # "1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128": the 3-part field ends in the
+    # inode. Only the inode is compared (a lookalike on another device just skips).
+    for line in table.splitlines():
+        for field in line.split():
+            parts = field.split(":")
+            if len(parts) == 3 and parts[2] == str(inode):
+                return False
+    return True
 
 
-def committed_frames(wal: Path) -> Log | None:
-    """The log's shape, if it holds at least one commit frame (or a damaged header)."""
+def lost_commits(wal: Path, adopted: int, page_size: int) -> str | None:
+    """Why commits past frame `adopted` (the frames SQLite took) are lost, or None if
+    none are (or the log changed while being read, so nothing can be proven)."""
     try:
         with wal.open("rb") as file:
             head = file.read(HEADER)
             if len(head) < HEADER:
                 return None
-            magic, _, page_size = struct.unpack(">III", head[:12])
-            words = ">II" if magic == MAGIC[1] else "<II"
-            header_ok = magic in MAGIC and _sum(head[:24], 0, 0, words) == _stored(head[24:])
-            salts, last, n = head[16:24], 0, 0
-            step = FRAME_HEADER + page_size
-            while page_size and len(frame := file.read(FRAME_HEADER)) == FRAME_HEADER:
-                n += 1
-                # Frames of an earlier pass through the file carry other salts. One
-                # with other salts amid ours is damaged: read on past it.
-                if frame[8:16] == salts and frame[4:8] != bytes(4):  # size set: a commit
-                    last = n
-                file.seek(HEADER + n * step)
-    except OSError:
+            magic, _, size = struct.unpack(">III", head[:12])
+            order = MAGIC.get(magic)
+            if order and size == page_size and _sum(head[:24], 0, 0, order) == _stored(head[24:]):
+                found = _proof(file, adopted, page_size, _seed(file, adopted, page_size), order,
+                               salts=head[16:24])  # fmt: skip
+                what = f"frame {found[0]} is damaged" if found else ""
+            else:  # SQLite ignores the whole log: commits in it are lost
+                found = _proof(file, 0, page_size, _stored(head[24:]), NATIVE, salts=None)
+                what = "its header is damaged"
+    except (OSError, struct.error):
         return None
-    if not header_ok and n == 0:
-        return None
-    if header_ok and last == 0:
-        return None
-    return Log(page_size, words, salts, header_ok, last)
-
-
-def lost_commits(wal: Path, log: Log, adopted: int) -> str | None:
-    """Why commits past frame `adopted` (what SQLite took) are lost, or None if none are."""
-    if not log.header_ok:
-        return "its header is damaged, so SQLite ignores every transaction in it"
-    step = FRAME_HEADER + log.page_size
-    with wal.open("rb") as file:
-        # The checksum chain starts from the last adopted frame's (or the header's).
-        file.seek(HEADER + (adopted - 1) * step + 16 if adopted else 24)
-        seed = _stored(file.read(8))
-        file.seek(HEADER + adopted * step)
-        damaged, lost, n = None, 0, adopted
-        while len(frame := file.read(step)) == step:
-            n += 1
-            holds = frame[8:16] == log.salts and _sum(
-                frame[:8] + frame[FRAME_HEADER:], *seed, log.words
-            ) == _stored(frame[16:24])
-            if not holds and damaged is None:
-                damaged = n
-            elif holds and damaged is not None and frame[4:8] != bytes(4):
-                lost += 1
-            seed = _stored(frame[16:24])
-    if not lost:
+    if found is None:
         return None
     return (
-        f"frame {damaged} is damaged, and SQLite's recovery would drop at least {lost} "
-        f"transaction(s) committed after it"
+        f"{what}, and SQLite's recovery drops every transaction committed after it "
+        f"(one ends at frame {found[1]})"
     )
 
 
+def _seed(file: BinaryIO, adopted: int, page_size: int) -> tuple[int, int]:
+    """The checksum the frame after `adopted` chains on: that frame's, or the header's."""
+    file.seek(HEADER + (adopted - 1) * (FRAME_HEADER + page_size) + 16 if adopted else 24)
+    return _stored(file.read(8))
+
+
+def _proof(
+    file: BinaryIO,
+    after: int,
+    page_size: int,
+    seed: tuple[int, int],
+    order: str,
+    salts: bytes | None,
+) -> tuple[int, int] | None:
+    """(first failing frame, a later commit frame that holds) past frame `after`, or None.
+
+    A frame holds if it has the log's `salts` (None: its predecessor's, for a log whose
+    header is damaged) and its checksum holds against its predecessor's stored one.
+    Frames of an earlier pass through the file have other salts: they never hold.
+    """
+    step = FRAME_HEADER + page_size
+    file.seek(HEADER + after * step)
+    failed: int | None = 0 if salts is None else None  # a damaged header failed already
+    previous = salts
+    n = after
+    while len(frame := file.read(step)) == step:
+        n += 1
+        holds = frame[8:16] == (previous if salts is None else salts) and _sum(
+            frame[:8] + frame[FRAME_HEADER:], *seed, order
+        ) == _stored(frame[16:24])
+        if not holds and failed is None:
+            failed = n
+        elif holds and failed is not None and frame[4:8] != NOT_A_COMMIT:
+            return failed, n
+        seed, previous = _stored(frame[16:24]), frame[8:16]
+    return None
+
+
 def _stored(raw: bytes) -> tuple[int, int]:
-    first, second = struct.unpack(">II", raw)
+    """A checksum as stored: two big-endian 32-bit words."""
+    first, second = struct.unpack(">II", raw[:8])
     return first, second
 
 
-def _sum(data: bytes, s0: int, s1: int, words: str) -> tuple[int, int]:
-    for x0, x1 in struct.iter_unpack(words, data):
+def _sum(data: bytes, s0: int, s1: int, order: str) -> tuple[int, int]:
+    """SQLite's WAL checksum of `data`, continuing from (s0, s1)."""
+    for x0, x1 in struct.iter_unpack(order, data):
         s0 = (s0 + x0 + s1) & 0xFFFFFFFF
         s1 = (s1 + x1 + s0) & 0xFFFFFFFF
     return s0, s1
