@@ -612,8 +612,9 @@ class PostgresBackend(Backend):
             message = self._scrub(exc)
             if may_have_written:
                 message += "; the write may or may not have been applied"
+            cut = not isinstance(exc, (_TimedOut, psycopg.errors.QueryCanceled))
             raise BackendUnavailable(
-                f"PostgreSQL connection failed: {message}", engine=self.engine
+                f"PostgreSQL{' connection failed' if cut else ''}: {message}", engine=self.engine
             ) from exc
         except psycopg.ProgrammingError as exc:
             if "invalid connection option" in str(exc) or "dsn" in str(exc).lower():
