@@ -20,50 +20,65 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import threading
 from pathlib import Path
 from typing import BinaryIO
+
+if sys.platform != "win32":
+    import fcntl
 
 MAGIC = {0x377F0682: "<II", 0x377F0683: ">II"}  # -> struct format of checksum words
 NATIVE = "<II" if sys.byteorder == "little" else ">II"  # what SQLite writes here
 HEADER = 32
 FRAME_HEADER = 24
 NOT_A_COMMIT = bytes(4)  # a frame header's "database size after commit" on other frames
+SHM_DMS = 128  # the byte of the -shm file every connection keeps a shared lock on
+FLOCK = "hhqqi4x"  # Linux's struct flock on 64-bit machines
+
+# One descriptor per -shm file probed, kept open: closing a descriptor of a file drops
+# every POSIX lock this process holds on it (its own SQLite connections' among them).
+_PROBES: dict[str, tuple[int, int]] = {}  # -shm path -> (inode, descriptor)
+_PROBES_LOCK = threading.Lock()
 
 
 def first_opener(path: Path) -> bool:
-    """True if no process, this one included, holds a lock on the database's -shm file.
-
-    Reads /proc/locks (Linux): opening and closing a file of the database here would
-    drop every POSIX lock this process holds on it, so no such file is opened. False
-    where that cannot be told, which skips the check.
-    """
-    if not sys.platform.startswith("linux"):
+    """True if no process, this one included, holds the lock every connection keeps on
+    the database's -shm file while it is open (Linux; False elsewhere: no check)."""
+    if sys.platform == "win32" or not hasattr(fcntl, "F_OFD_GETLK"):
         return False
-    try:
-        inode = os.stat(f"{path}-shm").st_ino
-    except FileNotFoundError:
-        return True  # no connection in WAL mode has it open
-    except OSError:
+    if struct.calcsize("P") != 8:  # FLOCK is the 64-bit layout
         return False
-    try:
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return False
-    # "1: POSIX  ADVISORY  READ 1234 08:01:5678 128 128": the 3-part field ends in the
-    # inode. Only the inode is compared (a lookalike on another device just skips).
-    for line in table.splitlines():
-        for field in line.split():
-            parts = field.split(":")
-            if len(parts) == 3 and parts[2] == str(inode):
+    shm = f"{path}-shm"
+    with _PROBES_LOCK:
+        try:
+            inode = os.stat(shm).st_ino
+        except FileNotFoundError:
+            return True  # no connection in WAL mode has it open
+        except OSError:
+            return False
+        known = _PROBES.get(shm)
+        if known is None or known[0] != inode:
+            try:
+                fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
                 return False
-    return True
+            if known is not None:  # the old file was deleted, by the last connection to
+                os.close(known[1])  # close it: nobody holds a lock on it any more
+            known = _PROBES[shm] = (os.fstat(fd).st_ino, fd)
+        # An open-file-description lock probe: it sees POSIX locks of this process too.
+        probe = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, SHM_DMS, 1, 0)
+        try:
+            answer = fcntl.fcntl(known[1], fcntl.F_OFD_GETLK, probe)
+        except OSError:
+            return False
+    return bool(struct.unpack(FLOCK, answer)[0] == fcntl.F_UNLCK)
 
 
 def lost_commits(wal: Path, adopted: int, page_size: int) -> str | None:
     """Why commits past frame `adopted` (the frames SQLite took) are lost, or None if
     none are (or the log changed while being read, so nothing can be proven)."""
     try:
-        with wal.open("rb") as file:
+        with wal.open("rb", buffering=0) as file:
             head = file.read(HEADER)
             if len(head) < HEADER:
                 return None
@@ -107,20 +122,20 @@ def _proof(
     Frames of an earlier pass through the file have other salts: they never hold.
     """
     step = FRAME_HEADER + page_size
-    file.seek(HEADER + after * step)
+    frames = (file.seek(0, os.SEEK_END) - HEADER) // step  # whole ones: SQLite's too
     failed: int | None = 0 if salts is None else None  # a damaged header failed already
     previous = salts
-    n = after
-    while len(frame := file.read(step)) == step:
-        n += 1
-        holds = frame[8:16] == (previous if salts is None else salts) and _sum(
-            frame[:8] + frame[FRAME_HEADER:], *seed, order
-        ) == _stored(frame[16:24])
+    for n in range(after + 1, frames + 1):
+        file.seek(HEADER + (n - 1) * step)
+        head = file.read(FRAME_HEADER)
+        holds = head[8:16] == (previous if salts is None else salts)
+        if holds:  # only then is the page read and summed
+            holds = _sum(head[:8] + file.read(page_size), *seed, order) == _stored(head[16:])
         if not holds and failed is None:
             failed = n
-        elif holds and failed is not None and frame[4:8] != NOT_A_COMMIT:
+        elif holds and failed is not None and head[4:8] != NOT_A_COMMIT:
             return failed, n
-        seed, previous = _stored(frame[16:24]), frame[8:16]
+        seed, previous = _stored(head[16:24]), head[8:16]
     return None
 
 
