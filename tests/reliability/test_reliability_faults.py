@@ -938,6 +938,26 @@ def test_opening_leaves_this_process_own_sqlite_locks_alone(tmp_path: Path) -> N
         own.close()
 
 
+def test_the_wal_probe_keeps_no_descriptor_once_the_store_is_closed(tmp_path: Path) -> None:
+    """The probe may keep a descriptor of the -shm while a lock is held on it (closing
+    it would drop those locks), never after: else the file system stays busy."""
+    path = tmp_path / "store.db"
+    _killed_writer(path, "normal")
+
+    def ours() -> list[str]:
+        return [
+            target for fd in os.listdir("/proc/self/fd")
+            if (target := os.path.realpath(f"/proc/self/fd/{fd}")).startswith(str(tmp_path))
+        ]  # fmt: skip
+
+    first = satchel.open(path)
+    second = satchel.open(path)  # probes while `first` holds the file
+    assert f"{path}-shm" in sqlite_wal._PROBES  # kept: `first` holds a lock on it
+    second.close()
+    first.close()
+    assert ours() == []
+
+
 def _chaos_writer(path: Path, n: int, seed: int) -> None:
     """Writes until killed: single values and batches, of 1 to 3 pages."""
     rng = random.Random(seed)

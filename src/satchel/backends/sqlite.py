@@ -39,6 +39,7 @@ from ..errors import (
     ValueChanged,
 )
 from ..keys import scan_range
+from . import sqlite_wal
 from .base import (
     ANY_VERSION,
     CREATED_AT_TOLERANCE,
@@ -48,7 +49,7 @@ from .base import (
     Modifier,
     Record,
 )
-from .sqlite_wal import first_opener, lost_commits
+from .sqlite_wal import first_opener, lost_commits, release
 
 SCHEMA_VERSION = 2  # 2: blobs, time series and event sequences
 
@@ -327,6 +328,10 @@ class SQLiteBackend(Backend):
     # -- connection ------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        with sqlite_wal.OPENING:  # see there: no probe may close a descriptor meanwhile
+            return self._open_connection()
+
+    def _open_connection(self) -> sqlite3.Connection:
         # The first to open the file after a crash has SQLite recover the log: check it.
         recovers = not self._readonly and self._wal.exists() and first_opener(self.path)
         target = f"{self.path.as_uri()}?mode=ro" if self._readonly else str(self.path)
@@ -487,10 +492,11 @@ class SQLiteBackend(Backend):
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, sqlite_wal.OPENING:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+                release(self.path)
         _OPEN_BACKENDS.discard(self)
 
     # -- primitives ------------------------------------------------------------------

@@ -35,21 +35,26 @@ NOT_A_COMMIT = bytes(4)  # a frame header's "database size after commit" on othe
 SHM_DMS = 128  # the byte of the -shm file every connection keeps a shared lock on
 FLOCK = "hhqqi4x"  # Linux's struct flock on 64-bit machines
 
-# One descriptor per -shm file probed, kept open: closing a descriptor of a file drops
-# every POSIX lock this process holds on it (its own SQLite connections' among them).
-_PROBES: dict[str, tuple[int, int]] = {}  # -shm path -> (inode, descriptor)
-_PROBES_LOCK = threading.Lock()
+# Closing a descriptor of a file drops every POSIX lock this process holds on it (its
+# own SQLite connections' among them). So a probe's descriptor of a -shm file is closed
+# only when the probe saw no lock on it; else it is kept until `release` sees none.
+# OPENING is held while a satchel connection opens or closes and while a probe runs, so
+# no connection of ours takes a lock between a probe and its close. (A connection that
+# other code opens at that very instant could still lose its locks: POSIX cannot tell.)
+OPENING = threading.RLock()
+_PROBES: dict[str, tuple[int, int]] = {}  # -shm path -> (inode, descriptor) kept open
 
 
 def first_opener(path: Path) -> bool:
     """True if no process, this one included, holds the lock every connection keeps on
-    the database's -shm file while it is open (Linux; False elsewhere: no check)."""
+    the database's -shm file while it is open (Linux; False elsewhere: no check).
+    Call with OPENING held until the connection is open."""
     if sys.platform == "win32" or not hasattr(fcntl, "F_OFD_GETLK"):
         return False
     if struct.calcsize("P") != 8:  # FLOCK is the 64-bit layout
         return False
     shm = f"{path}-shm"
-    with _PROBES_LOCK:
+    with OPENING:
         try:
             inode = os.stat(shm).st_ino
         except FileNotFoundError:
@@ -65,13 +70,41 @@ def first_opener(path: Path) -> bool:
             if known is not None:  # the old file was deleted, by the last connection to
                 os.close(known[1])  # close it: nobody holds a lock on it any more
             known = _PROBES[shm] = (os.fstat(fd).st_ino, fd)
-        # An open-file-description lock probe: it sees POSIX locks of this process too.
-        probe = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, SHM_DMS, 1, 0)
-        try:
-            answer = fcntl.fcntl(known[1], fcntl.F_OFD_GETLK, probe)
-        except OSError:
-            return False
+        unlocked = _unlocked(known[1])
+        if unlocked:
+            del _PROBES[shm]
+            os.close(known[1])
+        return unlocked
+
+
+def release(path: Path) -> None:
+    """Close the probe descriptor of `path`'s -shm once no lock is held on it (after a
+    connection of ours closed; call with OPENING held)."""
+    shm = f"{path}-shm"
+    with OPENING:
+        known = _PROBES.get(shm)
+        if known is not None and _unlocked(known[1]):
+            del _PROBES[shm]
+            os.close(known[1])
+
+
+def _unlocked(fd: int) -> bool:
+    """An open-file-description lock probe: unlike a POSIX one, it sees this process's
+    POSIX locks too. False when it cannot tell."""
+    probe = struct.pack(FLOCK, fcntl.F_WRLCK, os.SEEK_SET, SHM_DMS, 1, 0)
+    try:
+        answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe)
+    except OSError:
+        return False
     return bool(struct.unpack(FLOCK, answer)[0] == fcntl.F_UNLCK)
+
+
+def _after_fork() -> None:
+    global OPENING
+    OPENING = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def lost_commits(wal: Path, adopted: int, page_size: int) -> str | None:
