@@ -106,8 +106,8 @@ def test_write_on_a_killed_connection_says_it_may_not_have_applied(url):
 
 def test_statement_blocked_past_op_timeout_is_canceled_and_not_applied(url):
     """A healthy server with a statement stuck behind a lock: the watchdog has it
-    canceled at op_timeout, so the write is reported and not applied, the connection
-    stays usable, and nothing is retried."""
+    canceled at op_timeout, so the write is reported and not applied, nothing is
+    retried, and the store goes on with a fresh connection."""
     with satchel.open(url, op_timeout=1) as store, _admin() as admin:
         store.set("k", 1)
         with admin.transaction():

@@ -898,3 +898,33 @@ def test_version_1_file_gains_the_new_tables(tmp_path: Path) -> None:
         0
     ] == str(2)
     db.close()
+
+
+def test_a_child_keeps_writing_after_the_parent_closes(tmp_path):
+    """A Store opened before fork(): the child's writes after the parent closed its own
+    connection must all land (a child connection that took no real locks would let the
+    parent's close checkpoint and delete the log under it)."""
+    path = tmp_path / "store.db"
+    store = satchel.open(path)
+    store.set("parent0", 0)
+    ready, parent_closed = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            store.set("child1", 1)
+            os.write(ready[1], b"1")
+            os.read(parent_closed[0], 1)
+            store.set("child2", 2)
+            store.set("child3", 3)
+            code = 0
+        finally:
+            os._exit(code)  # without closing: the log must still hold the writes
+    os.read(ready[0], 1)
+    store.close()
+    os.write(parent_closed[1], b"1")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with satchel.open(path) as again:
+        assert again.get_many(["parent0", "child1", "child2", "child3"]) == {
+            "parent0": 0, "child1": 1, "child2": 2, "child3": 3}  # fmt: skip

@@ -1004,6 +1004,18 @@ def test_sqlite_wal_check_stays_quiet_when_writers_die_together_or_one_by_one(
     print(f"\nFAULTS sqlite WAL check, 4 writers killed: rounds={rounds} false reports=0")
 
 
+def test_sqlite_damaged_wal_is_reported_through_a_symlink(tmp_path: Path) -> None:
+    """SQLite keeps -wal and -shm beside the real file, not beside a link to it."""
+    real = tmp_path / "data" / "store.db"
+    real.parent.mkdir()
+    wal = _killed_writer(real, "normal")
+    _flip(wal, 32 + (wal.stat().st_size - 32) // WAL_FRAME // 2 * WAL_FRAME + 124)
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    with pytest.raises(satchel.CorruptData, match="damaged"):
+        satchel.open(link)
+
+
 def test_sqlite_wal_of_a_killed_writer_opens_with_every_commit(tmp_path: Path) -> None:
     """The check does not cry wolf: an undamaged WAL left by a killed writer, and one
     whose last transaction was cut off mid-write, open with every commit."""

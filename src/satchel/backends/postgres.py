@@ -683,13 +683,13 @@ class PostgresBackend(Backend):
             result = fn(conn)
         except BaseException as exc:
             fired = watchdog.stop(token)
-            if fired == "shut":
+            if fired is not None:  # shut, or a late cancel could hit the next statement
                 conn.close()
             if fired is not None and isinstance(exc, psycopg.OperationalError):
                 raise _TimedOut(self._op_timeout, fired) from exc
             raise
-        if watchdog.stop(token) == "shut":  # the answer came just in time; the socket did not
-            conn.close()
+        if watchdog.stop(token) is not None:  # the answer came just in time; the socket
+            conn.close()  # may be shut, or a cancel on its way to the next statement
         return result
 
     def _one(self, name: str, params: dict[str, Any], *, read: bool = False) -> Any:

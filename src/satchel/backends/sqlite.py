@@ -217,7 +217,6 @@ SCAN = {
 
 # Connections must not cross fork(); children reopen lazily (see _after_fork).
 _OPEN_BACKENDS: weakref.WeakSet[SQLiteBackend] = weakref.WeakSet()
-_ABANDONED: list[sqlite3.Connection] = []  # a parent's connections, never closed in a child
 
 
 _FORK_HELD: list[threading.Lock] = []
@@ -333,7 +332,7 @@ class SQLiteBackend(Backend):
 
     def _open_connection(self) -> sqlite3.Connection:
         # The first to open the file after a crash has SQLite recover the log: check it.
-        recovers = not self._readonly and self._wal.exists() and first_opener(self.path)
+        recovers = not self._readonly and self._wal.exists() and first_opener(self._real)
         target = f"{self.path.as_uri()}?mode=ro" if self._readonly else str(self.path)
         db = sqlite3.connect(
             target,
@@ -378,7 +377,13 @@ class SQLiteBackend(Backend):
 
     @property
     def _wal(self) -> Path:
-        return Path(f"{self.path}-wal")
+        return Path(f"{self._real}-wal")
+
+    @property
+    def _real(self) -> Path:
+        """The database file itself: SQLite keeps -wal and -shm beside it, not beside a
+        symlink to it."""
+        return Path(os.path.realpath(self.path))
 
     def _check_wal(self, db: sqlite3.Connection) -> None:
         """Raise CorruptData if SQLite's recovery just dropped committed transactions
@@ -406,8 +411,8 @@ class SQLiteBackend(Backend):
             if holder is not None:
                 holder.close()
         aside = (
-            f"; to open the store without them, move {self._wal.name} and "
-            f"{self.path.name}-shm aside (what came before the damage is in the database)"
+            f"; to open the store without them, move {self._wal} and "
+            f"{self._real.name}-shm aside (what came before the damage is in the database)"
             if all_copied
             else ""
         )
@@ -487,7 +492,12 @@ class SQLiteBackend(Backend):
 
     def _after_fork(self) -> None:
         if self._db is not None:
-            _ABANDONED.append(self._db)  # closing it here could disturb the parent's locks
+            # Closed, not kept: SQLite's record of the locks this process holds came
+            # along, so a new connection beside it would take no real lock (the parent's
+            # close would then checkpoint and delete the log under the child). Closing
+            # leaves the parent's locks alone (POSIX locks are per process) and cannot
+            # checkpoint while the parent has the file open.
+            self._db.close()
         self._db = None
         self._lock = threading.Lock()
 
@@ -496,7 +506,7 @@ class SQLiteBackend(Backend):
             if self._db is not None:
                 self._db.close()
                 self._db = None
-                release(self.path)
+                release(self._real)
         _OPEN_BACKENDS.discard(self)
 
     # -- primitives ------------------------------------------------------------------
