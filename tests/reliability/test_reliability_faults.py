@@ -887,7 +887,7 @@ def test_sqlite_damaged_wal_is_reported_not_silently_rolled_back(
             "log-header": 25,  # the header's own checksum
         }[where])  # fmt: skip
     before = wal.read_bytes()
-    # What the check finds when it cannot checkpoint (a full disk): the whole log walked.
+    # The log alone proves the loss, walked from its start too.
     assert sqlite_wal.lost_commits(wal, 0, PAGE) is not None
     for _ in range(2):
         with pytest.raises(satchel.CorruptData) as caught:
@@ -896,13 +896,13 @@ def test_sqlite_damaged_wal_is_reported_not_silently_rolled_back(
         assert str(path) in message and "store.db-wal" in message, message
         assert "damaged" in message
     assert wal.read_bytes() == before  # the evidence is kept, byte for byte
-    if "move store.db-wal" in message:  # the documented way out
-        wal.rename(tmp_path / "aside-wal")
-        Path(f"{path}-shm").rename(tmp_path / "aside-shm")
-        with satchel.open(path) as store:
-            found = store.get_many([f"k{i:02d}" for i in range(50)])
-        assert found == {f"k{i:02d}": i for i in range(len(found))}  # a prefix, whole
-        assert len(found) < 50
+    assert f"move {wal} and store.db-shm aside" in message  # the documented way out
+    wal.rename(tmp_path / "aside-wal")
+    Path(f"{path}-shm").rename(tmp_path / "aside-shm")
+    with satchel.open(path) as store:
+        found = store.get_many([f"k{i:02d}" for i in range(50)])
+    assert found == {f"k{i:02d}": i for i in range(len(found))}  # a prefix, whole
+    assert len(found) < 50
 
 
 LOCKED_PROBE = """
@@ -1002,6 +1002,43 @@ def test_sqlite_wal_check_stays_quiet_when_writers_die_together_or_one_by_one(
         with satchel.open(path) as store:  # never CorruptData
             assert store.get("w0-1") is None or store.get("w0-1").startswith("x")
     print(f"\nFAULTS sqlite WAL check, 4 writers killed: rounds={rounds} false reports=0")
+
+
+def _commit_frames(wal: Path) -> list[int]:
+    """1-based numbers of the commit frames in `wal`."""
+    raw = wal.read_bytes()
+    frames = (len(raw) - 32) // WAL_FRAME
+    return [n for n in range(1, frames + 1)
+            if raw[32 + (n - 1) * WAL_FRAME + 4: 32 + (n - 1) * WAL_FRAME + 8] != bytes(4)]
+
+
+def test_sqlite_wal_torn_inside_its_last_transaction_opens_without_it(tmp_path: Path) -> None:
+    """A power cut in the middle of the last commit can leave a hole among that
+    commit's own frames (the disk wrote them out of order): that commit never returned,
+    so SQLite dropping it is right, and the store opens, with every commit before it."""
+    path = tmp_path / "store.db"
+    wal = _killed_writer(path, "full")
+    before_last = _commit_frames(wal)[-2]
+    _flip(wal, 32 + before_last * WAL_FRAME + 24 + 100)  # the last transaction's 1st frame
+    with satchel.open(path) as store:
+        found = store.get_many([f"k{i:02d}" for i in range(50)])
+    assert found == {f"k{i:02d}": i for i in range(49)}
+
+
+def test_sqlite_damaged_wal_after_a_restart_is_logged_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the machine booted after the log was written, a power loss may have reordered
+    writes that were never synced (allowed with durability "normal"): the damage is
+    logged, naming the file, and the store opens as SQLite recovered it."""
+    path = tmp_path / "store.db"
+    wal = _killed_writer(path, "normal")
+    _flip(wal, 32 + (wal.stat().st_size - 32) // WAL_FRAME // 2 * WAL_FRAME + 124)
+    monkeypatch.setattr(sqlite_wal, "rebooted_since", lambda file: file == wal)
+    with caplog.at_level("WARNING", "satchel"), satchel.open(path) as store:
+        found = store.get_many([f"k{i:02d}" for i in range(50)])
+    assert 0 < len(found) < 50 and "store.db-wal is damaged" in caplog.text
+    assert str(path) in caplog.text and "restarted" in caplog.text
 
 
 def test_sqlite_damaged_wal_is_reported_through_a_symlink(tmp_path: Path) -> None:

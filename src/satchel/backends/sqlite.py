@@ -18,6 +18,7 @@ rows of ``satchel_points`` keyed by (scope, series, t); event sequences are rows
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -50,6 +51,8 @@ from .base import (
     Record,
 )
 from .sqlite_wal import first_opener, lost_commits, release
+
+log = logging.getLogger("satchel")
 
 SCHEMA_VERSION = 2  # 2: blobs, time series and event sequences
 
@@ -343,10 +346,10 @@ class SQLiteBackend(Backend):
             uri=self._readonly,
         )
         try:
-            # Refuse a foreign database before changing anything in it (WAL included).
-            version = self._schema_version(db)  # the first read: SQLite recovers the WAL
             if recovers:
                 self._check_wal(db)
+            # Refuse a foreign database before changing anything in it (WAL included).
+            version = self._schema_version(db)
             if self._readonly:
                 if version is None:
                     raise IncompatibleDatabase(
@@ -388,24 +391,33 @@ class SQLiteBackend(Backend):
     def _check_wal(self, db: sqlite3.Connection) -> None:
         """Raise CorruptData if SQLite's recovery just dropped committed transactions
         (see sqlite_wal.py), leaving the log as it was."""
-        found = self._wal_damage(db)
-        if found is not None:
-            time.sleep(0.05)  # the same answer twice: a log written this instant is not
-            if self._wal_damage(db) != found:  # taken for a damaged one
-                return
-        if found is None:
+        db.execute("BEGIN IMMEDIATE")  # SQLite recovers here; nobody writes meanwhile
+        try:
+            adopted = sqlite_wal.adopted_frames(self._real)
+            (page_size,) = db.execute("PRAGMA page_size").fetchone()
+            why = None if adopted is None else lost_commits(self._wal, adopted, page_size)
+        finally:
+            db.execute("ROLLBACK")
+        if why is None:
             return
-        why, all_copied = found
+        message = f"{self.path}: the write-ahead log {self._wal.name} is damaged: {why}"
+        if sqlite_wal.rebooted_since(self._wal):  # a power loss may have done it, which
+            log.warning("%s; the machine restarted since it was written", message)
+            return  # the durability SQLite promises allows: not refused, but not silent
+        try:  # what SQLite took goes into the database, so the log can be set aside
+            _, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            all_copied = frames == copied >= 0
+        except sqlite3.Error:
+            all_copied = False
         # Close without the checkpoint that would delete the log, and the evidence with it
         # (the next open would then quietly succeed): a read-only connection that holds
         # the file keeps ours from checkpointing, and cannot checkpoint itself.
         try:
             holder = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
+            holder.execute(LIST_TABLES).fetchall()
         except sqlite3.Error:
             holder = None
         try:
-            if holder is not None:
-                holder.execute(LIST_TABLES).fetchall()
             db.close()
         finally:
             if holder is not None:
@@ -417,22 +429,9 @@ class SQLiteBackend(Backend):
             else ""
         )
         raise CorruptData(
-            f"{self.path}: the write-ahead log {self._wal.name} is damaged: {why}. "
-            f"Nothing was discarded: restore from a backup{aside}",
+            f"{message}. Nothing was discarded: restore from a backup{aside}",
             engine=self.engine,
         )
-
-    def _wal_damage(self, db: sqlite3.Connection) -> tuple[str, bool] | None:
-        """(why commits are lost, whether what SQLite took is all in the database)."""
-        try:  # the checkpoint's answer says how many frames SQLite took
-            _, adopted, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.OperationalError:  # a full disk, say: the whole log is read
-            adopted, copied = 0, -1
-        if adopted < 0:
-            return None  # not in WAL mode
-        (page_size,) = db.execute("PRAGMA page_size").fetchone()
-        why = lost_commits(self._wal, adopted, page_size)
-        return None if why is None else (why, copied == adopted)
 
     def _while_locked(self, step: Callable[[], object]) -> None:
         """Run `step`, retrying while the file is locked: changing the journal mode

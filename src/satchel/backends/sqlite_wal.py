@@ -7,10 +7,13 @@ drops them all). The log itself still shows them: after the damage come frames w
 checksums hold against their predecessor's stored one, one of them marking a commit.
 
 The check runs when this process is the first to open the file (`first_opener`: no
-process, this one included, has it open, so this open runs SQLite's recovery). After
-SQLite has recovered, `lost_commits` looks only past the frames it took. A writer killed
-before it published its commit leaves valid frames there too, but no failing frame
-before them: that is not reported.
+process, this one included, has it open, so this open runs SQLite's recovery). Holding
+the write lock, so that nobody appends to or restarts the log meanwhile, it reads how
+many frames SQLite took (`adopted_frames`) and `lost_commits` looks past them. A writer
+killed before it published its commit leaves valid frames there too, but no failing
+frame before them; a crash (or power loss) in the middle of a transaction can leave a
+hole in that transaction's own frames, so it takes a second commit after the failing
+frame to prove that acknowledged transactions are lost.
 
 Format: https://www.sqlite.org/fileformat2.html#walformat
 """
@@ -36,8 +39,8 @@ SHM_DMS = 128  # the byte of the -shm file every connection keeps a shared lock 
 FLOCK = "hhqqi4x"  # Linux's struct flock on 64-bit machines
 
 # Closing a descriptor of a file drops every POSIX lock this process holds on it (its
-# own SQLite connections' among them). So a probe's descriptor of a -shm file is closed
-# only when the probe saw no lock on it; else it is kept until `release` sees none.
+# own SQLite connections' among them). So a descriptor of a -shm file opened here is
+# kept until `release`, after a connection of ours closed, sees no lock on the file.
 # OPENING is held while a satchel connection opens or closes and while a probe runs, so
 # no connection of ours takes a lock between a probe and its close. (A connection that
 # other code opens at that very instant could still lose its locks: POSIX cannot tell.)
@@ -53,28 +56,29 @@ def first_opener(path: Path) -> bool:
         return False
     if struct.calcsize("P") != 8:  # FLOCK is the 64-bit layout
         return False
-    shm = f"{path}-shm"
     with OPENING:
         try:
-            inode = os.stat(shm).st_ino
+            fd = _descriptor(Path(f"{path}-shm"))
         except FileNotFoundError:
             return True  # no connection in WAL mode has it open
         except OSError:
             return False
-        known = _PROBES.get(shm)
-        if known is None or known[0] != inode:
-            try:
-                fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                return False
-            if known is not None:  # the old file was deleted, by the last connection to
-                os.close(known[1])  # close it: nobody holds a lock on it any more
-            known = _PROBES[shm] = (os.fstat(fd).st_ino, fd)
-        unlocked = _unlocked(known[1])
-        if unlocked:
-            del _PROBES[shm]
-            os.close(known[1])
-        return unlocked
+        return _unlocked(fd)
+
+
+def adopted_frames(path: Path) -> int | None:
+    """How many frames of the log SQLite took (mxFrame in its wal-index header, which
+    heads the -shm file: https://www.sqlite.org/walformat.html), or None if that cannot
+    be read. Call with OPENING and the write lock held, so the header is not changing."""
+    with OPENING:
+        try:
+            raw = os.pread(_descriptor(Path(f"{path}-shm")), 96, 0)
+        except OSError:
+            return None
+    if len(raw) < 96 or raw[:48] != raw[48:]:  # two copies: equal once written
+        return None
+    version, _, _, ready, _, _, frames = struct.unpack("=IIIBBHI", raw[:20])
+    return frames if ready == 1 and version == 3007000 else None
 
 
 def release(path: Path) -> None:
@@ -86,6 +90,32 @@ def release(path: Path) -> None:
         if known is not None and _unlocked(known[1]):
             del _PROBES[shm]
             os.close(known[1])
+
+
+def rebooted_since(file: Path) -> bool:
+    """True if the machine booted after `file` was last written (Linux): a power loss may
+    then have lost or reordered writes that were never synced."""
+    try:
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        return os.stat(file).st_mtime < boot
+    except (OSError, ValueError, StopIteration):
+        return False
+
+
+def _descriptor(shm: Path) -> int:
+    """This process's kept descriptor of `shm` (opened now if need be)."""
+    inode = os.stat(shm).st_ino
+    known = _PROBES.get(str(shm))
+    if known is None or known[0] != inode:
+        fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+        if known is not None:  # the old file was deleted, by the last connection to
+            os.close(known[1])  # close it: nobody holds a lock on it any more
+        known = _PROBES[str(shm)] = (os.fstat(fd).st_ino, fd)
+    return known[1]
 
 
 def _unlocked(fd: int) -> bool:
@@ -148,7 +178,8 @@ def _proof(
     order: str,
     salts: bytes | None,
 ) -> tuple[int, int] | None:
-    """(first failing frame, a later commit frame that holds) past frame `after`, or None.
+    """(first failing frame, the second later commit frame that holds) past frame
+    `after`, or None.
 
     A frame holds if it has the log's `salts` (None: its predecessor's, for a log whose
     header is damaged) and its checksum holds against its predecessor's stored one.
@@ -157,7 +188,7 @@ def _proof(
     step = FRAME_HEADER + page_size
     frames = (file.seek(0, os.SEEK_END) - HEADER) // step  # whole ones: SQLite's too
     failed: int | None = 0 if salts is None else None  # a damaged header failed already
-    previous = salts
+    previous, commits = salts, 0
     for n in range(after + 1, frames + 1):
         file.seek(HEADER + (n - 1) * step)
         head = file.read(FRAME_HEADER)
@@ -167,7 +198,11 @@ def _proof(
         if not holds and failed is None:
             failed = n
         elif holds and failed is not None and head[4:8] != NOT_A_COMMIT:
-            return failed, n
+            # The first commit may end the very transaction a crash cut short, whose
+            # frames reached the disk out of order: that one was never acknowledged.
+            commits += 1
+            if commits == 2:
+                return failed, n
         seed, previous = _stored(head[16:24]), head[8:16]
     return None
 
