@@ -33,15 +33,15 @@ Fired = Literal["canceled", "shut"]
 
 @dataclass(eq=False, slots=True)
 class _Watch:
-    deadline: float
+    deadline: float  # to cancel; then, once fired, to shut the socket down
     fd: int
     cancel: Callable[..., object] | None
     fired: Fired | None = None
-    busy: bool = False  # the watcher is acting on this call: `stop` waits for it
-    ended: bool = False  # the call has ended (its caller is in `stop`)
+    inode: int = 0  # of the socket when the limit fired: a number that the driver closed
+    # after that and another socket reused is left alone
 
 
-_cond = threading.Condition(threading.Lock())
+_lock = threading.Lock()
 _due: dict[int, _Watch] = {}
 _tokens = count(1)
 _watcher: threading.Thread | None = None
@@ -53,7 +53,7 @@ def start(fd: int, seconds: float, cancel: Callable[..., object] | None = None) 
     global _watcher
     token = next(_tokens)
     watch = _Watch(time.monotonic() + seconds, fd, cancel)
-    with _cond:
+    with _lock:
         _due[token] = watch
         if _watcher is None:
             _watcher = threading.Thread(target=_watch, name="satchel-watchdog", daemon=True)
@@ -63,14 +63,9 @@ def start(fd: int, seconds: float, cancel: Callable[..., object] | None = None) 
 
 def stop(token: int) -> Fired | None:
     """End the watch. None: the limit did not fire. "canceled": the server was asked to
-    cancel the call. "shut": its socket was shut down, so the connection must be dropped."""
-    with _cond:
-        watch = _due[token]
-        watch.ended = True
-        while watch.busy:
-            _cond.wait()
-        del _due[token]
-        return watch.fired
+    cancel the call. "shut": its socket was shut down. Either way, drop the connection."""
+    with _lock:
+        return _due.pop(token).fired
 
 
 def _watch() -> None:
@@ -79,54 +74,35 @@ def _watch() -> None:
     while True:
         time.sleep(TICK)
         now = time.monotonic()
-        with _cond:
+        with _lock:  # held while acting, so `stop` never returns in the middle
             if _due:
                 idle_since = now
             elif now - idle_since > IDLE_EXIT:
                 _watcher = None
                 return
-            overdue = [w for w in _due.values() if w.fired is None and w.deadline <= now]
-            for watch in overdue:
-                watch.busy, watch.fired = True, "canceled"
-        if overdue:
-            try:
+            for watch in _due.values():
+                if watch.deadline > now or watch.fired == "shut":
+                    continue
                 with suppress(Exception):  # the watcher must outlive any one call
-                    _fire(overdue)
-            finally:
-                with _cond:
-                    for watch in overdue:
-                        watch.busy = False
-                    _cond.notify_all()
-
-
-def _fire(overdue: list[_Watch]) -> None:
-    """Cancel the calls, then shut the sockets of those not ended within CANCEL_WAIT."""
-    for watch in overdue:
-        if watch.cancel is not None:
-            # In a thread of its own: a cancel sent to a hung server can block as well.
-            threading.Thread(target=_cancel, args=(watch.cancel,), daemon=True).start()
-    limit = time.monotonic() + CANCEL_WAIT
-    while time.monotonic() < limit:
-        with _cond:
-            if all(watch.ended for watch in overdue):
-                return
-        time.sleep(0.01)
-    with _cond:  # a caller cannot close its connection while this runs
-        for watch in overdue:
-            if not watch.ended:
-                _shut(watch)
+                    if watch.fired is None:  # the call has not ended: `fd` is its socket
+                        watch.fired, watch.deadline = "canceled", now + CANCEL_WAIT
+                        watch.inode = os.fstat(watch.fd).st_ino
+                        if watch.cancel is not None:  # in a thread of its own: a cancel
+                            threading.Thread(  # sent to a hung server can block as well
+                                target=_cancel, args=(watch.cancel,), daemon=True
+                            ).start()
+                    else:
+                        _shut(watch)
 
 
 def _shut(watch: _Watch) -> None:
-    # `fd` is still the call's socket: the call has not ended, and a driver that closes
-    # its socket itself (the server went away) fails the call at once, well within
-    # CANCEL_WAIT, so a socket that reused the number is never shut down here.
     try:
         # A duplicate descriptor: closing it leaves the driver's own one alone, while
         # shutdown() acts on the connection both share.
         with socket.socket(fileno=os.dup(watch.fd)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
-            watch.fired = "shut"
+            if os.fstat(sock.fileno()).st_ino == watch.inode:
+                sock.shutdown(socket.SHUT_RDWR)
+                watch.fired = "shut"
     except OSError:
         pass  # the driver closed it already: the call is failing anyway
 
@@ -138,8 +114,8 @@ def _cancel(cancel: Callable[..., object]) -> None:
 
 def _after_fork() -> None:
     """A child has no watcher thread and no calls in flight."""
-    global _cond, _watcher
-    _cond, _watcher = threading.Condition(threading.Lock()), None
+    global _lock, _watcher
+    _lock, _watcher = threading.Lock(), None
     _due.clear()
 
 
