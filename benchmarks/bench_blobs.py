@@ -53,6 +53,7 @@ import satchel
 from bench_core import (
     Subject,
     Workload,
+    best_of,
     check,
     cpu_model,
     fmt_ratio,
@@ -620,16 +621,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     failed[engine] = error
                     sandbox.cleanup()
                     print(f"{engine}: not measured: {error}", file=sys.stderr)
-            best: dict[str, dict[str, float]] = {c.name: dict.fromkeys(OPS, 0.0) for c in subjects}
-            for r in range(args.repeat):
-                rates = run_round(subjects, work, r, OPS, run_blob_op)
-                for name, per_op in rates.items():
-                    for op, rate in per_op.items():
-                        best[name][op] = max(best[name][op], rate)
-                print(
-                    f"  round {r + 1}/{args.repeat} done ({time.perf_counter() - t0:.0f} s)",
-                    file=sys.stderr,
-                )
+            best = best_of(
+                [c.name for c in subjects], OPS, args.repeat,
+                lambda r: run_round(subjects, work, r, OPS, run_blob_op), t0,
+            )  # fmt: skip
         finally:
             for c in subjects:
                 c.close()

@@ -495,6 +495,26 @@ def run_round(
     return rates
 
 
+def best_of(
+    names: Sequence[str],
+    ops: Sequence[str],
+    repeat: int,
+    one_round: Callable[[int], dict[str, dict[str, float]]],
+    t0: float | None = None,
+) -> dict[str, dict[str, float]]:
+    """The best rate per contender and op over `repeat` rounds of `one_round(r)`; with
+    `t0`, a progress line per round on stderr."""
+    best = {name: dict.fromkeys(ops, 0.0) for name in names}
+    for r in range(repeat):
+        for name, per_op in one_round(r).items():
+            for op, rate in per_op.items():
+                best[name][op] = max(best[name][op], rate)
+        if t0 is not None:
+            print(f"  round {r + 1}/{repeat} done ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr)  # fmt: skip
+    return best
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -718,16 +738,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         run_round(contenders, Workload(min(args.n, 1_000), min(args.batch, 1_000)), 0)
         work = Workload(args.n, args.batch)
-        best: dict[str, dict[str, float]] = {c.name: dict.fromkeys(OPS, 0.0) for c in contenders}
-        for r in range(args.repeat):
-            rates = run_round(contenders, work, r)
-            for name, per_op in rates.items():
-                for op, rate in per_op.items():
-                    best[name][op] = max(best[name][op], rate)
-            print(
-                f"  round {r + 1}/{args.repeat} done ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-            )
+        names = [c.name for c in contenders]
+        best = best_of(names, OPS, args.repeat, lambda r: run_round(contenders, work, r), t0)
     finally:
         for c in contenders:
             c.close()

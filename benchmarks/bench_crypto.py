@@ -28,6 +28,7 @@ from bench_core import (
     OPS,
     SatchelContender,
     Workload,
+    best_of,
     fmt_rate,
     fmt_ratio,
     md_table,
@@ -67,11 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i, (name, options) in enumerate(VARIANTS.items())
         ]
         run_round(contenders, Workload(200, 200), 0)  # warm-up
-        best: dict[str, dict[str, float]] = {c.name: dict.fromkeys(OPS, 0.0) for c in contenders}
-        for r in range(args.repeat):
-            for name, rates in run_round(contenders, workload, r).items():
-                for op, rate in rates.items():
-                    best[name][op] = max(best[name][op], rate)
+        best = best_of([c.name for c in contenders], OPS, args.repeat,
+                       lambda r: run_round(contenders, workload, r))  # fmt: skip
         for c in contenders:
             c.close()
     plain = best["plain"]

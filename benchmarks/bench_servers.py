@@ -42,6 +42,7 @@ from bench_core import (
     SatchelContender,
     Value,
     Workload,
+    best_of,
     check,
     cpu_model,
     fmt_rate,
@@ -546,16 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         run_round(contenders, ServerWorkload(min(args.n, 1_000), min(args.batch, 1_000)), 0, admin)
         work = ServerWorkload(args.n, args.batch)
-        best: dict[str, dict[str, float]] = {c.name: dict.fromkeys(OPS, 0.0) for c in contenders}
-        for rnd in range(args.repeat):
-            rates = run_round(contenders, work, rnd, admin)
-            for name, per_op in rates.items():
-                for op, rate in per_op.items():
-                    best[name][op] = max(best[name][op], rate)
-            print(
-                f"  round {rnd + 1}/{args.repeat} done ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-            )
+        best = best_of([c.name for c in contenders], OPS, args.repeat,
+                       lambda r: run_round(contenders, work, r, admin), t0)  # fmt: skip
     finally:
         for c in contenders:
             c.close()
