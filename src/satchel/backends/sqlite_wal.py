@@ -58,7 +58,7 @@ def first_opener(path: Path) -> bool:
         return False
     with OPENING:
         try:
-            fd = _descriptor(Path(f"{path}-shm"))
+            fd = _descriptor(path)
         except FileNotFoundError:
             return True  # no connection in WAL mode has it open
         except OSError:
@@ -72,7 +72,7 @@ def adopted_frames(path: Path) -> int | None:
     be read. Call with OPENING and the write lock held, so the header is not changing."""
     with OPENING:
         try:
-            raw = os.pread(_descriptor(Path(f"{path}-shm")), 96, 0)
+            raw = os.pread(_descriptor(path), 96, 0)
         except OSError:
             return None
     if len(raw) < 96 or raw[:48] != raw[48:]:  # two copies: equal once written
@@ -84,11 +84,10 @@ def adopted_frames(path: Path) -> int | None:
 def release(path: Path) -> None:
     """Close the probe descriptor of `path`'s -shm once no lock is held on it (after a
     connection of ours closed; call with OPENING held)."""
-    shm = f"{path}-shm"
     with OPENING:
-        known = _PROBES.get(shm)
+        known = _PROBES.get(_shm(path))
         if known is not None and _unlocked(known[1]):
-            del _PROBES[shm]
+            del _PROBES[_shm(path)]
             os.close(known[1])
 
 
@@ -106,15 +105,22 @@ def rebooted_since(file: Path) -> bool:
         return False
 
 
-def _descriptor(shm: Path) -> int:
-    """This process's kept descriptor of `shm` (opened now if need be)."""
+def _shm(path: Path) -> str:
+    return f"{path}-shm"
+
+
+def _descriptor(path: Path) -> int:
+    """This process's kept descriptor of `path`'s -shm file (opened now if need be)."""
+    shm = _shm(path)
     inode = os.stat(shm).st_ino
-    known = _PROBES.get(str(shm))
+    known = _PROBES.get(shm)
     if known is None or known[0] != inode:
         fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
-        if known is not None:  # the old file was deleted, by the last connection to
-            os.close(known[1])  # close it: nobody holds a lock on it any more
-        known = _PROBES[str(shm)] = (os.fstat(fd).st_ino, fd)
+        if known is not None:
+            # That file was deleted, which the last connection closing it does: nobody
+            # holds a lock on it any more, so closing its descriptor drops none.
+            os.close(known[1])
+        known = _PROBES[shm] = (os.fstat(fd).st_ino, fd)
     return known[1]
 
 
