@@ -27,6 +27,7 @@ from .codecs import BLOB, H_BLOB, H_BYTES, HEADER_SIZE
 from .crypto import unseal
 from .errors import (
     CorruptData,
+    DecryptionError,
     InvalidInput,
     KeyNotFound,
     SatchelError,
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise a round trip, small enough for RAM
+MAX_CHUNK_SIZE = 64 << 20  # what a manifest may claim: a reader holds one chunk in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +69,20 @@ def read_manifest(record: bytes) -> Manifest:
         blob_id, size, chunk_size, chunks, checksum, sealed = msgpack.unpackb(
             record[HEADER_SIZE:]
         )
-        return Manifest(str(blob_id), int(size), int(chunk_size), int(chunks), str(checksum),
-                        bool(sealed))  # fmt: skip
+        manifest = Manifest(str(blob_id), int(size), int(chunk_size), int(chunks),
+                            str(checksum), bool(sealed))  # fmt: skip
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CorruptData(f"the manifest of a large value is damaged: {exc}") from exc
+    if not (
+        0 < manifest.chunk_size <= MAX_CHUNK_SIZE
+        and manifest.size >= 0
+        and manifest.chunks == -(-manifest.size // manifest.chunk_size)
+    ):
+        raise CorruptData(
+            f"the manifest of a large value is damaged: {manifest.size} bytes in "
+            f"{manifest.chunks} chunks of {manifest.chunk_size}"
+        )
+    return manifest
 
 
 def chunk_name(key: str, blob_id: str, index: int) -> str:
@@ -250,17 +262,34 @@ class BlobReader(io.RawIOBase):
         scope, backend = store._scope, store._shared.backend
         data = backend.blob_read(scope, self._key, manifest.blob_id, index, time())
         if data is None:
+            if self._still_current():
+                raise CorruptData(f"chunk {index} of {manifest.chunks} of the large value "
+                                  "is missing", key=self._key, scope=scope)  # fmt: skip
             raise ValueChanged("the value was replaced or deleted while it was read",
                                key=self._key, scope=scope, engine=backend.engine)  # fmt: skip
+        keyring = store._keyring
         if manifest.sealed:
             name = chunk_name(self._key, manifest.blob_id, index)
-            data = unseal(data, store._keyring, scope, name)[HEADER_SIZE:]
+            data = unseal(data, keyring, scope, name)[HEADER_SIZE:]
+        elif keyring is not None and not keyring.plaintext_ok:
+            raise DecryptionError("the chunks of this large value are not encrypted",
+                                  key=self._key, scope=scope)  # fmt: skip
         expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
         if len(data) != expected:
             raise CorruptData(f"chunk {index} holds {len(data)} bytes, not {expected}",
                               key=self._key, scope=scope)  # fmt: skip
         self._cached = (index, data)
         return data
+
+    def _still_current(self) -> bool:
+        """True if the key's live value is still this blob: then a chunk it lacks is lost,
+        not replaced (an engine frees a blob's chunks only after its manifest is gone)."""
+        store = self._store
+        data = store._shared.backend.get_value(store._scope, self._key, time())
+        if data is None:
+            return False
+        data = store._plain(data, self._key)
+        return is_manifest(data) and read_manifest(data).blob_id == self._manifest.blob_id
 
     def readinto(self, buffer: Any) -> int:
         if self.closed:

@@ -82,8 +82,11 @@ class Keyring:
     """Encrypts with the first key, decrypts with any of them.
 
     Keys are 32 raw bytes, their base64 text, or a passphrase (derived with scrypt and
-    the store's salt).
+    the store's salt). `plaintext_ok`: records that are not encrypted are read as they
+    are (for a migration to encryption); by default they raise DecryptionError.
     """
+
+    plaintext_ok = False
 
     def __init__(self, material: KeyMaterial | Sequence[KeyMaterial], salt: bytes | None) -> None:
         given = [material] if isinstance(material, bytes | str) else list(material)
@@ -179,7 +182,9 @@ class Sealer:
 
 
 def unseal(record: bytes, keyring: Keyring | None, scope: str, key: str) -> bytes:
-    """A record with flags 0, decrypted and decompressed. Raises DecryptionError/CorruptData."""
+    """A record with flags 0, decrypted and decompressed. Raises DecryptionError/CorruptData,
+    also for a record that is not encrypted when `keyring` is given (unless the keyring
+    has `plaintext_ok`)."""
     flags = record[2]
     if flags & ~KNOWN_FLAGS:
         raise CorruptData(f"record has flags {flags:#04x} this satchel cannot read")
@@ -188,6 +193,13 @@ def unseal(record: bytes, keyring: Keyring | None, scope: str, key: str) -> byte
         if keyring is None:
             raise DecryptionError("value is encrypted; open the store with its encryption_key")
         inner = keyring.decrypt(inner, _aad(header, scope, key))
+    elif keyring is not None and not keyring.plaintext_ok:
+        # Whoever can write the engine's bytes could plant this: never take it as genuine.
+        raise DecryptionError(
+            "value is not encrypted, though this store has an encryption_key (written "
+            "without the key, or planted); open with allow_plaintext=True to read it "
+            "while migrating"
+        )
     if flags & COMPRESSED:
         try:
             inner = _decompress(inner)

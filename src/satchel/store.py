@@ -175,15 +175,16 @@ class Store:
         return record if self._sealer is None else self._sealer.seal(record, self._scope, key)
 
     def _plain(self, data: bytes, key: str) -> bytes:
-        """The record `data` stored under `key`, unsealed if it is sealed."""
-        if len(data) > 2 and data[2]:  # flags: encrypted and/or compressed
+        """The record `data` stored under `key`, unsealed if it is sealed (with a key,
+        every record must be: `unseal` refuses one that is not)."""
+        if len(data) > 2 and (data[2] or self._keyring is not None):
             return unseal(data, self._keyring, self._scope, key)
         return data
 
     def _load(self, data: bytes, key: str) -> Any:
         """The value stored as `data` under `key`: unsealed if need be, then decoded."""
         if len(data) > 2:  # shorter is no record: the codec says so
-            if data[2]:  # `_plain` inlined: this is the hot path of get
+            if data[2] or self._keyring is not None:  # `_plain` inlined: the hot path of get
                 data = unseal(data, self._keyring, self._scope, key)
             if data[1] == 66:  # b"B": a large value, whose bytes are in chunks
                 return self._large(data, key)
@@ -674,9 +675,11 @@ class Store:
         """Re-encrypt every value of this scope with the first key of `encryption_key`.
 
         Values already on that key are skipped, so an interrupted rotation resumes where
-        it stopped; plain values get encrypted. A value rewritten concurrently is left to
-        its writer. `progress(checked, rewritten)` is called after each page. Returns
-        how many values were rewritten. Raises InvalidInput without an encryption key.
+        it stopped; values that are not encrypted get encrypted if the store was opened
+        with ``allow_plaintext=True`` (else they raise DecryptionError). A value rewritten
+        concurrently is left to its writer. `progress(checked, rewritten)` is called after
+        each page. Returns how many values were rewritten. Raises InvalidInput without an
+        encryption key.
         """
         keyring = self._keyring
         if keyring is None or self._sealer is None:
@@ -769,6 +772,7 @@ def open(
     compress: str | None = None,
     compress_min_size: int = 1024,
     readonly: bool = False,
+    allow_plaintext: bool = False,
     **options: Any,
 ) -> Store:
     """Open a store and return it.
@@ -779,6 +783,11 @@ def open(
     with untrusted data: opt in only if you trust every writer) or an object with
     ``dumps``/``loads``. Engine options (``durability="full"``, ``timeout=``) may also be
     given in the URL query.
+
+    With `encryption_key`, every stored record must be encrypted: one that is not (planted
+    by whoever can write the engine's bytes) raises DecryptionError. ``allow_plaintext=True``
+    reads such records as they are, for a migration: open with it, call
+    `Store.rotate_encryption`, then open without it.
 
     Raises InvalidInput for a bad URL, scope or option; BackendError if the engine fails.
 
@@ -799,6 +808,7 @@ def open(
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None
             keyring = Keyring(encryption_key, salt)
+            keyring.plaintext_ok = allow_plaintext
         sealer = None
         if keyring is not None or compress is not None:
             sealer = Sealer(keyring, compress, compress_min_size)

@@ -129,7 +129,11 @@ def test_keyring_reads_old_keys_and_rotation_moves_everything(make_store):
     old.set_many(values)
     old.set("expiring", SECRET, ttl=1000)
     make_store().set("was-plain", SECRET)
-    ring = make_store(encryption_key=[KEY, OTHER_KEY])
+    make_store(scope="migrate").set("was-plain", SECRET)
+    with pytest.raises(DecryptionError) as caught:  # a plain value needs allow_plaintext
+        make_store(encryption_key=KEY, scope="migrate").rotate_encryption()
+    assert "'was-plain'" in str(caught.value)
+    ring = make_store(encryption_key=[KEY, OTHER_KEY], allow_plaintext=True)
     assert ring.get("k0001") == values["k0001"]
     seen: list[tuple[int, int]] = []
     assert ring.rotate_encryption(progress=lambda c, r: seen.append((c, r))) == 1202
