@@ -267,6 +267,14 @@ class Backend(ABC):
         """Sorted names of the series of `scope` holding at least one point."""
         raise self._unsupported("time series")
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        """For each (t, old, new) (distinct t): set point t's value to `new` if it is still
+        `old` (a point rewritten or removed meanwhile is left alone), in one transaction.
+        Return how many were replaced."""
+        raise self._unsupported("time series")
+
     # -- event sequences ---------------------------------------------------------------
     # Sequence `name` of `scope` is a log of events numbered 1, 2, 3, ... (`seq`), each a
     # (timestamp ms, bytes) pair, plus two states (bytes made by the Store): "head", the
@@ -311,4 +319,17 @@ class Backend(ABC):
 
     def events_names(self, scope: str) -> list[str]:
         """Sorted names of the sequences of `scope` holding at least one event or state."""
+        raise self._unsupported("event sequences")
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        """For each event (seq, old, new) (distinct seq): set its data to `new` if it is
+        still `old`; for each state (which, old, new) (distinct which): set that state's
+        data (its seq and timestamp kept) to `new` if it is still `old`. All in one
+        transaction. Return how many were replaced."""
         raise self._unsupported("event sequences")

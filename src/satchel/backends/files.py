@@ -48,9 +48,10 @@ ignored and cut off by the next writer. Series entries are ``p <t> <n>\n<value>\
 (a point; the last one at t wins) and ``r <start> <stop>\n`` (remove, ``*``: unbounded).
 Event entries are ``e|h|b <seq> <ms> <n>\n<data>\n`` (an event, the head, the base): an
 append writes its events and the new head in one batch. A log is rewritten (new file,
-one rename) when half of it is dead entries, or by ``events_compact``. Each store keeps
-the index of the logs it used lately (t or seq -> offset), and reads only what other
-processes appended since; the nonce tells a rewritten log from the one it indexed.
+one rename) when half of it is dead entries, or by ``events_compact`` or ``events_reseal``
+(``series_reseal`` appends the replaced points). Each store keeps the index of the logs
+it used lately (t or seq -> offset), and reads only what other processes appended since;
+the nonce tells a rewritten log from the one it indexed.
 
 Costs: `scan` lists and sorts the whole scope directory, kept until the next write to
 the store (the counter in ``.lock``), so paging through ``keys()`` lists once. `count`,
@@ -414,20 +415,25 @@ class _Events(_Log):
                 raise ValueError(f"unknown entry {kind!r}")
             pos = eol + n + 2
 
-    def entries(self, f: BinaryIO, base: EventState | None = None) -> Iterator[bytes]:
+    def entries(
+        self, f: BinaryIO, base: EventState | None = None, swap: dict[int, bytes] | None = None
+    ) -> Iterator[bytes]:
+        """`swap`: data (event, head or base) at file offset -> the bytes to write instead."""
+
+        def read(offset: int, n: int) -> bytes:
+            return swap[offset] if swap and offset in swap else _read_at(f, offset, n)
+
         if base is None and self.base is not None:
             seq, stamp, offset, n = self.base
-            base = (seq, stamp, _read_at(f, offset, n))
+            base = (seq, stamp, read(offset, n))
         if base is not None:
             yield _entry(b"b", *base)
         skip = 0 if base is None else max(0, base[0] + 1 - self.first)
         for k in range(skip, len(self.offs)):
-            yield _entry(
-                b"e", self.first + k, self.stamps[k], _read_at(f, self.offs[k], self.lens[k])
-            )
+            yield _entry(b"e", self.first + k, self.stamps[k], read(self.offs[k], self.lens[k]))
         if self.head is not None:
             seq, stamp, offset, n = self.head
-            yield _entry(b"h", seq, stamp, _read_at(f, offset, n))
+            yield _entry(b"h", seq, stamp, read(offset, n))
 
 
 # flock belongs to the open file, which a forked child would share with its parent: a
@@ -1152,6 +1158,26 @@ class FilesBackend(Backend):
     def series_names(self, scope: str) -> list[str]:
         return self._log_names(SERIES, scope, _Series.MAGIC)
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        """One batch of the replaced points, appended (as series_put)."""
+        path = self._log_path(SERIES, scope, name)
+        with self._locked(exclusive=True):
+            index = self._index(path, _Series, name)
+            if index is None or not points:
+                return 0
+            hits = []
+            with open(path, "rb") as f:
+                for t, old, new in points:
+                    k = bisect_left(index.ts, t)
+                    if (k < len(index.ts) and index.ts[k] == t and index.lens[k] == len(old)
+                            and _read_at(f, index.offs[k], len(old)) == old):  # fmt: skip
+                        hits.append(b"p %d %d\n%s\n" % (t, len(new), new))
+            if hits:
+                self._append(path, _Series, name, b"".join(hits), index)
+            return len(hits)
+
     # -- event sequences -------------------------------------------------------------------------
 
     def events_state(
@@ -1215,3 +1241,33 @@ class FilesBackend(Backend):
 
     def events_names(self, scope: str) -> list[str]:
         return self._log_names(EVENTS, scope, _Events.MAGIC)
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        """The log rewritten with the replaced data (one rename, as events_compact): a
+        log's events are never changed in place. Costs a whole rewrite per call."""
+        path = self._log_path(EVENTS, scope, name)
+        with self._locked(exclusive=True):
+            index = self._index(path, _Events, name)
+            if index is None:
+                return 0
+            spots = []  # (offset, length, old, new) of each stored data to check
+            for seq, old, new in events:
+                k = seq - index.first
+                if 0 <= k < len(index.offs):
+                    spots.append((index.offs[k], index.lens[k], old, new))
+            for which, old, new in states:
+                state = index.head if which == "head" else index.base
+                if state is not None:
+                    spots.append((state[2], state[3], old, new))
+            with open(path, "rb") as f:
+                swap = {offset: new for offset, n, old, new in spots
+                        if n == len(old) and _read_at(f, offset, n) == old}  # fmt: skip
+                if swap:
+                    self._write_log(path, _Events, name, _parts(index.entries(f, swap=swap)))
+            return len(swap)

@@ -372,6 +372,15 @@ class HTTPBackend(Backend):
     def series_names(self, scope: str) -> list[str]:
         return list(self._post("/v1/series/names", {"scope": scope}, read=True)["names"])
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        if not points:
+            return 0
+        encoded = [{"t": t, "old": _b64(old), "new": _b64(new)} for t, old, new in points]
+        body = {"scope": scope, "name": name, "points": encoded}
+        return int(self._post("/v1/series/reseal", body)["count"])
+
     def events_state(
         self, scope: str, name: str, which: Literal["head", "base"]
     ) -> EventState | None:
@@ -411,6 +420,20 @@ class HTTPBackend(Backend):
 
     def events_names(self, scope: str) -> list[str]:
         return list(self._post("/v1/events/names", {"scope": scope}, read=True)["names"])
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        if not events and not states:
+            return 0
+        body = {"scope": scope, "name": name,
+                "events": [{"seq": s, "old": _b64(o), "new": _b64(n)} for s, o, n in events],
+                "states": [{"which": w, "old": _b64(o), "new": _b64(n)} for w, o, n in states]}
+        return int(self._post("/v1/events/reseal", body)["count"])
 
 
 def open_http(url: str, options: dict[str, Any]) -> HTTPBackend:

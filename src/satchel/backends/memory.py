@@ -387,6 +387,19 @@ class MemoryBackend(Backend):
         with self._lock:
             return sorted(name for (s, name) in self._data.series if s == scope)
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        with self._lock:
+            series = self._data.series.get((scope, name))
+            values = {} if series is None else series.values
+            replaced = 0
+            for t, old, new in points:
+                if values.get(t) == old:
+                    values[t] = new
+                    replaced += 1
+            return replaced
+
     # -- event sequences -----------------------------------------------------------------
 
     def events_state(
@@ -448,3 +461,28 @@ class MemoryBackend(Backend):
     def events_names(self, scope: str) -> list[str]:
         with self._lock:
             return sorted(name for (s, name) in self._data.sequences if s == scope)
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        with self._lock:
+            sequence = self._data.sequences.get((scope, name))
+            if sequence is None:
+                return 0
+            replaced = 0
+            log = sequence.events
+            for seq, old, new in events:
+                i = bisect.bisect_left(log, seq, key=lambda e: e[0])
+                if i < len(log) and log[i][0] == seq and log[i][2] == old:
+                    log[i] = (seq, log[i][1], new)
+                    replaced += 1
+            for which, old, new in states:
+                state = sequence.states.get(which)
+                if state is not None and state[2] == old:
+                    sequence.states[which] = (state[0], state[1], new)
+                    replaced += 1
+            return replaced

@@ -320,6 +320,17 @@ WITH RECURSIVE names(name) AS (
     FROM names WHERE names.name IS NOT NULL
 )
 SELECT name FROM names WHERE name IS NOT NULL"""
+# Rows locked in t order (as SERIES_PUT writes them), so racing writers cannot deadlock.
+SERIES_RESEAL = """
+WITH hit AS (
+    SELECT p.t, u.new FROM {series} p
+    JOIN unnest(%(ts)s::bigint[], %(old)s::bytea[], %(new)s::bytea[]) AS u(t, old, new)
+        ON p.t = u.t AND p.value = u.old
+    WHERE p.scope = %(scope)s AND p.series = %(name)s
+    ORDER BY p.t FOR UPDATE OF p
+)
+UPDATE {series} p SET value = hit.new FROM hit
+WHERE p.scope = %(scope)s AND p.series = %(name)s AND p.t = hit.t"""
 
 # -- event sequences -------------------------------------------------------------------
 _STATE_WHERE = "scope = %(scope)s AND name = %(name)s"
@@ -374,6 +385,20 @@ EVENTS_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(scope)s || chr(2)
 EVENTS_DELETE_EVENTS = f"DELETE FROM {{events}} WHERE {_STATE_WHERE}"
 # Every sequence with events has a head, so the states table names them all.
 EVENTS_NAMES = "SELECT DISTINCT name FROM {states} WHERE scope = %(scope)s ORDER BY name"
+# Under EVENTS_LOCK (compact and delete lock these rows in the other order).
+EVENTS_RESEAL = f"""
+WITH e AS (
+    UPDATE {{events}} e SET data = u.new
+    FROM unnest(%(seqs)s::bigint[], %(old)s::bytea[], %(new)s::bytea[]) AS u(seq, old, new)
+    WHERE e.scope = %(scope)s AND e.name = %(name)s AND e.seq = u.seq AND e.data = u.old
+    RETURNING 1
+), s AS (
+    UPDATE {{states}} s SET data = u.new
+    FROM unnest(%(which)s::text[], %(sold)s::bytea[], %(snew)s::bytea[]) AS u(which, old, new)
+    WHERE {_STATE_WHERE} AND s.which = u.which AND s.data = u.old
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM s)"""
 
 # satchel options; anything else in the URL query goes to libpq (sslmode, ...).
 _OPTIONS = (
@@ -533,6 +558,7 @@ class PostgresBackend(Backend):
             "EVENTS_APPEND_NEXT": EVENTS_APPEND_NEXT, "EVENTS_READ": EVENTS_READ,
             "EVENTS_COMPACT": EVENTS_COMPACT, "EVENTS_DELETE_STATES": EVENTS_DELETE_STATES,
             "EVENTS_DELETE_EVENTS": EVENTS_DELETE_EVENTS, "EVENTS_NAMES": EVENTS_NAMES,
+            "SERIES_RESEAL": SERIES_RESEAL, "EVENTS_RESEAL": EVENTS_RESEAL,
         }  # fmt: skip
         for shape, text in SCAN.items():
             names[f"SCAN{shape}"] = text
@@ -988,6 +1014,15 @@ class PostgresBackend(Backend):
                          read=True)  # fmt: skip
         return [row[0] for row in rows]
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        if not points:
+            return 0
+        params = {"scope": scope, "name": name, "ts": [p[0] for p in points],
+                  "old": [p[1] for p in points], "new": [p[2] for p in points]}  # fmt: skip
+        return self._count("SERIES_RESEAL", params)
+
     # -- event sequences ---------------------------------------------------------------
 
     def events_state(
@@ -1064,3 +1099,26 @@ class PostgresBackend(Backend):
         rows = self._run(lambda conn: conn.execute(statement, {"scope": scope}).fetchall(),
                          read=True)  # fmt: skip
         return [row[0] for row in rows]
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        if not events and not states:
+            return 0
+        params = {"scope": scope, "name": name, "seqs": [e[0] for e in events],
+                  "old": [e[1] for e in events], "new": [e[2] for e in events],
+                  "which": [s[0] for s in states], "sold": [s[1] for s in states],
+                  "snew": [s[2] for s in states]}  # fmt: skip
+        statement = self._sql["EVENTS_RESEAL"]
+
+        def reseal_in(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction():
+                conn.execute(EVENTS_LOCK, params)
+                (replaced,) = conn.execute(statement, params).fetchone() or (0,)
+                return int(replaced)
+
+        return self._run(reseal_in)

@@ -101,5 +101,5 @@ class ReadOnlyBackend(Backend):
         return self._backend.events_names(scope)
 
     blob_write = blob_commit = blob_discard = _refuse
-    series_put = series_remove = _refuse
-    events_append = events_compact = events_delete = _refuse
+    series_put = series_remove = series_reseal = _refuse
+    events_append = events_compact = events_delete = events_reseal = _refuse

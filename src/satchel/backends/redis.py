@@ -53,15 +53,17 @@ Time series: one sorted set per series, ``{prefix}~s:{len(scope)}:{scope}:{name}
 member ``t8 + value`` with score 0, where t8 is t + 2**63 as 8 big-endian bytes: byte
 order is t order over the whole int64 range (scores, doubles, would be exact only to
 2**53). Ranges are ``ZRANGEBYLEX`` (O(log n + k)); `series_put` is one script (remove the
-point at each t, add the new one), one round trip for any number of points.
+point at each t, add the new one), one round trip for any number of points; so is
+`series_reseal` (a point is replaced only if its member, t8 + old value, is there).
 
 Event sequences: one hash per sequence, ``{prefix}~e:{len(scope)}:{scope}:{name}``: event
 ``seq`` is the field ``"<seq>"`` holding ``"<timestamp> <data>"``, plus ``seq`` (the last
-seq), ``head`` and ``base`` (``"<seq> <timestamp> <state>"``) and ``bseq``. Append, read
-and compact are one script each on that one key, so they are atomic on a cluster too; an
-append writes only if ``seq`` is still the caller's `after_seq`, so concurrent appenders
-never lose or duplicate an event. Since each series and each sequence is a single key, no
-hash tag is needed, and braces in scopes or names cannot split them over slots.
+seq), ``head`` and ``base`` (``"<seq> <timestamp> <state>"``) and ``bseq``. Append, read,
+compact and reseal are one script each on that one key, so they are atomic on a cluster
+too; an append writes only if ``seq`` is still the caller's `after_seq`, so concurrent
+appenders never lose or duplicate an event. Since each series and each sequence is a
+single key, no hash tag is needed, and braces in scopes or names cannot split them over
+slots.
 
 The ``~`` after the prefix keeps these names out of the record scans: a record name has
 digits there (the scope's length), which `scopes` requires and which `scan`, `count` and
@@ -345,6 +347,30 @@ for s = base + 1, seq do
 end
 redis.call('HSET', name, 'bseq', ARGV[1], 'base', ARGV[2])
 return 1"""
+# KEYS[1]: a series; ARGV: triples (t8, old value, new value). Returns how many replaced.
+SERIES_RESEAL = """
+local n = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('ZREM', KEYS[1], ARGV[i] .. ARGV[i + 1]) == 1 then
+    redis.call('ZADD', KEYS[1], 0, ARGV[i] .. ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n"""
+# KEYS[1]: a sequence; ARGV: triples (field: '<seq>', 'head' or 'base'; old data; new
+# data). The '<seq> <timestamp> ' (state) or '<timestamp> ' (event) before the data stays.
+EVENTS_RESEAL = """
+local n = 0
+for i = 1, #ARGV, 3 do
+  local found = redis.call('HGET', KEYS[1], ARGV[i])
+  local lead = found and string.match(found, ARGV[i]:match('^%d') and '^%-?%d+ '
+                                      or '^%-?%d+ %-?%d+ ')
+  if lead and string.sub(found, #lead + 1) == ARGV[i + 1] then
+    redis.call('HSET', KEYS[1], ARGV[i], lead .. ARGV[i + 2])
+    n = n + 1
+  end
+end
+return n"""
 SCRIPTS = (
     WRITE,
     WRITE_MANY,
@@ -358,6 +384,8 @@ SCRIPTS = (
     EVENTS_APPEND,
     EVENTS_READ,
     EVENTS_COMPACT,
+    SERIES_RESEAL,
+    EVENTS_RESEAL,
 )
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
@@ -437,7 +465,8 @@ class RedisBackend(Backend):
         scripts = [client.register_script(text) for text in SCRIPTS]
         self._write, self._write_many, self._delete_many, self._delete_if, self._touch = scripts[:5]
         self._get_many, self._blob_commit, self._blob_discard, self._series_put = scripts[5:9]
-        self._events_append, self._events_read, self._events_compact = scripts[9:]
+        self._events_append, self._events_read, self._events_compact = scripts[9:12]
+        self._series_reseal, self._events_reseal = scripts[12:]
         if not self._cluster:  # load them now: one round trip that also checks the server
             with errors:
                 pipe = client.pipeline(transaction=False)
@@ -864,6 +893,16 @@ class RedisBackend(Backend):
     def series_names(self, scope: str) -> list[str]:
         return self._aux_names(b"~s:", scope)
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        if not points:
+            return 0
+        args = [part for t, old, new in points for part in (_t8(t), old, new)]
+        with self._errors:
+            return int(self._series_reseal(keys=[self._aux(b"~s:", scope) + name.encode()],
+                                           args=args))  # fmt: skip
+
     # -- event sequences -------------------------------------------------------------------
 
     def _sequence(self, scope: str, name: str) -> bytes:
@@ -928,6 +967,21 @@ class RedisBackend(Backend):
 
     def events_names(self, scope: str) -> list[str]:
         return self._aux_names(b"~e:", scope)
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        args: list[bytes | str] = []
+        for field, old, new in [*((b"%d" % e[0], e[1], e[2]) for e in events), *states]:
+            args += (field, old, new)
+        if not args:
+            return 0
+        with self._errors:
+            return int(self._events_reseal(keys=[self._sequence(scope, name)], args=args))
 
 
 # -- opening ---------------------------------------------------------------------------------

@@ -190,6 +190,15 @@ DROP_EVENTS = "DELETE FROM satchel_events WHERE scope = ? AND name = ? AND seq <
 DELETE_EVENTS = "DELETE FROM satchel_events WHERE scope = ? AND name = ?"
 DELETE_STATES = "DELETE FROM satchel_event_states WHERE scope = ? AND name = ?"
 EVENT_NAMES = "SELECT DISTINCT name FROM satchel_event_states WHERE scope = ? ORDER BY name"
+# Compare-and-swap rewrites of stored bytes (series_reseal, events_reseal).
+RESEAL_POINT = (
+    "UPDATE satchel_points SET value = ? WHERE scope = ? AND series = ? AND t = ? AND value = ?"
+)
+RESEAL_EVENT = (
+    "UPDATE satchel_events SET data = ? WHERE scope = ? AND name = ? AND seq = ? AND data = ?"
+)
+RESEAL_STATE = """
+UPDATE satchel_event_states SET data = ? WHERE scope = ? AND name = ? AND which = ? AND data = ?"""
 
 
 GET_MANY_CHUNK = 500  # keys per IN (...) query, well below SQLite's parameter limit
@@ -727,6 +736,13 @@ class SQLiteBackend(Backend):
         with self._guard as db:
             return [name for (name,) in db.execute(SERIES_NAMES, (scope,))]
 
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        rows = [(new, scope, name, t, old) for t, old, new in points]
+        with self._guard as db, _immediate(db):
+            return db.executemany(RESEAL_POINT, rows).rowcount
+
     # -- event sequences -----------------------------------------------------------------
 
     def events_state(
@@ -780,3 +796,16 @@ class SQLiteBackend(Backend):
     def events_names(self, scope: str) -> list[str]:
         with self._guard as db:
             return [name for (name,) in db.execute(EVENT_NAMES, (scope,))]
+
+    def events_reseal(
+        self,
+        scope: str,
+        name: str,
+        events: Sequence[tuple[int, bytes, bytes]],
+        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
+    ) -> int:
+        rows = [(new, scope, name, seq, old) for seq, old, new in events]
+        kept = [(new, scope, name, which, old) for which, old, new in states]
+        with self._guard as db, _immediate(db):
+            replaced: int = db.executemany(RESEAL_EVENT, rows).rowcount
+            return replaced + db.executemany(RESEAL_STATE, kept).rowcount

@@ -20,7 +20,17 @@ from starlette.requests import ClientDisconnect
 from ..errors import BackendError, BackendUnavailable, SatchelError, ValueChanged
 from .deps import RESPONSES, T
 from .ledger import EVENT_COST, POINT_COST
-from .models import B64, MAX_BATCH, ExpiresIn, Int64, Name, ScopeBody, _Body
+from .models import (
+    B64,
+    MAX_BATCH,
+    EventsReseal,
+    ExpiresIn,
+    Int64,
+    Name,
+    ScopeBody,
+    SeriesReseal,
+    _Body,
+)
 from .service import Service, b64decode, expiry
 from .tenants import Tenant
 
@@ -140,6 +150,19 @@ def routes(app: FastAPI, service: Service) -> None:
                 _charge(service, t, size)
         return full
 
+    def resealing(t: Tenant, scope: str, pairs: list[tuple[bytes, bytes]]) -> str:
+        """`writing` for a reseal: charged what it may add (as if every item were replaced)."""
+        return writing(t, scope, sum(max(0, len(new) - len(old)) for old, new in pairs))
+
+    def resealed(t: Tenant, pairs: list[tuple[bytes, bytes]], count: int) -> Result:
+        """Give back the bytes a reseal freed if it replaced every item (else the next
+        recount does)."""
+        freed = sum(max(0, len(old) - len(new)) for old, new in pairs)
+        if freed and count == len(pairs):
+            with service.accounts.lock(t):
+                service.accounts.usage(t).bytes -= freed
+        return Result(count=count)
+
     @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204,
              openapi_extra={"requestBody": {"required": True, "content": _OCTETS}})
     async def blob_write(
@@ -242,6 +265,16 @@ def routes(app: FastAPI, service: Service) -> None:
         backend.series_put(full, name, points)
         return Result(count=len(points))
 
+    @post("/v1/series/reseal", responses=RESPONSES, tags=["series"])
+    def series_reseal(body: SeriesReseal, t: T) -> Result:
+        """Set each point (distinct t) to `new` where it is still `old`; `count` replaced."""
+        points = [(p.t, b64decode(p.old), b64decode(p.new)) for p in body.points]
+        if len({ts for ts, _, _ in points}) != len(points):
+            raise HTTPException(400, "two points have the same t")
+        name, pairs = service.key(body.name), [(old, new) for _, old, new in points]
+        full = resealing(t, body.scope, pairs)
+        return resealed(t, pairs, backend.series_reseal(full, name, points))
+
     @post("/v1/series/range", responses=RESPONSES, tags=["series"])
     def series_range(body: SeriesRange, t: T) -> Result:
         """Points with start <= t < stop, in t order (descending with `reverse`)."""
@@ -288,6 +321,18 @@ def routes(app: FastAPI, service: Service) -> None:
         service.ledger.note(t.name, full)
         ok = backend.events_append(full, name, body.after_seq, events, head)
         return Result(ok=ok)
+
+    @post("/v1/events/reseal", responses=RESPONSES, tags=["events"])
+    def events_reseal(body: EventsReseal, t: T) -> Result:
+        """Set each event's (distinct seq) or state's (distinct which) data to `new` where
+        it is still `old`; `count` replaced."""
+        events = [(e.seq, b64decode(e.old), b64decode(e.new)) for e in body.events]
+        states = [(s.which, b64decode(s.old), b64decode(s.new)) for s in body.states]
+        if len({e[0] for e in events}) < len(events) or len({s[0] for s in states}) < len(states):
+            raise HTTPException(400, "two events have the same seq, or two states the same which")
+        name, pairs = service.key(body.name), [(o, n) for _, o, n in [*events, *states]]
+        full = resealing(t, body.scope, pairs)
+        return resealed(t, pairs, backend.events_reseal(full, name, events, states))
 
     @post("/v1/events/read", responses=RESPONSES, tags=["events"])
     def events_read(body: EventsRead, t: T) -> Result:
