@@ -72,3 +72,50 @@ def test_readonly_on_a_missing_file_is_a_clear_error(tmp_path):
         assert "missing.db" in str(exc)
     else:
         raise AssertionError("opened a missing file read-only")
+
+
+_ROTATE_CHILD = """
+import sys, time, satchel
+path, new, old = sys.argv[1], bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+
+def progress(checked, rewritten):
+    print(checked, rewritten, flush=True)
+    if rewritten:
+        time.sleep(60)  # killed here, in the middle of the rotation
+
+with satchel.open(path, encryption_key=[new, old]) as store:
+    store.rotate_encryption(progress=progress)
+"""
+
+
+def test_rotation_killed_midway_resumes_and_loses_nothing(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "killed.db"
+    old, new = os.urandom(32), os.urandom(32)
+    values = {f"key:{i:05d}": i for i in range(1_500)}
+    points = {t: str(t) for t in range(3_000)}
+    with satchel.open(path, encryption_key=old) as store:
+        store.set_many(values)
+        store.series("s").extend(points)
+        for i in range(50):
+            store.events("e").apply({"n": i})
+        state = store.events("e").current()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _ROTATE_CHILD, str(path), new.hex(), old.hex()],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    _checked, rewritten = map(int, child.stdout.readline().split())
+    assert 0 < rewritten < len(values)  # killed part way through
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    with satchel.open(path, encryption_key=[new, old]) as store:
+        assert store.rotate_encryption() == len(values) + len(points) + 50 + 1 - rewritten
+    with satchel.open(path, encryption_key=new) as store:  # the old key is gone
+        assert dict(store.items()) == values
+        assert dict(store.series("s").range()) == points
+        assert store.events("e").current() == state
+        assert len(list(store.events("e").history())) == 50

@@ -274,6 +274,37 @@ class Events:
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
+    def _reseal(self, reseal: Callable[[bytes, str], bytes | None]) -> tuple[int, int]:
+        """Rewrite each event, then the snapshots, as ``reseal(data, seal name)`` gives them
+        (None: left as it is), unless they changed meanwhile; return (checked, rewritten)."""
+        store = self._store
+        backend, scope, name = store._shared.backend, store._scope, self._name
+        checked = rewritten = after_seq = 0
+        try:
+            while True:
+                page = backend.events_read(scope, name, after_seq, PAGE)
+                checked += len(page)
+                changes = [(seq, data, new) for seq, ts, data in page
+                           if (new := reseal(data, self._seal_name(f"e{seq}@{ts}")))]  # fmt: skip
+                if changes:
+                    rewritten += backend.events_reseal(scope, name, changes)
+                if len(page) < PAGE:
+                    break
+                after_seq = page[-1][0]
+            states: list[tuple[Literal["head", "base"], bytes, bytes]] = []
+            for which in ("base", "head"):
+                found = backend.events_state(scope, name, which)
+                if found is not None:
+                    seq, ts, data = found
+                    checked += 1
+                    if new := reseal(data, self._seal_name(f"{which}{seq}@{ts}")):
+                        states.append((which, data, new))
+            if states:
+                rewritten += backend.events_reseal(scope, name, (), states)
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
+        return checked, rewritten
+
     def delete(self) -> bool:
         """Delete the sequence, events and snapshots; False if it did not exist."""
         store = self._store

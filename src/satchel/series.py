@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInput, InvalidInputType, SatchelError
@@ -100,6 +100,23 @@ class Series:
             if len(page) < PAGE or page[-1][0] == INT64_MAX:
                 return
             start = page[-1][0] + 1
+
+    def _reseal(self, reseal: Callable[[bytes, str], bytes | None]) -> tuple[int, int]:
+        """Rewrite each point as ``reseal(data, seal name)`` gives it (None: left as it is),
+        unless it changed meanwhile; return (points checked, points rewritten)."""
+        store = self._store
+        checked = rewritten = 0
+        try:
+            for page in self._pages(None, None, True):
+                checked += len(page)
+                changes = [(t, data, new) for t, data in page
+                           if (new := reseal(data, self._seal_name(t))) is not None]  # fmt: skip
+                if changes:
+                    backend = store._shared.backend
+                    rewritten += backend.series_reseal(store._scope, self._name, changes)
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
+        return checked, rewritten
 
     def range(self, start: int | None = None, stop: int | None = None) -> Iterator[tuple[int, Any]]:
         """Lazily yield ``(t, value)`` for ``start <= t < stop`` (None: unbounded), by t."""

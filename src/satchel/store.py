@@ -672,36 +672,49 @@ class Store:
         return [s for s in self._shared.backend.scopes(time()) if s != RESERVED_SCOPE]
 
     def rotate_encryption(self, *, progress: Callable[[int, int], None] | None = None) -> int:
-        """Re-encrypt every value of this scope with the first key of `encryption_key`.
+        """Re-encrypt everything of this scope (values, large values, time series points,
+        event sequences) with the first key of `encryption_key`.
 
-        Values already on that key are skipped, so an interrupted rotation resumes where
-        it stopped; values that are not encrypted get encrypted if the store was opened
-        with ``allow_plaintext=True`` (else they raise DecryptionError). A value rewritten
+        What is already on that key is skipped, so an interrupted rotation resumes where
+        it stopped; what is not encrypted gets encrypted if the store was opened with
+        ``allow_plaintext=True`` (else it raises DecryptionError). Anything rewritten
         concurrently is left to its writer. `progress(checked, rewritten)` is called after
-        each page. Returns how many values were rewritten. Raises InvalidInput without an
+        each page. Returns how many entries were rewritten. Raises InvalidInput without an
         encryption key.
         """
-        keyring = self._keyring
-        if keyring is None or self._sealer is None:
+        keyring, sealer = self._keyring, self._sealer
+        if keyring is None or sealer is None:
             raise self._tag(InvalidInput("rotate_encryption needs an encryption_key"))
         backend, checked, rewritten = self._shared.backend, 0, 0
+
+        def reseal(data: bytes, name: str) -> bytes | None:
+            if is_current(data, keyring):
+                return None
+            plain = unseal(data, keyring, self._scope, name)
+            return sealer.seal(self._encode(self._decode(plain)), self._scope, name)
+
         for record in self._scan(compile_pattern("*"), values=True):
             checked += 1
             if not is_current(record.value, keyring):
                 try:
-                    plain = unseal(record.value, keyring, self._scope, record.key)
-                    if blobs.is_manifest(plain):
+                    if blobs.is_manifest(self._plain(record.value, record.key)):
                         rewritten += self._rotate_blob(record)
                         continue
-                    plain = self._encode(self._decode(plain))
+                    data = reseal(record.value, record.key)
                 except SatchelError as exc:
                     raise self._tag(exc, record.key) from exc.__cause__
-                data = self._sealer.seal(plain, self._scope, record.key)
-                rewritten += backend.compare_and_set(
+                rewritten += data is not None and backend.compare_and_set(
                     self._scope, record.key, record.version, data, record.expires_at, time(),
                     expected_created_at=record.created_at,
                 )  # fmt: skip
             if progress is not None and checked % PAGE_SIZE == 0:
+                progress(checked, rewritten)
+        kinds: list[Series | Events] = [Series(self, n) for n in backend.series_names(self._scope)]
+        kinds += [Events(self, n) for n in backend.events_names(self._scope)]
+        for kind in kinds:
+            seen, done = kind._reseal(reseal)
+            checked, rewritten = checked + seen, rewritten + done
+            if progress is not None:
                 progress(checked, rewritten)
         if progress is not None:
             progress(checked, rewritten)

@@ -151,3 +151,30 @@ def test_a_crafted_manifest_is_corrupt_data(store, fields):
     assert isinstance(error, CorruptData), error
     with pytest.raises(CorruptData):
         store.info("big")
+
+
+def test_rotation_covers_series_and_events_so_the_old_key_can_go(make_store):
+    old_key = bytes(range(1, 33))
+    first = make_store(encryption_key=old_key)
+    first.set("k", {"v": 1})
+    points = {t: t * 1.5 for t in range(2_500)}  # more than one page of points
+    first.series("temps").extend(points)
+    log = first.events("log")
+    for i in range(1_200):  # more than one page of events
+        log.apply({f"item{i % 7}": i})
+    log.compact(before=None)  # a base snapshot too
+    log.apply({"after": True})
+    history, state = list(log.history()), log.current()
+    ring = make_store(encryption_key=[KEY, old_key])
+    seen: list[tuple[int, int]] = []
+    rewritten = ring.rotate_encryption(progress=lambda c, r: seen.append((c, r)))
+    assert rewritten == 1 + 2_500 + 1 + 2  # value, points, the event after compact, states
+    assert seen[-1] == (rewritten, rewritten)
+    assert ring.rotate_encryption() == 0  # nothing left on the old key
+    new_only = make_store(encryption_key=KEY)
+    assert new_only.get("k") == {"v": 1}
+    assert dict(new_only.series("temps").range()) == points
+    assert list(new_only.events("log").history()) == history
+    assert new_only.events("log").current() == state
+    with pytest.raises(DecryptionError):
+        list(make_store(encryption_key=old_key).series("temps").range())
