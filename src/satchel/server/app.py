@@ -195,7 +195,8 @@ def routes(app: FastAPI, service: Service) -> None:
     post = app.post
 
     @app.get("/healthz", tags=["server"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
+        """Async: answered on the event loop, even while every worker thread is busy."""
         return {"status": "ok"}
 
     @app.get("/v1/scopes", responses=RESPONSES, tags=["records"])

@@ -2,6 +2,10 @@
 
 Values are decoded with satchel's own codecs, so a value stored by a Store with the
 typed codec shows as what it is; an encrypted or compressed one shows as such, unread.
+
+Every value a Store accepted can be shown (see `jsonable`), and the endpoints are sync
+(run in the thread pool) and write their JSON themselves (`answer`): decoding and writing
+a large value never holds up the event loop, and so the other requests.
 """
 
 from __future__ import annotations
@@ -9,10 +13,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import json
+import math
+import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ..backends.base import Record
@@ -32,7 +40,7 @@ from .models import (
     ValueBody,
     ValueOut,
 )
-from .service import Service
+from .service import SCAN_BYTES, Service
 from .tenants import Tenant
 
 ScopeQ = Annotated[str, Query(min_length=1, max_length=255)]
@@ -42,25 +50,80 @@ LimitQ = Annotated[int, Query(ge=1, le=1000)]
 KeyQ = Annotated[str, Query(min_length=1, max_length=1024)]
 _typed = get_codec("typed")
 _INCR_TRIES = 100
+SAFE_INT = 2**53  # what a browser's JSON keeps exact
+INT64 = 2**63  # /v1/incr adds to ints in [-INT64, INT64)
+DECIMAL_BITS = 14_000  # ~4200 digits: under Python's int -> str limit (4300 by default)
+MAX_DEPTH = 500  # levels of nesting shown (a value can nest deeper than Python recurses)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def jsonable(value: Any) -> Any:
-    """`value` as JSON can show it (tuples and sets as lists, times as ISO text, ...)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+def jsonable(value: Any, depth: int = MAX_DEPTH) -> Any:
+    """`value` as JSON can show it (tuples and sets as lists, times as ISO text, ...).
+
+    Always valid JSON, made in time linear in the value's size: an int beyond +-2**53
+    (which a browser would round) is text, in decimal up to ~4200 digits and in hex
+    ("0x...") past that, since decimal takes time quadratic in the digits (and Python's
+    int -> str limit, which is respected, refuses it); NaN and infinities are text;
+    nesting deeper than `depth` levels shows as a note. Lone surrogates stay (`answer`
+    writes them as \\u escapes).
+    """
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, int):
+        return value if -SAFE_INT <= value <= SAFE_INT else _int_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, dict):
-        return {k if isinstance(k, str) else repr(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((jsonable(v) for v in value), key=repr)
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (dt.timedelta, decimal.Decimal, uuid.UUID)):
         return str(value)
-    return repr(value)
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return repr(value)
+    if depth <= 0:
+        return f"... (nested deeper than {MAX_DEPTH} levels)"
+    # Loops, not comprehensions: one frame a level (Python 3.11 gives a comprehension one).
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out[_key_text(k, depth - 1)] = jsonable(v, depth - 1)
+        return out
+    items = []
+    for v in value:
+        items.append(jsonable(v, depth - 1))
+    if isinstance(value, (set, frozenset)):
+        items.sort(key=repr)
+    return items
+
+
+def _int_text(value: int) -> str:
+    if value.bit_length() <= DECIMAL_BITS:
+        try:
+            return str(value)
+        except ValueError:  # the process set a lower int -> str limit
+            pass
+    return hex(value)
+
+
+def _key_text(key: Any, depth: int) -> str:
+    """A dict key as JSON text: a str as it is, anything else as Python would write it,
+    except ints and tuples, whose repr() may be slow, fail, or recurse too deep."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, (int, tuple, frozenset)) and not isinstance(key, bool):
+        shown = jsonable(key, depth)
+        return shown if isinstance(shown, str) else repr(shown)
+    return repr(key)
+
+
+def answer(model: BaseModel) -> Response:
+    """`model` as a JSON answer, written by the json module where the endpoint runs (the
+    thread pool), not by FastAPI on the event loop; pydantic's JSON writer also refuses
+    lone surrogates (written here as \\u escapes) and nesting past a few hundred levels."""
+    text = json.dumps(model.model_dump(), ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":"))  # fmt: skip
+    return Response(text.encode("utf-8", "backslashreplace"), media_type="application/json")
 
 
 def describe(scope: str, key: str, record: Record) -> ValueOut:
@@ -85,28 +148,46 @@ def describe(scope: str, key: str, record: Record) -> ValueOut:
             out.type, out.text = "unreadable", str(exc)
         else:
             out.type = type(value).__name__
-            if isinstance(value, bytes):
-                out.hex = value.hex()
-            elif isinstance(value, str):
-                out.text = value
             out.json_value = jsonable(value)
-            out.editable = isinstance(value, str) or _json_exact(value)
+            if isinstance(value, bytes):
+                out.hex = out.json_value
+            elif isinstance(value, str) or (type(value) is int and type(out.json_value) is str):
+                out.text = out.json_value  # a str, or an int too long for a JSON number
+            out.editable = _json_exact(value)
     return out
 
 
 def _json_exact(value: Any) -> bool:
-    """True if JSON holds `value` exactly (types included), so an edit loses nothing."""
-    if value is None or type(value) in (bool, str):
-        return True
-    if type(value) is int:
-        return -(2**53) <= value <= 2**53  # what a browser's JSON keeps exact
-    if type(value) is float:
-        return value == value and abs(value) != float("inf") and not value.is_integer()
-    if type(value) is list:
-        return all(_json_exact(v) for v in value)
-    if type(value) is dict:
-        return all(type(k) is str and _json_exact(v) for k, v in value.items())
-    return False
+    """True if JSON holds `value` exactly (types included), so an edit loses nothing.
+
+    Not recursive: a value may nest deeper than Python can recurse. A str with a
+    surrogate is not exact: JSON joins a high and a low one into one character."""
+    todo, depth = [value], [0]
+    while todo:
+        item, level = todo.pop(), depth.pop()
+        kind = type(item)
+        if kind is list or kind is dict:
+            if level >= MAX_DEPTH:
+                return False  # shown cut short
+            if kind is dict:
+                keys = list(item)
+                if not all(type(k) is str for k in keys):
+                    return False
+                item = keys + list(item.values())
+            todo.extend(item)
+            depth.extend([level + 1] * len(item))
+        elif kind is str:
+            if _SURROGATE.search(item):
+                return False
+        elif kind is int:
+            if not -SAFE_INT <= item <= SAFE_INT:
+                return False
+        elif kind is float:
+            if not math.isfinite(item) or item.is_integer():
+                return False
+        elif item is not None and kind is not bool:
+            return False
+    return True
 
 
 def routes(app: FastAPI, service: Service) -> None:
@@ -115,17 +196,23 @@ def routes(app: FastAPI, service: Service) -> None:
     def page(
         t: Tenant, scope: str, pattern: str, cursor: str | None, limit: int
     ) -> tuple[list[Record], str | None]:
+        """The records whose key matches, and the cursor of the next page if this one is
+        full: `limit` records, or SCAN_BYTES of values (a page is held and sent whole)."""
         compiled = compile_pattern(pattern)
         after = None if cursor is None else check_key(cursor)
         found: list[Record] = []
-        while len(found) < limit:
-            got, _ = service.scan(t, scope, compiled.prefix, after, 500, True)
-            found.extend(r for r in got if compiled.matches(r.key))
-            if len(got) < 500:
-                break
+        size = 0
+        while True:
+            got, more = service.scan(t, scope, compiled.prefix, after, 500, True)
+            for r in got:
+                if compiled.matches(r.key):
+                    found.append(r)
+                    size += len(r.value)
+                    if len(found) == limit or size >= SCAN_BYTES:
+                        return found, r.key
+            if not more and len(got) < 500:
+                return found, None
             after = got[-1].key
-        found = found[:limit]
-        return found, found[-1].key if len(found) == limit else None
 
     @app.get("/v1/keys", responses=RESPONSES, tags=["people"])
     def keys(t: T, scope: ScopeQ, pattern: PatternQ = "*", cursor: CursorQ = None,
@@ -145,20 +232,22 @@ def routes(app: FastAPI, service: Service) -> None:
         ]
         return KeyPage(keys=entries, next_cursor=next_cursor)
 
-    @app.get("/v1/items", responses=RESPONSES, tags=["people"])
+    @app.get("/v1/items", responses=RESPONSES, tags=["people"], response_model=ItemPage)
     def items(t: T, scope: ScopeQ, pattern: PatternQ = "*", cursor: CursorQ = None,
-              limit: LimitQ = 50) -> ItemPage:  # fmt: skip
-        """Keys matching a glob with their decoded values, a page at a time."""
+              limit: LimitQ = 50) -> Response:  # fmt: skip
+        """Keys matching a glob with their decoded values, a page at a time (at most
+        `limit`, fewer once they hold 8 MiB)."""
         found, next_cursor = page(t, scope, pattern, cursor, limit)
-        return ItemPage(items=[describe(scope, r.key, r) for r in found], next_cursor=next_cursor)
+        return answer(ItemPage(items=[describe(scope, r.key, r) for r in found],
+                               next_cursor=next_cursor))  # fmt: skip
 
-    @app.get("/v1/value", responses=RESPONSES, tags=["people"])
-    def value(t: T, scope: ScopeQ, key: KeyQ) -> ValueOut:
+    @app.get("/v1/value", responses=RESPONSES, tags=["people"], response_model=ValueOut)
+    def value(t: T, scope: ScopeQ, key: KeyQ) -> Response:
         """A value decoded for people, with its metadata; 404 if the key has none."""
         record = service.get_many(t, scope, [key]).get(key)
         if record is None:
             raise KeyNotFound(f"key {key!r} not found")
-        return describe(scope, key, record)
+        return answer(describe(scope, key, record))
 
     @app.put("/v1/value", responses=RESPONSES, tags=["people"])
     def put_value(t: T, scope: ScopeQ, key: KeyQ, body: ValueBody) -> Count:
@@ -178,13 +267,19 @@ def routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/incr", responses=RESPONSES, tags=["people"])
     def incr(body: IncrBody, t: T) -> Count:
-        """Add `delta` to an int value (a missing key counts as 0); `count` the new value."""
+        """Add `delta` to an int value (a missing key counts as 0); `count` the new value.
+
+        For 64-bit ints (as Redis INCRBY): a larger one, or a result past 64 bits, is 400
+        and nothing is written (Store.incr has no such limit)."""
         for _ in range(_INCR_TRIES):
             record = service.get_many(t, body.scope, [body.key]).get(body.key)
             current = 0 if record is None else _typed.decode(record.value)
             if type(current) is not int:
                 raise InvalidInput(f"key {body.key!r} holds a {type(current).__name__}, not an int")
             new = current + body.delta
+            if not -INT64 <= new < INT64:  # and its JSON answer would be slow to write
+                raise InvalidInput(f"/v1/incr adds to 64-bit ints only, and key {body.key!r} "
+                                   f"would pass 64 bits; use Store.incr")  # fmt: skip
             encoded = base64.b64encode(_typed.encode(new)).decode()
             version = None if record is None else record.version
             created = None if record is None else record.created_at

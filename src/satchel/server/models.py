@@ -163,7 +163,9 @@ class KeyPage(BaseModel):
 
 
 class ValueOut(KeyEntry):
-    """A value decoded for people: `json` when it has a JSON form, `hex` for bytes."""
+    """A value decoded for people: `json_value` its JSON form (human.jsonable: an int past
+    2**53 as text, in hex past ~4200 digits), `hex` for bytes, `text` for a str or such an
+    int (or why the value cannot be read)."""
 
     scope: str
     type: str

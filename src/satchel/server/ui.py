@@ -124,7 +124,7 @@ async function view(key) {
       ["size", v.size + " bytes"], ["version", v.version], ["created", when(v.created_at)],
       ["updated", when(v.updated_at)], ["expires", when(v.expires_at)]]) row(m, [k, val]);
   $("value").textContent = v.hex != null ? "hex: " + v.hex
-    : v.text != null && v.type === "str" ? v.text
+    : v.text != null ? v.text
     : v.json_value !== null || v.type === "NoneType" ? JSON.stringify(v.json_value, null, 2)
     : "(" + v.type + ")";
   const editable = v.editable;  // the server says if saving it back as JSON is exact

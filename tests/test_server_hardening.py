@@ -1,0 +1,203 @@
+"""The server under abuse (review, issue 17): no request holds up the others, no body is
+read before its token is checked or for longer than a stated time, no stored value makes
+an answer fail, and a broken config refuses every token instead of serving old ones."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import satchel
+import support_server
+from satchel.codecs import get_codec
+from satchel.server import Config, Tenant
+
+typed = get_codec("typed")
+
+
+@pytest.fixture(scope="module")
+def server() -> support_server.Running:
+    return support_server.running()
+
+
+def _client(url: str, token: str | None, timeout: float = 10) -> httpx.Client:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+
+def _put(c: httpx.Client, scope: str, key: str, value: Any) -> None:
+    """Store `value` as the typed codec makes it, past the Store (which would make a large
+    one a blob): the record the server is asked to show."""
+    item = {"key": key, "value": base64.b64encode(typed.encode(value)).decode()}
+    r = c.post("/v1/put", json={"scope": scope, "items": [item]})
+    assert r.status_code == 200, r.text
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def _depth(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0] if value else None
+    return depth
+
+
+# --- 1. a huge int holds up nobody ------------------------------------------------------
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`satchel serve` in a process of its own (URL, token): in this one, a request holding
+    the GIL would stop the test's clock too, and hide the very delay it looks for."""
+    config, token = tmp_path / "server.toml", Config()
+    secret = token.add_token(Tenant(name="big", prefix="big:"))
+    token.save(config)
+    port = support_server.free_port()
+    command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
+               "--url", "memory://", "--port", str(port), "--config", str(config)]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        yield url, secret
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_huge_int_holds_up_no_request(own_server):
+    url, token = own_server
+    big = int.from_bytes(b"\x7f" + os.urandom((1 << 20) - 1), "big")  # 1 MiB: 2.5M digits
+    with _client(url, token) as c:
+        _put(c, "big", "n", big)
+    answers: dict[str, tuple[httpx.Response | Exception, float]] = {}
+
+    def ask(name: str, method: str, path: str, **options: Any) -> None:
+        began = time.monotonic()
+        answer: httpx.Response | Exception
+        try:
+            with _client(url, token, timeout=15) as c:
+                answer = c.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            answer = exc
+        answers[name] = answer, time.monotonic() - began
+
+    asks = [
+        ("value", "GET", "/v1/value", {"params": {"scope": "big", "key": "n"}}),
+        ("items", "GET", "/v1/items", {"params": {"scope": "big"}}),
+        ("incr", "POST", "/v1/incr", {"json": {"scope": "big", "key": "n", "delta": 1}}),
+    ]
+    threads = [threading.Thread(target=ask, args=(n, m, p), kwargs=o) for n, m, p, o in asks]
+    slowest = 0.0
+    with _client(url, None, timeout=15) as health:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 15
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+            began = time.monotonic()
+            assert health.get("/healthz").status_code == 200
+            slowest = max(slowest, time.monotonic() - began)
+            time.sleep(0.05)
+    for t in threads:
+        t.join(20)
+    assert slowest < 1.0, f"/healthz waited {slowest:.1f}s"
+    got = {}
+    for name, (answer, took) in answers.items():
+        assert isinstance(answer, httpx.Response) and took < 5, (name, answer, took)
+        got[name] = answer
+    value = got["value"].json()
+    assert value["type"] == "int" and value["editable"] is False
+    assert value["text"].startswith("0x") and int(value["text"], 16) == big  # exact, in hex
+    [item] = got["items"].json()["items"]
+    assert int(item["json_value"], 16) == big
+    assert got["incr"].status_code == 400 and "64-bit" in got["incr"].json()["error"]["message"]
+    with satchel.open(f"{url}?token={token}", scope="big") as store:
+        assert store.get("n") == big  # the refused incr wrote nothing
+
+
+def test_ints_are_shown_exactly_and_in_linear_time() -> None:
+    from satchel.server.human import jsonable
+
+    assert jsonable([2**53, -(2**53), 2**53 + 1]) == [2**53, -(2**53), str(2**53 + 1)]
+    many = 10**5000 + 7  # past Python's 4300 digits (int -> str limit): hex, never str()
+    assert jsonable(many) == hex(many)
+    assert jsonable({many: 1, (1, many): 2}) == {hex(many): 1, repr([1, hex(many)]): 2}
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)  # the limit is respected, never worked around
+    try:
+        assert jsonable(10**1000) == hex(10**1000)
+    finally:
+        sys.set_int_max_str_digits(old)
+    began = time.monotonic()
+    jsonable(int.from_bytes(os.urandom(8 << 20), "big"))
+    assert time.monotonic() - began < 1
+
+
+def test_incr_keeps_to_64_bit_ints(server) -> None:
+    token = server.tenant()
+    with _client(server.url, token) as c:
+        _put(c, "s", "top", 2**63 - 1)
+        r = c.post("/v1/incr", json={"scope": "s", "key": "top", "delta": 1})
+        assert r.status_code == 400 and "64-bit" in r.json()["error"]["message"]
+        r = c.post("/v1/incr", json={"scope": "s", "key": "top", "delta": -1})
+        assert r.json() == {"count": 2**63 - 2}
+
+
+# --- 12. every value the Store accepted can be shown --------------------------------------
+
+
+def test_values_json_cannot_hold_as_they_are_are_shown_not_500(server) -> None:
+    token = server.tenant()
+    odd = "a\udc80b\ud800"  # lone surrogates: a valid str, not valid UTF-8
+    values: dict[str, Any] = {
+        "surrogate": odd,
+        "in-dict": {odd: [odd, b"\x00"]},
+        "deep-450": _nested(450),
+        "deep-900": _nested(900),
+        "deeper": (_nested(800), (_nested(800), (_nested(800),))),
+        "nan": [float("nan"), float("-inf")],
+        "keys": {(1, 2**70): 1, 2**64: {10**5000}},
+    }
+    with satchel.open(f"{server.url}?token={token}", scope="s") as store:
+        for key, value in values.items():
+            store.set(key, value)
+    with _client(server.url, token) as c:
+        shown = {}
+        for key in values:
+            r = c.get("/v1/value", params={"scope": "s", "key": key})
+            assert r.status_code == 200, (key, r.text[:300])
+            shown[key] = r.json()
+        page = c.get("/v1/items", params={"scope": "s"})
+        assert page.status_code == 200, page.text[:300]
+        assert sorted(i["key"] for i in page.json()["items"]) == sorted(values)
+    assert shown["surrogate"]["text"] == odd and shown["surrogate"]["json_value"] == odd
+    assert shown["in-dict"]["json_value"] == {odd: [odd, "00"]}
+    assert not shown["surrogate"]["editable"]  # JSON may pair the surrogates up
+    assert _depth(shown["deep-450"]["json_value"]) == 450 and shown["deep-450"]["editable"]
+    assert _depth(shown["deep-900"]["json_value"]) < 900  # cut, and it says so
+    assert not shown["deep-900"]["editable"] and not shown["deeper"]["editable"]
+    assert shown["nan"]["json_value"] == ["nan", "-inf"]
+    assert shown["keys"]["type"] == "dict"
