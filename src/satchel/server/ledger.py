@@ -1,5 +1,6 @@
 """What a quota recount cannot read off the records, kept in the engine itself (records
-in the reserved scope, which no tenant can name).
+in LEDGER_SCOPE, which the service refuses to every tenant: an admin's empty prefix
+reaches every other name, the reserved scope included).
 
 - Which scopes of a tenant hold time series or event sequences: a scope that holds only
   those has no record, so the engine's ``scopes()`` does not list it. The server notes
@@ -23,6 +24,7 @@ from ..keys import RESERVED_SCOPE
 from ..series import INT64_MAX
 
 PAGE = 1000
+LEDGER_SCOPE = f"{RESERVED_SCOPE}:server"
 POINT_COST, EVENT_COST = 8, 16  # bytes counted for a point's timestamp, an event's seq + time
 
 
@@ -48,7 +50,7 @@ class Ledger:
             if (tenant, full_scope) in self._noted:
                 return
         key = _prefix(tenant) + full_scope
-        self._backend.put(RESERVED_SCOPE, key, b"", None, time.time(), True)
+        self._backend.put(LEDGER_SCOPE, key, b"", None, time.time(), True)
         with self._lock:
             self._noted.add((tenant, full_scope))
 
@@ -58,13 +60,13 @@ class Ledger:
         """Record that `key` (at `version`) owns a large value of `size` chunk bytes."""
         name = f"{_blob_prefix(tenant)}{len(full_scope)}:{full_scope}:{key}"
         data = msgpack.packb([full_scope, key, version, size])
-        self._backend.put(RESERVED_SCOPE, name, data, None, time.time(), False)
+        self._backend.put(LEDGER_SCOPE, name, data, None, time.time(), False)
 
     def blob_sizes(self, tenant: str) -> dict[tuple[str, str], tuple[int, int, str]]:
         """(scope, key) -> (version, chunk bytes, entry name) of the tenant's large values."""
         found: dict[tuple[str, str], tuple[int, int, str]] = {}
         prefix, after = _blob_prefix(tenant), None
-        while page := self._backend.scan(RESERVED_SCOPE, prefix, after, PAGE, time.time()):
+        while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
             for record in page:
                 with contextlib.suppress(ValueError, TypeError):
                     scope, key, version, size = msgpack.unpackb(record.value)
@@ -75,13 +77,13 @@ class Ledger:
     def drop(self, names: list[str]) -> None:
         """Forget ledger entries (of large values that are gone)."""
         if names:
-            self._backend.delete_many(RESERVED_SCOPE, names, time.time())
+            self._backend.delete_many(LEDGER_SCOPE, names, time.time())
 
     def extra_bytes(self, tenant: str) -> int:
         """What the series and events of the tenant's noted scopes cost."""
         total = 0
         prefix, after = _prefix(tenant), None
-        while page := self._backend.scan(RESERVED_SCOPE, prefix, after, PAGE, time.time()):
+        while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
             for record in page:
                 with contextlib.suppress(SatchelError):  # an engine without series/events
                     total += self._scope_bytes(record.key[len(prefix) :])

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..backends.base import STAGED_LIFETIME, Backend, Record
 from ..errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from ..keys import check_key
-from .ledger import Ledger
+from .ledger import LEDGER_SCOPE, Ledger
 from .models import MAX_TIME, RecordOut
 from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
 
@@ -94,7 +94,8 @@ class Service:
 
     def tenant_for(self, token: str) -> Tenant | None:
         """The tenant of `token`; the config file is read again when it changed (so a
-        revoked token stops working within a second, without a restart)."""
+        revoked token stops working within a second, without a restart). While it is
+        unreadable, ConfigUnreadable (logged once a change)."""
         now = time.monotonic()
         if self._path is not None and now >= self._next_check:
             self._next_check = now + 1.0
@@ -103,8 +104,8 @@ class Service:
                 try:
                     self.config = Config.load(self._path)
                     self._mtime = mtime
-                except (SatchelError, OSError):
-                    pass  # a half-written or broken file: keep serving the last good one
+                except (SatchelError, OSError) as exc:  # it may revoke a token: refuse all
+                    self.config, self._mtime = Config.broken(self._path, exc), mtime
         return self.config.tenant_for(token)
 
     # -- tenants and scopes -----------------------------------------------------------
@@ -119,17 +120,23 @@ class Service:
         return check_key(name)
 
     def scope(self, tenant: Tenant, scope: str) -> str:
-        """The server-side scope; InvalidInput / PermissionError if not allowed."""
-        return full_scope(tenant, scope)
+        """The server-side scope; InvalidInput / PermissionError if not allowed. Every
+        endpoint maps scopes here, so this is where the ledger is kept out of reach (an
+        admin's prefix may be empty, or any start of the ledger's name)."""
+        full = full_scope(tenant, scope)
+        if full == LEDGER_SCOPE:
+            raise PermissionError(f"scope {scope!r} holds the server's own records")
+        return full
 
     def writable(self, tenant: Tenant, scope: str) -> str:
-        full = full_scope(tenant, scope)
+        full = self.scope(tenant, scope)
         if tenant.readonly:
             raise ReadOnlyError(f"tenant {tenant.name!r} is read-only")
         return full
 
     def scopes(self, tenant: Tenant) -> list[str]:
-        return own_scopes(tenant, self.backend.scopes(time.time()))
+        names = self.backend.scopes(time.time())
+        return own_scopes(tenant, (n for n in names if n != LEDGER_SCOPE))
 
     def _recount(self, tenant: Tenant) -> Usage:
         now = time.time()
@@ -137,7 +144,7 @@ class Service:
         blobs = self.ledger.blob_sizes(tenant.name)
         live: set[str] = set()
         for name in self.backend.scopes(now):
-            if not name.startswith(tenant.prefix):
+            if not name.startswith(tenant.prefix) or name == LEDGER_SCOPE:
                 continue
             after = None
             while page := self.backend.scan(name, "", after, 1000, now):
