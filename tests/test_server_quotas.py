@@ -7,6 +7,7 @@ add an admin with an empty prefix, which sees every tenant's data.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,11 @@ import httpx
 import pytest
 
 import satchel
+import support_redis
 import support_server
+from conftest import ENGINES
+from satchel.engines import connect
+from satchel.errors import BackendError
 from satchel.keys import RESERVED_SCOPE
 from satchel.server import Config
 from satchel.server.ledger import LEDGER_SCOPE
@@ -115,3 +120,63 @@ def test_no_token_reaches_the_ledger_admin_with_an_empty_prefix_included(running
     tenant = running.service.config.tenants["shop"]
     running.service.accounts.forget(tenant)
     assert running.service.usage(tenant).bytes > 2 << 20  # the recount still has it all
+
+
+# -- committed blobs are sealed (issue 17, item 9) ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["memory", "sqlite", "postgres", "redis", "http"])
+def test_an_engine_refuses_chunks_for_a_committed_blob(name, tmp_path):
+    engine = ENGINES[name]
+    url = engine(tmp_path)
+    backend = connect(url, {})
+    try:
+        now = time.time()
+        backend.put("s", "k", b"old", now + 3600, now, False)
+        for i in range(2):
+            backend.blob_write("s", "k", "b1", i, b"%d" % i * 10, now)
+        backend.blob_commit("s", "k", "b1", 2, b"manifest", now + 3600, now)
+        before = backend.get("s", "k", now)
+        for index in (0, 5):  # replacing a chunk, adding one past the end
+            with pytest.raises(BackendError, match="already committed"):
+                backend.blob_write("s", "k", "b1", index, b"evil", now)
+        assert backend.get("s", "k", now) == before
+        assert [backend.blob_read("s", "k", "b1", i, now) for i in (0, 1, 5)] == [
+            b"0" * 10, b"1" * 10, None]  # fmt: skip
+        if name == "redis":  # and the record keeps its native expiry
+            client = support_redis.client_for(url)
+            assert 0 < client.pttl(backend._name("s", "k")) <= 3_600_000
+    finally:
+        backend.close()
+        if engine.cleanup is not None:
+            engine.cleanup(url)
+
+
+def _chunk(c: httpx.Client, key: str, blob_id: str, index: int, data: bytes) -> httpx.Response:
+    params = {"scope": "s", "key": key, "blob_id": blob_id, "index": index}
+    return c.put("/v1/blobs/chunk", params=params, content=data)
+
+
+def test_the_server_refuses_chunks_for_a_committed_blob_and_charges_nothing(running):
+    token = running.tenant(name="shop")
+    tenant = running.service.config.tenants["shop"]
+    with client(running, token) as c:
+        assert _chunk(c, "k", "b1", 0, b"a" * 1000).status_code == 204
+        commit = {"scope": "s", "key": "k", "blob_id": "b1", "chunks": 1, "manifest": b64(b"m")}
+        assert c.post("/v1/blobs/commit", json=commit).status_code == 200
+        used, record = c.get("/v1/usage").json()["bytes"], c.post(
+            "/v1/get", json={"scope": "s", "keys": ["k"]}).json()["records"]  # fmt: skip
+        for key, index in (("k", 0), ("k", 1), ("other", 0)):  # other: the engine refuses
+            answer = _chunk(c, key, "b1", index, b"evil" * 1000)
+            assert answer.status_code == 409, answer.text
+            assert "already committed" in answer.json()["error"]["message"]
+        assert c.get("/v1/usage").json()["bytes"] == used
+        assert c.post("/v1/get", json={"scope": "s", "keys": ["k"]}).json()["records"] == record
+        params = {"scope": "s", "key": "k", "blob_id": "b1", "index": 0}
+        assert c.get("/v1/blobs/chunk", params=params).content == b"a" * 1000
+        assert not running.service.staged  # nothing left counting for a day
+        running.service.accounts.forget(tenant)
+        assert c.get("/v1/usage").json()["bytes"] == used
+        # the ledger remembers it past a restart of the server's own bookkeeping
+        running.service.staged.clear()
+        assert _chunk(c, "k", "b1", 0, b"evil").status_code == 409

@@ -54,6 +54,11 @@ EventState = tuple[int, int, bytes]
 Modifier = Callable[[Record | None], tuple[bytes, float | None]]
 
 
+class BlobSealed(BackendError):
+    """`blob_write` named a blob that is committed (or, where ids are store-wide, staged for
+    another key): its chunks belong to a value, so nothing was written."""
+
+
 class Backend(ABC):
     """A storage engine. `engine` describes it for messages (no password in it)."""
 
@@ -198,7 +203,11 @@ class Backend(ABC):
     def blob_write(
         self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
     ) -> None:
-        """Stage chunk `index` of blob `blob_id` for `key` (durable when it returns)."""
+        """Stage chunk `index` of blob `blob_id` for `key` (durable when it returns).
+
+        Raise BlobSealed, writing nothing, if `blob_id` is the committed blob of `key`:
+        a chunk must never change a live value, nor outlive the staging lifetime.
+        """
         raise self._unsupported("large values")
 
     def blob_commit(

@@ -14,6 +14,7 @@ from .base import (
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
+    BlobSealed,
     EventState,
     Modifier,
     Record,
@@ -281,6 +282,12 @@ class MemoryBackend(Backend):
         self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
     ) -> None:
         with self._lock:
+            s = self._scopes.get(scope)
+            value = None if s is None or key not in s.records else s.records[key].value
+            # Its chunks were copied into the value: a write now would be kept a day, unread.
+            if isinstance(value, _Manifest) and value.blob_id == blob_id:
+                raise BlobSealed("the large value is already committed", key=key, scope=scope,
+                                 engine=self.engine)  # fmt: skip
             self._data.staged.setdefault(blob_id, (now, {}))[1][index] = data
 
     def blob_commit(

@@ -64,6 +64,7 @@ from .base import (
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
+    BlobSealed,
     EventState,
     Modifier,
     Record,
@@ -889,8 +890,8 @@ class PostgresBackend(Backend):
         params = {"scope": scope, "key": key, "blob": blob_id, "n": index, "data": data,
                   "now": now}  # fmt: skip
         if self._one("BLOB_WRITE", params) is None:
-            raise BackendError(
-                "the large value being written was discarded or already committed",
+            raise BlobSealed(
+                "the large value is already committed, or staged for another key",
                 key=key, scope=scope, engine=self.engine,
             )  # fmt: skip
 

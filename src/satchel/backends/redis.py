@@ -29,25 +29,25 @@ are kept briefly, so an iteration costs one SCAN, not one per page. SCAN walks t
 database; keys written during an iteration may be missed.
 
 Large values (blobs) live in the record's own hash, so whatever drops the record (DEL,
-UNLINK in `clear`, native expiry) frees them with it, on a cluster too (one key, one slot):
-chunk ``n`` of blob ``id`` is the field ``#id:n``. `blob_write` stages a chunk there with
-one ``HSET`` that also sets the mark ``staging`` (a hash holding only staged chunks has no
-``version``/``value``, so every read, scan and count sees no record), lifts the key's
-native expiry (``expires_at`` still decides liveness; a staged upload must not vanish with
-the old value's TTL) and notes ``(blob, key) -> time`` in the sorted set
-``{prefix}~staged``. `blob_commit` is one script
-on that one key: it checks that every chunk field is there (else it drops the rest of the
-staged blob, writes nothing and raises BackendError), deletes the previous blob's chunks,
-writes the manifest as the value like any write and sets the fields ``blob`` (the id) and
-``chunks``. No chunk is copied: the staged fields simply become the current blob's, so a
-1 GiB blob never passes through one Lua call (nor the client's memory). `blob_read` is one
-``HMGET`` of ``blob``, ``expires_at`` and the chunk. Every write script drops the chunks of
-the blob it replaces; `delete_many` and `pop` keep the chunks staged by a writer still at
-work when they see the mark (its commit then finds them; the mark goes once nothing is
-staged); `clear` and a native expiry re-armed by a plain write do not, and that commit
-raises. `purge_expired` frees staged blobs older than STAGED_LIFETIME
-found in ``{prefix}~staged`` (up to `limit` per call), giving the record back its native
-expiry.
+UNLINK in `clear`, native expiry) frees them with it, on a cluster too (one key, one
+slot): chunk ``n`` of blob ``id`` is the field ``#id:n``. `blob_write` notes ``(blob,
+key) -> time`` in the sorted set ``{prefix}~staged``, then stages a chunk with one script
+that refuses the committed blob's id, sets the field and the mark ``staging`` in one
+``HSET`` (a hash holding only staged chunks has no ``version``/``value``, so every read,
+scan and count sees no record) and lifts the key's native expiry (``expires_at`` still
+decides liveness; a staged upload must not vanish with the old value's TTL).
+`blob_commit` is one script on that one key: it checks that every chunk field is there
+(else it drops the rest of the staged blob, writes nothing and raises BackendError),
+deletes the previous blob's chunks, writes the manifest as the value like any write and
+sets the fields ``blob`` (the id) and ``chunks``. No chunk is copied: the staged fields
+simply become the current blob's, so a 1 GiB blob never passes through one Lua call (nor
+the client's memory). `blob_read` is one ``HMGET`` of ``blob``, ``expires_at`` and the
+chunk. Every write script drops the chunks of the blob it replaces; `delete_many` and
+`pop` keep the chunks staged by a writer still at work when they see the mark (its commit
+then finds them; the mark goes once nothing is staged); `clear` and a native expiry
+re-armed by a plain write do not, and that commit raises. `purge_expired` frees staged
+blobs older than STAGED_LIFETIME found in ``{prefix}~staged`` (up to `limit` per call),
+giving the record back its native expiry.
 
 Time series: one sorted set per series, ``{prefix}~s:{len(scope)}:{scope}:{name}``, every
 member ``t8 + value`` with score 0, where t8 is t + 2**63 as 8 big-endian bytes: byte
@@ -107,6 +107,7 @@ from .base import (
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
+    BlobSealed,
     EventState,
     Record,
 )
@@ -291,6 +292,16 @@ settle(name)
 return result"""
 # KEYS[1]; ARGV: blob id.
 BLOB_DISCARD = LUA_STAGED + "return drop_staged(KEYS[1], ARGV[1])"
+# KEYS[1]; ARGV: blob id, chunk field, chunk. Returns 0, writing nothing, if that blob is
+# the committed one (a chunk would change a live value, and outlive it). Else the record's
+# native expiry, which would take the staged chunks with it, is lifted (its expires_at
+# still counts) until the commit or discard sets it again, and the mark 'staging' tells
+# a delete to keep the staged chunks (and costs it no HLEN).
+BLOB_STAGE = """
+if redis.call('HGET', KEYS[1], 'blob') == ARGV[1] then return 0 end
+redis.call('PERSIST', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3], 'staging', '1')
+return 1"""
 # KEYS[1]: a series; ARGV: pairs (upper bound of the point's t, member = t8 .. value).
 SERIES_PUT = """
 for i = 1, #ARGV, 2 do
@@ -386,6 +397,7 @@ SCRIPTS = (
     EVENTS_COMPACT,
     SERIES_RESEAL,
     EVENTS_RESEAL,
+    BLOB_STAGE,
 )
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
@@ -466,7 +478,7 @@ class RedisBackend(Backend):
         self._write, self._write_many, self._delete_many, self._delete_if, self._touch = scripts[:5]
         self._get_many, self._blob_commit, self._blob_discard, self._series_put = scripts[5:9]
         self._events_append, self._events_read, self._events_compact = scripts[9:12]
-        self._series_reseal, self._events_reseal = scripts[12:]
+        self._series_reseal, self._events_reseal, self._blob_stage = scripts[12:]
         if not self._cluster:  # load them now: one round trip that also checks the server
             with errors:
                 pipe = client.pipeline(transaction=False)
@@ -763,16 +775,16 @@ class RedisBackend(Backend):
         self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
     ) -> None:
         name = self._name(scope, key)
+        entry = self._staged_entry(name, blob_id)
         with self._errors:
-            pipe = self._client.pipeline(transaction=False)
             # indexed first: a chunk is never staged where purge_expired cannot find it
-            pipe.zadd(self._staged, {self._staged_entry(name, blob_id): now}, nx=True)
-            # the record's native expiry would take the staged chunks with it: lift it
-            # (its expires_at still counts) until the commit or discard sets it again
-            pipe.persist(name)
-            # the mark tells a delete to keep the staged chunks (and costs it no HLEN)
-            pipe.hset(name, mapping={f"#{blob_id}:{index}": data, "staging": b"1"})
-            pipe.execute()
+            self._client.zadd(self._staged, {entry: now}, nx=True)
+            staged = self._blob_stage(keys=[name], args=[blob_id, f"#{blob_id}:{index}", data])
+            if not staged:  # committed: its entry went with the commit
+                self._client.zrem(self._staged, entry)
+        if not staged:
+            raise BlobSealed("the large value is already committed", key=key, scope=scope,
+                             engine=self.engine)  # fmt: skip
 
     def blob_commit(
         self,

@@ -46,6 +46,7 @@ from .base import (
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
+    BlobSealed,
     EventState,
     Modifier,
     Record,
@@ -148,7 +149,10 @@ DELETE FROM satchel_blobs WHERE blob_id IN (
     SELECT blob_id FROM satchel_blobs WHERE scope IS NULL AND staged_at < ? LIMIT ?)"""
 
 STAGE_BLOB = "INSERT OR IGNORE INTO satchel_blobs (blob_id, staged_at) VALUES (?, ?)"
-STAGE_CHUNK = "INSERT OR REPLACE INTO satchel_chunks (blob_id, n, data) VALUES (?, ?, ?)"
+# Only while the blob is staged: a committed one (scope set) is a live value's.
+STAGE_CHUNK = """
+INSERT OR REPLACE INTO satchel_chunks (blob_id, n, data) SELECT ?1, ?2, ?3
+WHERE EXISTS (SELECT 1 FROM satchel_blobs WHERE blob_id = ?1 AND scope IS NULL)"""
 COUNT_STAGED = """
 SELECT count(*) FROM satchel_chunks WHERE blob_id = ?1 AND n < ?2
     AND EXISTS (SELECT 1 FROM satchel_blobs WHERE blob_id = ?1 AND scope IS NULL)"""
@@ -653,7 +657,9 @@ class SQLiteBackend(Backend):
     ) -> None:
         with self._guard as db, _immediate(db):
             db.execute(STAGE_BLOB, (blob_id, now))
-            db.execute(STAGE_CHUNK, (blob_id, index, data))
+            if not db.execute(STAGE_CHUNK, (blob_id, index, data)).rowcount:
+                raise BlobSealed("the large value is already committed", key=key,
+                                 scope=scope, engine=self.engine)  # fmt: skip
 
     def blob_commit(
         self,

@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..errors import BackendError, BackendUnavailable, SatchelError, ValueChanged
+from ..backends.base import BlobSealed
+from ..errors import BackendError, BackendUnavailable, ValueChanged
 from .deps import RESPONSES, T
 from .ledger import EVENT_COST, POINT_COST
 from .models import (
@@ -31,6 +32,7 @@ from .models import (
     SeriesReseal,
     _Body,
 )
+from .service import Incomplete as Incomplete  # (app.py maps extras.Incomplete to 409)
 from .service import Service, b64decode, expiry
 from .tenants import Tenant
 
@@ -40,10 +42,6 @@ BlobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Index = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OptT = Annotated[int | None, Field(ge=-(2**63), le=2**63 - 1)]
-
-
-class Incomplete(SatchelError):
-    """A blob was committed with chunks missing (never staged, or freed as stale): 409."""
 
 
 class BlobBody(ScopeBody):
@@ -188,10 +186,12 @@ def routes(app: FastAPI, service: Service) -> None:
         def write() -> None:
             name, engine_id = service.key(key), _blob_id(t, blob_id)
             full = service.writable(t, scope)
-            with service.accounts.lock(t):
-                _charge(service, t, len(chunk))
-                service.stage(t, engine_id, len(chunk))
-            backend.blob_write(full, name, engine_id, index, chunk, service.now())
+            service.stage(t, full, name, engine_id, len(chunk))
+            try:
+                backend.blob_write(full, name, engine_id, index, chunk, service.now())
+            except BlobSealed as exc:  # committed (where ids are store-wide: to any key)
+                service.refund(t, engine_id, len(chunk))
+                raise Incomplete(exc.message) from exc
 
         await run_in_threadpool(write)
         return Response(status_code=204)
@@ -238,7 +238,7 @@ def routes(app: FastAPI, service: Service) -> None:
             service.unstage(t, engine_id)  # its bytes stay charged, now as the value's
             record = backend.get(full, key, now)
             if record is not None:
-                service.ledger.blob_committed(t.name, full, key, record.version, size)
+                service.ledger.blob_committed(t.name, full, key, record.version, size, engine_id)
             usage.bytes += len(manifest) + (len(key.encode()) if new else 0)
             usage.keys += int(new)
         return Result(ok=new)

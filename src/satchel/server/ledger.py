@@ -7,7 +7,8 @@ reaches every other name, the reserved scope included).
   such a scope the first time it writes there; a recount sums its points and events.
 - How many bytes each large value's chunks hold, as the server received them (never as
   the client's manifest says), with the version of the record that owns them: a recount
-  counts an entry while that record is live at that version, and drops it after.
+  counts an entry while that record is live at that version, and drops it after. The
+  entry also names the blob, so a chunk sent to it once committed is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def _blob_prefix(tenant: str) -> str:
     return f"server-blobs:{tenant}:"
 
 
+def _blob_name(tenant: str, full_scope: str, key: str) -> str:
+    return f"{_blob_prefix(tenant)}{len(full_scope)}:{full_scope}:{key}"
+
+
 class Ledger:
     """The noted scopes (a cache of what is already written, to note each scope once)."""
 
@@ -55,12 +60,20 @@ class Ledger:
             self._noted.add((tenant, full_scope))
 
     def blob_committed(
-        self, tenant: str, full_scope: str, key: str, version: int, size: int
+        self, tenant: str, full_scope: str, key: str, version: int, size: int, blob_id: str
     ) -> None:
-        """Record that `key` (at `version`) owns a large value of `size` chunk bytes."""
-        name = f"{_blob_prefix(tenant)}{len(full_scope)}:{full_scope}:{key}"
-        data = msgpack.packb([full_scope, key, version, size])
-        self._backend.put(LEDGER_SCOPE, name, data, None, time.time(), False)
+        """Record that `key` (at `version`) owns large value `blob_id` of `size` bytes."""
+        data = msgpack.packb([full_scope, key, version, size, blob_id])
+        self._backend.put(LEDGER_SCOPE, _blob_name(tenant, full_scope, key), data, None,
+                          time.time(), False)  # fmt: skip
+
+    def committed_blob(self, tenant: str, full_scope: str, key: str) -> str | None:
+        """The id of the large value last committed to `key`, if the ledger has it."""
+        name = _blob_name(tenant, full_scope, key)
+        record = self._backend.get(LEDGER_SCOPE, name, time.time())
+        with contextlib.suppress(ValueError, TypeError, IndexError):
+            return None if record is None else str(msgpack.unpackb(record.value)[4])
+        return None
 
     def blob_sizes(self, tenant: str) -> dict[tuple[str, str], tuple[int, int, str]]:
         """(scope, key) -> (version, chunk bytes, entry name) of the tenant's large values."""
@@ -69,7 +82,7 @@ class Ledger:
         while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
             for record in page:
                 with contextlib.suppress(ValueError, TypeError):
-                    scope, key, version, size = msgpack.unpackb(record.value)
+                    scope, key, version, size = msgpack.unpackb(record.value)[:4]
                     found[str(scope), str(key)] = (int(version), int(size), record.key)
             after = page[-1].key
         return found

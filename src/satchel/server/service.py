@@ -30,6 +30,11 @@ class Changed(SatchelError):
     """The record changed between the client's read and its conditional write."""
 
 
+class Incomplete(SatchelError):
+    """A blob committed with chunks missing (never staged, or freed as stale), or a chunk
+    sent to a blob already committed: 409."""
+
+
 def b64decode(text: str) -> bytes:
     """Bytes from base64 `text`; InvalidInput if it is not base64."""
     try:
@@ -181,11 +186,35 @@ class Service:
             )
         return usage
 
-    def stage(self, tenant: Tenant, engine_id: str, size: int) -> None:
-        """Count `size` more chunk bytes of a staged blob (tenant's lock held)."""
-        key = (tenant.name, engine_id)
-        self.staged[key] = self.staged.get(key, 0) + size
-        self._staged_since.setdefault(key, time.time())
+    def stage(self, tenant: Tenant, full: str, key: str, engine_id: str, size: int) -> None:
+        """Charge and count `size` more chunk bytes of blob `engine_id` of `key`, staged.
+
+        Raises Incomplete for the blob the key holds: a chunk would change a live value
+        without a new version, and be kept as long as it (the server would count it a day).
+        """
+        staged = (tenant.name, engine_id)
+        with self.accounts.lock(tenant):
+            # Not staged: a new upload, or a chunk for a committed one.
+            if staged not in self.staged and (
+                self.ledger.committed_blob(tenant.name, full, key) == engine_id
+            ):
+                raise Incomplete("that large value is already committed: write the value "
+                                 "again, under a new blob id")  # fmt: skip
+            usage = self.charge(tenant, size, 0)
+            usage.bytes += size
+            self.staged[staged] = self.staged.get(staged, 0) + size
+            self._staged_since.setdefault(staged, time.time())
+
+    def refund(self, tenant: Tenant, engine_id: str, size: int) -> None:
+        """Take back what `stage` counted for a chunk the engine refused (wrote nothing)."""
+        staged = (tenant.name, engine_id)
+        with self.accounts.lock(tenant):
+            self.accounts.usage(tenant).bytes -= size
+            left = self.staged.get(staged, 0) - size
+            if left > 0:
+                self.staged[staged] = left
+            else:
+                self.unstage(tenant, engine_id)
 
     def unstage(self, tenant: Tenant, engine_id: str) -> int:
         """Stop counting a staged blob (committed or discarded); its bytes."""
