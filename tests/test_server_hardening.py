@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -164,6 +165,80 @@ def test_incr_keeps_to_64_bit_ints(server) -> None:
         assert r.status_code == 400 and "64-bit" in r.json()["error"]["message"]
         r = c.post("/v1/incr", json={"scope": "s", "key": "top", "delta": -1})
         assert r.json() == {"count": 2**63 - 2}
+
+
+# --- 4. no body before the token, none for ever -----------------------------------------
+
+
+def _status_line(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The status line and headers the server sends, or b"" if it sends none in time."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    head = data.split(b"\r\n\r\n")[0]
+    return head.split(b"\r\n")[0], head.lower()
+
+
+@pytest.mark.parametrize("auth", [b"", b"Authorization: Bearer nope\r\n",
+                                  b"Authorization: Basic dXNlcjpwYXNz\r\n"])  # fmt: skip
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"POST /v1/put",
+        b"PUT /v1/value?scope=s&key=k",
+        b"PUT /v1/blobs/chunk?scope=s&key=k&blob_id=b&index=0",
+    ],
+)
+def test_no_body_is_read_before_the_token_is_checked(server, auth, request_line) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=3) as sock:
+        began = time.monotonic()
+        sock.sendall(request_line + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + auth + b"Content-Length: %d\r\n\r\n{" % (60 << 20))  # fmt: skip
+        status, head = _status_line(sock)  # no body comes: only an early answer gets here
+        assert status == b"HTTP/1.1 401 Unauthorized", status
+        assert time.monotonic() - began < 2
+        assert b"connection: close" in head  # the unread body is not waited for
+    with _client(server.url, None) as c:  # what needs no token still answers
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/openapi.json").status_code == 200
+        assert c.get("/ui").status_code == 200 and c.get("/ui/app.js").status_code == 200
+
+
+def test_a_trickled_body_is_cut_within_the_stated_time(tmp_path) -> None:
+    from satchel.server import app
+
+    assert app.BODY_MAX_TIME <= 120  # the default, as the README states it
+    limit = 2.0
+    running = support_server.serve(f"sqlite:///{tmp_path}/s.db", Config(), body_timeout=0.5,
+                                   body_min_rate=1024, body_max_time=limit)  # fmt: skip
+    try:
+        token = running.tenant()
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=limit + 3) as sock:
+            began = time.monotonic()
+            sock.sendall(b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                         b"\r\nAuthorization: Bearer " + token.encode() + b"\r\n"
+                         b"Content-Length: 1048576\r\n\r\n")  # fmt: skip
+            sock.setblocking(False)
+            answer = b""
+            while not answer and time.monotonic() - began < limit + 3:
+                try:  # 5 KiB/s: well over the minimal rate, and never done
+                    sock.send(b" " * 512)
+                    answer = sock.recv(65536)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                time.sleep(0.1)
+            took = time.monotonic() - began
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
+        assert took < limit + 1.5, took
+    finally:
+        support_server.stop(running)
 
 
 # --- 12. every value the Store accepted can be shown --------------------------------------

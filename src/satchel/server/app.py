@@ -1,8 +1,9 @@
 """The ASGI app: the record-level JSON API under /v1, /healthz, /openapi.json and /ui.
 
-Status codes: 401 missing or wrong token, 403 forbidden scope or read-only tenant,
-404 missing key, 400/422 bad input, 409 changed under a conditional write, 413 over
-quota or body too large, 408 a body that came too slowly, 503 the engine failed.
+Status codes: 401 missing or wrong token (before any of the body is read), 403 forbidden
+scope or read-only tenant, 404 missing key, 400/422 bad input, 409 changed under a
+conditional write, 413 over quota or body too large, 408 a body that came too slowly,
+503 the engine failed.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from .service import Changed, Service, record_out
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
 BODY_TIMEOUT = 30.0  # seconds of grace for a request body, after its headers ...
-BODY_MIN_RATE = 16 * 1024  # ... and then at least this many bytes a second on average
+BODY_MIN_RATE = 16 * 1024  # ... and then at least this many bytes a second on average,
+BODY_MAX_TIME = 120.0  # ... and all of it within this many seconds of the headers
 log = logging.getLogger("satchel.server")
 ENGINE_FAILED = {  # what a tenant reads of a 503; the server's log has the details
     "unavailable": "the storage engine is unavailable; try again later",
@@ -88,23 +90,38 @@ def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413, before or while they arrive, and
-    bodies that come too slowly with 408, closing the connection: a body must have arrived
-    at `min_rate` bytes a second on average after `timeout` seconds of grace (so a client
-    sending a byte now and then cannot hold a connection, and its request, for ever)."""
+class Gate:
+    """What every request passes before its body is read, and while it is read.
+
+    - A request under /v1 without a good bearer token is answered 401 at once, its body
+      unread (and the connection closed if it announced one): nobody without a token
+      makes the server read, or hold, a byte of a body. The tenant found goes to
+      scope["state"]["tenant"] for ``deps.tenant``, so the token is looked up once.
+    - A body over `limit` bytes is refused with 413, before or while it arrives.
+    - A body that comes too slowly is refused with 408, closing the connection: it must
+      have arrived at `min_rate` bytes a second on average after `timeout` seconds of
+      grace, and whole within `max_time` seconds (so a client sending a byte now and
+      then, or just at the minimal rate, cannot hold a connection and its request long).
+    """
 
     def __init__(
-        self, app: ASGIApp, limit: int, timeout: float = BODY_TIMEOUT,
-        min_rate: float = BODY_MIN_RATE,
+        self, app: ASGIApp, service: Service, limit: int, timeout: float = BODY_TIMEOUT,
+        min_rate: float = BODY_MIN_RATE, max_time: float = BODY_MAX_TIME,
     ) -> None:  # fmt: skip
-        self.app, self.limit, self.timeout, self.min_rate = app, limit, timeout, min_rate
+        self.app, self.service, self.limit = app, service, limit
+        self.timeout, self.min_rate, self.max_time = timeout, min_rate, max_time
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        if scope["path"].startswith("/v1/"):
+            refused = self.refused(scope, headers)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await error(413, "too_large", f"the body limit is {self.limit} bytes")(
                 scope, receive, send
@@ -112,14 +129,15 @@ class BodyLimit:
             return
         seen, done, slow = 0, False, False
         began = time.monotonic()
+        deadline = began + self.max_time
 
         async def counted() -> Message:
             nonlocal seen, done, slow
             if done:  # the body is in: what comes now is a disconnect, whenever it comes
                 return await receive()
-            wait = began + self.timeout + seen / self.min_rate - time.monotonic()
+            due = min(began + self.timeout + seen / self.min_rate, deadline)
             try:
-                message = await asyncio.wait_for(receive(), max(wait, 0.0))
+                message = await asyncio.wait_for(receive(), max(due - time.monotonic(), 0.0))
             except TimeoutError:
                 slow = True
                 raise HTTPException(408, "the request body came too slowly") from None
@@ -137,13 +155,27 @@ class BodyLimit:
 
         await self.app(scope, counted, closing)
 
+    def refused(self, scope: Scope, headers: dict[bytes, bytes]) -> JSONResponse | None:
+        """The answer to a request without a good token, else None (its tenant noted)."""
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        token = token.strip()
+        found = self.service.tenant_for(token) if scheme.lower() == "bearer" else None
+        if found is not None:
+            scope.setdefault("state", {})["tenant"] = found
+            return None
+        answer = error(401, "unauthorized", "missing or wrong token")
+        if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
+            answer.headers["connection"] = "close"  # its body is not read: not for a next request
+        return answer
+
 
 def create_app(
     service: Service, *, max_body: int = MAX_BODY, body_timeout: float = BODY_TIMEOUT,
-    body_min_rate: float = BODY_MIN_RATE,
+    body_min_rate: float = BODY_MIN_RATE, body_max_time: float = BODY_MAX_TIME,
 ) -> FastAPI:  # fmt: skip
-    """The server app for `service` (an engine and its tenants); request bodies are at most
-    `max_body` bytes and must arrive in time (see BodyLimit)."""
+    """The server app for `service` (an engine and its tenants); tokens are checked before
+    a body is read, and bodies are at most `max_body` bytes and must arrive in time (see
+    Gate)."""
     app = FastAPI(
         title="satchel server",
         version="1",
@@ -157,7 +189,8 @@ def create_app(
     extras.routes(app, service)
     human.routes(app, service)
     ui.routes(app)
-    app.add_middleware(BodyLimit, limit=max_body, timeout=body_timeout, min_rate=body_min_rate)
+    app.add_middleware(Gate, service=service, limit=max_body, timeout=body_timeout,
+                       min_rate=body_min_rate, max_time=body_max_time)  # fmt: skip
     return app
 
 

@@ -6,7 +6,7 @@ byte now and then (slowloris), holds a socket and a file descriptor until the se
 runs out of them. Here every request's headers must be complete within
 `header_timeout` seconds of the connection opening (for the first request) or of the
 request's first byte; otherwise the connection is closed. A slow *body* is the app's
-to refuse (``BodyLimit`` in app.py: 408).
+to refuse (``Gate`` in app.py: 408).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class _HeaderDeadline(asyncio.Protocol):
             self._arm()  # the first byte of another request on a kept-alive connection
         super().data_received(data)
         if not self._between_requests():
-            self._disarm()  # its headers are in: the app (and BodyLimit) take over
+            self._disarm()  # its headers are in: the app (and Gate) take over
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
