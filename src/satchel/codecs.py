@@ -9,6 +9,13 @@ Codec ids: ``b`` bytes, ``s`` str (both raw payloads, so a person reading the da
 sees them as they are), ``t`` typed (msgpack with extension types), ``j`` JSON,
 ``p`` pickle, ``x`` a user-supplied codec; ``B`` marks the manifest of a large value
 (see blobs.py), which the Store reads, never a codec.
+
+Reading a record never trusts it: any damage, whatever the payload claims, is
+CorruptData, in time and memory bounded by the record's size. msgpack refuses a length
+beyond the bytes that follow it; tuples and sets nest at most MAX_NESTED_EXTENSIONS
+deep; and since a dict or set whose keys share one hash takes quadratic time to build
+(20,000 bigint keys that are multiples of 2**61 - 1 took 11 s), a typed record in
+which more than MAX_SAME_HASH distinct extension values share a hash is refused.
 """
 
 from __future__ import annotations
@@ -57,7 +64,13 @@ _TUPLE, _SET, _FROZENSET, _BIGINT, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL
 )
 
 
-_local = threading.local()
+class _PerThread(threading.local):
+    packer: msgpack.Packer  # created on first use (see `_pack_top`)
+    depth = 0  # of nested extension calls (see `_nested`)
+    hashes: dict[int, Any] | None = None  # of the record being decoded (see `_from_ext`)
+
+
+_local = _PerThread()
 
 
 def _pack_top(value: Any) -> bytes:
@@ -101,7 +114,7 @@ MAX_NESTED_EXTENSIONS = 32
 
 def _nested(step: Callable[[Any], Any], data: Any, error: type[Exception]) -> Any:
     """Run one nested msgpack call, refusing to go deeper than MAX_NESTED_EXTENSIONS."""
-    depth = getattr(_local, "depth", 0)
+    depth = _local.depth
     if depth >= MAX_NESTED_EXTENSIONS:
         raise error(f"tuples and sets nest more than {MAX_NESTED_EXTENSIONS} deep")
     _local.depth = depth + 1
@@ -147,26 +160,82 @@ def _to_ext(obj: Any) -> msgpack.ExtType:
     raise UnsupportedValue(f"the typed codec cannot store a value of type {kind.__qualname__}")
 
 
-_FROM_EXT: dict[int, Callable[[bytes], Any]] = {
-    _TUPLE: lambda b: tuple(_unpack_nested(b)),
-    _SET: lambda b: set(_unpack_nested(b)),
-    _FROZENSET: lambda b: frozenset(_unpack_nested(b)),
-    _BIGINT: lambda b: int.from_bytes(b, "big", signed=True),
-    _DATETIME: lambda b: dt.datetime.fromisoformat(b.decode()),
-    _DATE: lambda b: dt.date.fromisoformat(b.decode()),
-    _TIME: lambda b: dt.time.fromisoformat(b.decode()),
-    _TIMEDELTA: lambda b: dt.timedelta(*_unpack(b)),
-    _DECIMAL: lambda b: decimal.Decimal(b.decode()),
-    _UUID: lambda b: uuid.UUID(bytes=b),
+def _timedelta(data: bytes) -> dt.timedelta:
+    fields = _unpack(data)
+    if type(fields) is not list or len(fields) != 3 or any(type(f) is not int for f in fields):
+        raise ValueError("needs [days, seconds, microseconds]")
+    return dt.timedelta(*fields)
+
+
+_FROM_EXT: dict[int, tuple[str, Callable[[bytes], Any]]] = {
+    _TUPLE: ("tuple", lambda b: tuple(_unpack_nested(b))),
+    _SET: ("set", lambda b: set(_unpack_nested(b))),
+    _FROZENSET: ("frozenset", lambda b: frozenset(_unpack_nested(b))),
+    _BIGINT: ("int", lambda b: int.from_bytes(b, "big", signed=True)),
+    _DATETIME: ("datetime", lambda b: dt.datetime.fromisoformat(b.decode())),
+    _DATE: ("date", lambda b: dt.date.fromisoformat(b.decode())),
+    _TIME: ("time", lambda b: dt.time.fromisoformat(b.decode())),
+    _TIMEDELTA: ("timedelta", _timedelta),
+    _DECIMAL: ("Decimal", lambda b: decimal.Decimal(b.decode())),
+    _UUID: ("UUID", lambda b: uuid.UUID(bytes=b)),
 }
+
+# Most distinct values of one record that may share a hash. Only extension values are
+# counted: str and bytes hashes are randomized, and a msgpack int or float shares its
+# hash with a few dozen others at most, so only these can flood a dict or set. A record
+# under COUNT_FROM bytes holds too few keys (< 400) for a flood to cost a millisecond,
+# so only larger ones are counted, keeping the common case fast.
+MAX_SAME_HASH = 64
+COUNT_FROM = 4096
 
 
 def _from_ext(code: int, data: bytes) -> Any:
     try:
-        convert = _FROM_EXT[code]
+        name, convert = _FROM_EXT[code]
     except KeyError:
         raise CorruptData(f"unknown typed extension {code}; written by a newer satchel?") from None
-    return convert(data)
+    try:
+        value = convert(data)
+    except CorruptData:
+        raise
+    except Exception as exc:  # ValueError, TypeError, decimal's errors, RecursionError...
+        raise CorruptData(f"a stored {name} is damaged: {_reason(exc)}") from exc
+    seen = _local.hashes
+    if seen is not None and code != _SET and floods(seen, value):  # a set is never a key
+        raise CorruptData(f"more than {MAX_SAME_HASH} distinct keys share one hash (crafted)")
+    return value
+
+
+def floods(seen: dict[int, Any], value: Any) -> bool:
+    """Note `value` in `seen` (hash -> the value, or a list of the distinct values that
+    share it); True once more than MAX_SAME_HASH of them share its hash."""
+    try:
+        shared = hash(value)
+    except TypeError:  # unhashable (holds a list): never a key
+        return False
+    known = seen.setdefault(shared, value)
+    if known is value:
+        return False
+    if type(known) is not list:  # values are hashable, so never lists themselves
+        if known == value:
+            return False
+        known = seen[shared] = [known]
+    if value not in known:
+        known.append(value)
+    return len(known) > MAX_SAME_HASH
+
+
+def _unpack_counted(data: bytes) -> Any:
+    """`_unpack`, counting the extension values that share a hash (see COUNT_FROM)."""
+    _local.hashes = {}
+    try:
+        return _unpack(data)
+    finally:
+        _local.hashes = None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def _unpack(data: bytes | memoryview) -> Any:
@@ -257,6 +326,8 @@ class Codec:
         """Return the value a record holds."""
         if record[:HEADER_SIZE] == _H_TYPED:  # the common case, kept short
             try:
+                if len(record) >= COUNT_FROM:
+                    return _unpack_counted(record[HEADER_SIZE:])
                 return msgpack.unpackb(
                     record[HEADER_SIZE:],
                     ext_hook=_from_ext,
@@ -265,17 +336,15 @@ class Codec:
                 )
             except CorruptData:
                 raise
-            except Exception as exc:
-                raise CorruptData(f"stored value cannot be decoded: {exc}") from exc
+            except Exception as exc:  # incl. RecursionError, MemoryError: never escape raw
+                raise CorruptData(f"stored value cannot be decoded: {_reason(exc)}") from exc
         if len(record) < HEADER_SIZE or record[0] != FORMAT_VERSION or record[1] not in _KNOWN_IDS:
             raise CorruptData(_describe_bad_header(record))
         if record[2]:
             raise CorruptData(f"record has flags {record[2]:#04x} this satchel cannot read")
         codec_id = record[1:2]
         body = memoryview(record)[HEADER_SIZE:]
-        try:
-            if codec_id == TYPED:
-                return _unpack(body)
+        try:  # a typed record (with flags 0) took the fast path above
             if codec_id == BYTES:
                 return bytes(body)
             if codec_id == STR:
@@ -295,7 +364,7 @@ class Codec:
         except CorruptData:
             raise
         except Exception as exc:  # damaged payloads fail in many ways; never return garbage
-            raise CorruptData(f"stored value cannot be decoded: {exc}") from exc
+            raise CorruptData(f"stored value cannot be decoded: {_reason(exc)}") from exc
 
 
 def _describe_bad_header(record: bytes) -> str:
