@@ -5,6 +5,7 @@ an answer fail, and a broken config refuses every token instead of serving old o
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import socket
 import subprocess
@@ -21,7 +22,8 @@ import pytest
 import satchel
 import support_server
 from satchel.codecs import get_codec
-from satchel.server import Config, Tenant
+from satchel.engines import connect
+from satchel.server import Config, Service, Tenant, create_app
 
 typed = get_codec("typed")
 
@@ -276,3 +278,69 @@ def test_values_json_cannot_hold_as_they_are_are_shown_not_500(server) -> None:
     assert not shown["deep-900"]["editable"] and not shown["deeper"]["editable"]
     assert shown["nan"]["json_value"] == ["nan", "-inf"]
     assert shown["keys"]["type"] == "dict"
+
+
+# --- 14. a broken config refuses every token ----------------------------------------------
+
+
+def test_an_unreadable_config_refuses_every_token_and_is_logged(tmp_path, caplog) -> None:
+    path, scratch = tmp_path / "server.toml", tmp_path / "scratch.toml"
+    config = Config()
+    gone, kept = (config.add_token(Tenant(name=n, prefix=f"{n}:")) for n in ("gone", "kept"))
+    config.save(path)
+    config.revoke("gone")
+    config.save(scratch)
+    revoked = scratch.read_text()
+    service = Service(connect("memory://", {}), Config.load(path), path)
+    running = _serve(service)
+    stamps = iter(range(int(time.time()) + 10, int(time.time()) + 100))
+
+    def rewrite(text: str) -> None:
+        path.write_text(text)
+        stamp = next(stamps)  # a new mtime, however coarse the file system's clock
+        os.utime(path, (stamp, stamp))
+        time.sleep(1.2)  # the server looks at the file at most once a second
+
+    try:
+        with _client(running.url, gone) as c:
+            assert c.get("/v1/scopes").status_code == 200
+        caplog.set_level(logging.ERROR, logger="satchel.server")
+        rewrite(revoked + "\nnot toml [\n")  # a revocation, and a typo
+        for token in (gone, kept):
+            with _client(running.url, token) as c:
+                r = c.get("/v1/scopes")
+                assert r.status_code == 503, r.text
+                assert r.json()["error"]["message"] == "server configuration is unreadable"
+        logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(logged) == 1 and str(path) in logged[0] and "line" in logged[0], logged
+        with (
+            satchel.open(running.url, token=kept) as store,
+            pytest.raises(satchel.BackendUnavailable, match="unreadable"),
+        ):
+            store.get("k", None)
+        rewrite(revoked)  # valid again: the revocation holds
+        with _client(running.url, gone) as c:
+            assert c.get("/v1/scopes").status_code == 401
+        with _client(running.url, kept) as c:
+            assert c.get("/v1/scopes").status_code == 200
+    finally:
+        support_server.stop(running)
+
+
+def _serve(service: Service) -> support_server.Running:
+    """As support_server.serve, for a service that reads its config file again."""
+    import uvicorn
+
+    from satchel.server.serving import uvicorn_config
+
+    port = support_server.free_port()
+    config = uvicorn_config(create_app(service), "127.0.0.1", port, log_level="warning",
+                            lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    return support_server.Running(f"http://127.0.0.1:{port}", service, server, thread, Path())

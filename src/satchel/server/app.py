@@ -3,7 +3,8 @@
 Status codes: 401 missing or wrong token (before any of the body is read), 403 forbidden
 scope or read-only tenant, 404 missing key, 400/422 bad input, 409 changed under a
 conditional write, 413 over quota or body too large, 408 a body that came too slowly,
-503 the engine failed.
+503 the engine failed, or the server's config file is unreadable (then every token is
+refused until it is fixed: it may hold a revocation).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .models import (
     Written,
 )
 from .service import Changed, Service, record_out
+from .tenants import ConfigUnreadable
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
 BODY_TIMEOUT = 30.0  # seconds of grace for a request body, after its headers ...
@@ -93,10 +95,11 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 class Gate:
     """What every request passes before its body is read, and while it is read.
 
-    - A request under /v1 without a good bearer token is answered 401 at once, its body
-      unread (and the connection closed if it announced one): nobody without a token
-      makes the server read, or hold, a byte of a body. The tenant found goes to
-      scope["state"]["tenant"] for ``deps.tenant``, so the token is looked up once.
+    - A request under /v1 without a good bearer token is answered 401 at once (503 while
+      the server's config file is unreadable), its body unread (and the connection closed
+      if it announced one): nobody without a token makes the server read, or hold, a byte
+      of a body. The tenant found goes to scope["state"]["tenant"] for ``deps.tenant``,
+      so the token is looked up once.
     - A body over `limit` bytes is refused with 413, before or while it arrives.
     - A body that comes too slowly is refused with 408, closing the connection: it must
       have arrived at `min_rate` bytes a second on average after `timeout` seconds of
@@ -159,11 +162,15 @@ class Gate:
         """The answer to a request without a good token, else None (its tenant noted)."""
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         token = token.strip()
-        found = self.service.tenant_for(token) if scheme.lower() == "bearer" else None
-        if found is not None:
-            scope.setdefault("state", {})["tenant"] = found
-            return None
-        answer = error(401, "unauthorized", "missing or wrong token")
+        try:
+            found = self.service.tenant_for(token) if scheme.lower() == "bearer" else None
+        except ConfigUnreadable as exc:
+            answer = error(503, "config_unreadable", exc.message)
+        else:
+            if found is not None:
+                scope.setdefault("state", {})["tenant"] = found
+                return None
+            answer = error(401, "unauthorized", "missing or wrong token")
         if headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers:
             answer.headers["connection"] = "close"  # its body is not read: not for a next request
         return answer

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import logging
 import re
 import secrets
 import threading
@@ -34,13 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, SatchelError
 from ..keys import RESERVED_SCOPE, check_scope, compile_pattern
 
 DEFAULT_QUOTA_BYTES = 100 * 1024 * 1024
 DEFAULT_QUOTA_KEYS = 1_000_000
 RECOUNT_EVERY = 300.0  # seconds: expired records leave the usage at the next recount
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+log = logging.getLogger("satchel.server")
+
+
+class ConfigUnreadable(SatchelError):
+    """The server's config file is unreadable: every token is refused (503) until it is
+    fixed, since the broken file may hold a revocation."""
 
 
 @dataclass
@@ -116,6 +123,15 @@ class Config:
 
     tenants: dict[str, Tenant] = field(default_factory=dict)
     tokens: list[TokenEntry] = field(default_factory=list)
+    unreadable: bool = False  # a stand-in for a file that could not be read: no token works
+
+    @classmethod
+    def broken(cls, path: Path, exc: Exception) -> Config:
+        """The config a running server uses while `path` is unreadable (`exc` says why):
+        it refuses every token, rather than keep serving ones the file may revoke."""
+        log.error("server config %s is unreadable, so every token is refused until it is "
+                  "fixed: %s", path, exc)  # fmt: skip
+        return cls(unreadable=True)
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -184,7 +200,10 @@ class Config:
         return removed
 
     def tenant_for(self, token: str) -> Tenant | None:
-        """The tenant whose token this is, or None. Checks every entry in constant time."""
+        """The tenant whose token this is, or None. Checks every entry in constant time.
+        Raises ConfigUnreadable if this config stands for an unreadable file."""
+        if self.unreadable:
+            raise ConfigUnreadable("server configuration is unreadable")
         wanted = digest(token)
         found = None
         for entry in self.tokens:
