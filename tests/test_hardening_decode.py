@@ -11,20 +11,25 @@ import contextlib
 import datetime as dt
 import decimal
 import json
+import os
 import time
 import tracemalloc
 import uuid
+import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import satchel
-from satchel import codecs
+from satchel import codecs, crypto
 from satchel.codecs import COUNT_FROM, MAX_SAME_HASH, get_codec
+from satchel.crypto import Keyring, unseal
 
 TYPED, JSON, RAW = get_codec("typed"), get_codec("json"), get_codec("raw")
 KEY = bytes(range(32))
@@ -184,6 +189,17 @@ def test_values_that_share_a_hash_honestly_still_decode() -> None:
     assert TYPED.decode(TYPED.encode(value)) == value  # per record: nothing carried over
 
 
+def test_unseal_of_records_cut_short_is_a_satchel_error() -> None:
+    ring = Keyring(KEY, None)
+    for record in (b"", b"\x01", b"\x01t", b"\x01t\x01", b"\x01t\x01" + ring.current_id + b"n"):
+        for keyring in (None, ring):
+            with pytest.raises(satchel.SatchelError):
+                unseal(record, keyring, "default", "k")
+    for record in (b"\x01t\x02", b"\x01t\x02z", b"\x01t\x02S\x01"):
+        with pytest.raises(satchel.CorruptData):
+            unseal(record, None, "default", "k")
+
+
 # Valid records of every codec, as seeds for mutation.
 _VALUES = [
     None, 0, -(2**70), 1.5, "text", b"\x00bytes", [1, [2, [3]]], {"a": {"b": None}},
@@ -243,3 +259,138 @@ def test_mutated_records_decode_or_raise_corrupt_data(record: bytes) -> None:
 @given(st.sampled_from([b"\x01t\x00", b"\x01j\x00", b"\x01x\x00", b"\x01b\x00"]), st.binary())
 def test_random_payloads_decode_or_raise_corrupt_data(header: bytes, body: bytes) -> None:
     _decodes_or_corrupt(header + body)
+
+
+# --- 6: decompression is bounded by the size a record declares --------------------------
+
+
+def _zstd(data: bytes, content_size: bool = True) -> bytes:
+    return zstandard.ZstdCompressor(level=3, write_content_size=content_size).compress(data)
+
+
+def _zstd_claiming(data: bytes, claimed: int) -> bytes:
+    """A zstd frame of `data` whose header claims `claimed` bytes (a lie when they differ)."""
+    frame = _zstd(data, content_size=False)
+    descriptor = frame[4]
+    assert descriptor & 0xE0 == 0  # no size, not single-segment: a window byte follows
+    return (
+        frame[:4]
+        + bytes((0x80 | descriptor,))
+        + frame[5:6]
+        + claimed.to_bytes(4, "little")
+        + frame[6:]
+    )
+
+
+@pytest.fixture(scope="module")
+def zeros() -> bytes:
+    return bytes(64 * MiB)
+
+
+def _sized(n: int) -> bytes:
+    width = (n.bit_length() + 7) // 8 or 1
+    return bytes((width,)) + n.to_bytes(width, "big")
+
+
+@pytest.fixture(scope="module")
+def bombs(zeros: bytes) -> dict[str, bytes]:
+    """Compressed inners (algorithm, [size], data) that inflate to 64 MiB, claiming 1 KiB."""
+    return {
+        "zlib": b"Z" + _sized(1024) + zlib.compress(zeros, 9),
+        "zstd": b"S" + _sized(1024) + _zstd(zeros),
+        "zstd, lying frame": b"S" + _sized(1024) + _zstd_claiming(zeros, 1024),
+        "zstd, frame without size": b"S" + _sized(1024) + _zstd(zeros, content_size=False),
+        "old zlib": b"z" + zlib.compress(zeros, 9),
+        "old zstd": b"s" + _zstd(zeros),
+        "old zstd, lying frame": b"s" + _zstd_claiming(zeros, 1024),
+        "old zstd, frame without size": b"s" + _zstd(zeros, content_size=False),
+    }
+
+
+def _seal(inner: bytes, keyring: Keyring | None, key: str, codec: bytes = b"b") -> bytes:
+    """A record holding `inner` compressed (and encrypted with `keyring`)."""
+    if keyring is None:
+        return b"\x01" + codec + b"\x02" + inner
+    header = b"\x01" + codec + b"\x03"
+    return header + keyring.encrypt(inner, crypto._aad(header, "default", key))
+
+
+@pytest.fixture
+def small_legacy_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Old records are capped at 4 MiB here, so a 64 MiB bomb shows the cap at work."""
+    monkeypatch.setattr(crypto, "LEGACY_INFLATE_MAX", 4 * MiB, raising=False)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "zlib", "zstd", "zstd, lying frame", "zstd, frame without size", "old zlib",
+        "old zstd", "old zstd, lying frame", "old zstd, frame without size",
+    ],
+)  # fmt: skip
+def test_a_planted_bomb_is_corrupt_data_in_bounded_memory(
+    tmp_path: Path, bombs: dict[str, bytes], kind: str, encrypted: bool, small_legacy_cap: None
+) -> None:
+    options: dict[str, Any] = {"encryption_key": KEY} if encrypted else {}
+    with satchel.open(tmp_path / "bomb.db", compress="zstd", **options) as store:
+        keyring = Keyring(KEY, None) if encrypted else None
+        plant(store, "bomb", _seal(bombs[kind], keyring, "bomb"))
+        with peak_memory() as peak, pytest.raises(satchel.CorruptData) as caught:
+            store.get("bomb")
+    assert "'bomb'" in str(caught.value)
+    assert peak[0] < 12 * MiB, (kind, peak)  # the bomb is 64 MiB; the old cap here 4 MiB
+
+
+def test_the_legacy_cap_bounds_a_gib_bomb_without_inflating_it() -> None:
+    co = zstandard.ZstdCompressor(level=3).compressobj(size=1 << 30)  # the issue's 32 KiB bomb
+    frame = b"".join([co.compress(bytes(MiB)) for _ in range(1024)] + [co.flush()])
+    assert len(frame) < 40_000
+    with peak_memory() as peak, pytest.raises(satchel.CorruptData, match="LEGACY_INFLATE_MAX"):
+        unseal(b"\x01b\x02s" + frame, None, "default", "k")
+    assert peak[0] < MiB
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_records_compressed_before_the_size_existed_still_read(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    value = {"text": "abc" * 5000, "n": list(range(1000))}
+    payload = TYPED.encode(value)[3:]
+    keyring = Keyring(KEY, None) if encrypted else None
+    options: dict[str, Any] = {"encryption_key": KEY} if encrypted else {}
+    with satchel.open(tmp_path / "old.db", **options) as store:
+        for key, inner in (("z", b"z" + zlib.compress(payload, 6)), ("s", b"s" + _zstd(payload))):
+            plant(store, key, _seal(inner, keyring, key, codec=b"t"))
+            assert store.get(key) == value
+
+
+@pytest.mark.parametrize("algorithm", ["zlib", "zstd"])
+def test_new_records_declare_their_size_and_round_trip(tmp_path: Path, algorithm: str) -> None:
+    with satchel.open(tmp_path / "new.db", compress=algorithm) as store:
+        for size in (1024, 70_000, 3 * MiB):
+            value = os.urandom(16).hex() * (size // 32)
+            store.set("k", value)
+            inner = store._shared.backend.get(store.scope_name, "k", time.time()).value[3:]
+            assert inner[:1] == {"zlib": b"Z", "zstd": b"S"}[algorithm]
+            declared = int.from_bytes(inner[2 : 2 + inner[1]], "big")
+            assert declared == len(TYPED.encode(value)) - 3
+            assert store.get("k") == value
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        b"Z", b"Z\x00", b"Z\x09" + bytes(9), b"Z\x02\x01",  # bad size fields
+        b"Z\x01\x05" + zlib.compress(b"abc"),  # declares more than it holds
+        b"Z\x01\x02" + zlib.compress(b"abc"),  # less
+        b"Z\x01\x03" + zlib.compress(b"abc")[:-3],  # cut short
+        b"S\x01\x05" + zstandard.ZstdCompressor().compress(b"abc"),
+        b"S\x01\x03" + b"garbage",
+        b"s" + b"garbage", b"z" + b"garbage", b"?abc",
+    ],
+    ids=repr,
+)  # fmt: skip
+def test_damaged_compressed_records_are_corrupt_data(inner: bytes) -> None:
+    with pytest.raises(satchel.CorruptData):
+        unseal(b"\x01b\x02" + inner, None, "default", "k")

@@ -4,13 +4,22 @@ A sealed record keeps its 3-byte header in the clear (so a reader knows what it 
 and replaces the payload:
 
     header(version, codec, flags) | [key id (4) | nonce (12) | AES-GCM(inner) + tag (16)]
-    inner = [algorithm (1) | compressed payload]   when flags has COMPRESSED
-          = payload                                otherwise
+    inner = [algorithm (1) | size | compressed payload]   when flags has COMPRESSED
+          = payload                                       otherwise
 
 The header, the scope and the key are the associated data of the encryption, so a
 ciphertext copied to another key or scope, or a header flipped, fails to decrypt
 instead of returning the wrong value. The key id (4 bytes of a hash of the key) lets a
 keyring pick the right key and lets rotation skip values already on the newest key.
+
+Decompression is bounded by the size a record declares: ``size`` is the byte count of
+the uncompressed payload (1 byte, 1 to 8) then that count, big-endian, and a payload
+that would inflate past it is CorruptData, having taken no more memory than the size.
+Records written before the size existed (algorithm ``z`` or ``s``, no size) are read
+with a cap, LEGACY_INFLATE_MAX (256 MiB): four times the largest chunk a large value's
+manifest may claim (values that big are streamed in chunks), so a real record of
+that time is read whole, while a crafted one takes at most the cap, not the GiBs a
+32 KiB zstd or 1 MiB zlib "bomb" inflates to. Raise it to read a bigger old record.
 """
 
 from __future__ import annotations
@@ -30,12 +39,17 @@ ENCRYPTED = 0x01
 COMPRESSED = 0x02
 KNOWN_FLAGS = ENCRYPTED | COMPRESSED
 KEY_ID_SIZE, NONCE_SIZE = 4, 12
+_SEALED_MIN = KEY_ID_SIZE + NONCE_SIZE + 16  # and the AES-GCM tag: an empty value's size
 SALT_SIZE = 16
 # scrypt cost for passphrases: about 0.1 s and 32 MiB once per open.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
 KeyMaterial = bytes | str
-_ZLIB, _ZSTD = b"z", b"s"
+_ZLIB, _ZSTD = b"Z", b"S"  # followed by the uncompressed size
+_OLD_ZLIB, _OLD_ZSTD = b"z", b"s"  # no size: read up to LEGACY_INFLATE_MAX
+LEGACY_INFLATE_MAX = 256 << 20
+_READ_CHUNK = 1 << 20  # a zstd frame that does not say its size is read this much at a time
+_ZLIB_STEP = 4096  # compressed bytes inflated at a time
 
 
 def _aesgcm(key: bytes) -> Any:
@@ -138,17 +152,77 @@ def _compressor(name: str) -> tuple[bytes, Callable[[bytes], bytes]]:
     raise InvalidInput(f"compress must be 'zstd', 'zlib' or None, not {name!r}")
 
 
+def _size(n: int) -> bytes:
+    """`n` as a size field: its byte count, then its bytes (big-endian)."""
+    data = n.to_bytes((n.bit_length() + 7) // 8 or 1, "big")
+    return bytes((len(data),)) + data
+
+
 def _decompress(inner: bytes) -> bytes:
-    algorithm, body = inner[:1], inner[1:]
-    if algorithm == _ZLIB:
-        return zlib.decompress(body)
-    if algorithm == _ZSTD:
-        try:
-            import zstandard
-        except ImportError as exc:
-            raise CorruptData("value is zstd-compressed: pip install 'satchel[zstd]'") from exc
-        return zstandard.ZstdDecompressor().decompress(body)
-    raise CorruptData(f"unknown compression {algorithm!r}; written by a newer satchel?")
+    algorithm = inner[:1]
+    if algorithm in (_ZSTD, _ZLIB):
+        width = inner[1] if len(inner) > 1 else 0
+        if not 1 <= width <= 8 or len(inner) < 2 + width:
+            raise CorruptData("compressed value is damaged: bad size field")
+        size, body, exact = int.from_bytes(inner[2 : 2 + width], "big"), inner[2 + width :], True
+    elif algorithm in (_OLD_ZSTD, _OLD_ZLIB):
+        size, body, exact = LEGACY_INFLATE_MAX, inner[1:], False
+    else:
+        raise CorruptData(f"unknown compression {algorithm!r}; written by a newer satchel?")
+    inflate = _inflate if algorithm in (_ZLIB, _OLD_ZLIB) else _unzstd
+    data = inflate(body, size, exact)
+    if exact and len(data) != size:
+        raise CorruptData(f"compressed value holds {len(data)} bytes, not the {size} it declares")
+    return data
+
+
+def _inflate(body: bytes, size: int, exact: bool) -> bytes:
+    """zlib's output, fed _ZLIB_STEP bytes at a time: deflate inflates at most 1032-fold,
+    so a stream inflating past `size` stops within 4 MiB of it."""
+    if len(body) <= _ZLIB_STEP:  # so one call is as bounded, and faster
+        data = zlib.decompress(body, bufsize=min(size, 1032 * len(body)) or 1)
+        if len(data) > size:
+            raise CorruptData(_past(size, exact))
+        return data
+    inflater, chunks, total, view = zlib.decompressobj(), [], 0, memoryview(body)
+    for start in range(0, len(view), _ZLIB_STEP):
+        chunks.append(inflater.decompress(view[start : start + _ZLIB_STEP]))
+        total += len(chunks[-1])
+        if total > size:
+            raise CorruptData(_past(size, exact))
+        if inflater.eof:
+            return b"".join(chunks)
+    raise CorruptData("compressed value is damaged: zlib stream cut short")
+
+
+def _unzstd(body: bytes, size: int, exact: bool) -> bytes:
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise CorruptData("value is zstd-compressed: pip install 'satchel[zstd]'") from exc
+    framed = zstandard.frame_content_size(body)  # -1: the frame does not say
+    if framed > size or (exact and framed != size):
+        raise CorruptData(_past(size, exact) if framed > size else "zstd frame size disagrees")
+    if framed >= 0:  # zstd allocates `framed` bytes and refuses a frame that inflates past it
+        data: bytes = zstandard.ZstdDecompressor().decompress(body)
+        return data
+    chunks, total = [], 0  # an old record written without the size: read in steps
+    with zstandard.ZstdDecompressor().stream_reader(body) as reader:
+        while chunk := reader.read(_READ_CHUNK):
+            total += len(chunk)
+            if total > size:
+                raise CorruptData(_past(size, exact))
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _past(size: int, exact: bool) -> str:
+    if exact:
+        return f"compressed value inflates past the {size} bytes it declares"
+    return (
+        f"compressed value (old format) inflates past LEGACY_INFLATE_MAX ({size} bytes); "
+        "raise satchel.crypto.LEGACY_INFLATE_MAX to read it if it is genuine"
+    )
 
 
 def _aad(header: bytes, scope: str, key: str) -> bytes:
@@ -168,9 +242,9 @@ class Sealer:
         flags, inner = 0, record[HEADER_SIZE:]
         if self._compress is not None and len(inner) >= self._compress_min:
             algorithm, compress = self._compress
-            packed = compress(inner)
-            if len(packed) + 1 < len(inner):  # only when it pays
-                flags, inner = COMPRESSED, algorithm + packed
+            packed = algorithm + _size(len(inner)) + compress(inner)
+            if len(packed) < len(inner):  # only when it pays
+                flags, inner = COMPRESSED, packed
         if self.keyring is not None:
             flags |= ENCRYPTED
         if not flags:
@@ -185,9 +259,13 @@ def unseal(record: bytes, keyring: Keyring | None, scope: str, key: str) -> byte
     """A record with flags 0, decrypted and decompressed. Raises DecryptionError/CorruptData,
     also for a record that is not encrypted when `keyring` is given (unless the keyring
     has `plaintext_ok`)."""
+    if len(record) < HEADER_SIZE:
+        raise CorruptData("stored bytes are not a satchel record (cut short)")
     flags = record[2]
     if flags & ~KNOWN_FLAGS:
         raise CorruptData(f"record has flags {flags:#04x} this satchel cannot read")
+    if flags & ENCRYPTED and len(record) < HEADER_SIZE + _SEALED_MIN:
+        raise DecryptionError("value cannot be decrypted: the stored bytes were cut short")
     header, inner = record[:HEADER_SIZE], record[HEADER_SIZE:]
     if flags & ENCRYPTED:
         if keyring is None:
