@@ -67,12 +67,12 @@ def _depth(value: Any) -> int:
 def own_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """`satchel serve` in a process of its own (URL, token): in this one, a request holding
     the GIL would stop the test's clock too, and hide the very delay it looks for."""
-    config, token = tmp_path / "server.toml", Config()
-    secret = token.add_token(Tenant(name="big", prefix="big:"))
-    token.save(config)
+    path, config = tmp_path / "server.toml", Config()
+    token = config.add_token(Tenant(name="big", prefix="big:"))
+    config.save(path)
     port = support_server.free_port()
     command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
-               "--url", "memory://", "--port", str(port), "--config", str(config)]  # fmt: skip
+               "--url", "memory://", "--port", str(port), "--config", str(path)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -85,7 +85,7 @@ def own_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.05)
-        yield url, secret
+        yield url, token
     finally:
         proc.kill()
         proc.wait(10)
