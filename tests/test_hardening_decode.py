@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import hashlib
 import json
 import os
 import time
@@ -394,3 +395,72 @@ def test_new_records_declare_their_size_and_round_trip(tmp_path: Path, algorithm
 def test_damaged_compressed_records_are_corrupt_data(inner: bytes) -> None:
     with pytest.raises(satchel.CorruptData):
         unseal(b"\x01b\x02" + inner, None, "default", "k")
+
+
+# --- 10: the passphrase salt -------------------------------------------------------------
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def _plant_salt(path: Path, data: bytes) -> None:
+    with satchel.open(path) as store:
+        store._shared.backend.put("__satchel__", "encryption-salt", data, None, time.time(), True)
+
+
+def _stored_salt(path: Path) -> bytes:
+    with satchel.open(path) as store:
+        data = store._shared.backend.get_value("__satchel__", "encryption-salt", time.time())
+    assert data is not None
+    return data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        RAW.encode(b""),  # empty: every store's keys would derive from the passphrase alone
+        RAW.encode(b"abc"),
+        RAW.encode(bytes(17)),
+        RAW.encode(b"\x01\x1e" + bytes(16)),  # asks for scrypt N = 2**30: 128 GiB
+        RAW.encode(b"\x02\x11" + bytes(16)),  # a format this satchel does not know
+        TYPED.encode("a str, not bytes"),
+        TYPED.encode([bytes(16)]),
+        b"\x01t\x00" + msgpack.packb(bytes(16)),  # bytes, but not as the raw codec writes them
+        b"\x01b\x02" + bytes(16),  # flags: compressed
+        b"garbage",
+    ],
+    ids=repr,
+)
+def test_a_planted_or_damaged_salt_is_corrupt_data(tmp_path: Path, data: bytes) -> None:
+    _plant_salt(tmp_path / "salt.db", data)
+    with pytest.raises(satchel.CorruptData) as caught:
+        satchel.open(tmp_path / "salt.db", encryption_key=PASSPHRASE)
+    assert "'__satchel__'" in str(caught.value) and "'encryption-salt'" in str(caught.value)
+    with satchel.open(tmp_path / "salt.db", encryption_key=KEY) as store:  # no passphrase
+        store.set("k", 1)
+
+
+def _scrypt(salt: bytes, n: int) -> bytes:
+    return hashlib.scrypt(PASSPHRASE.encode(), salt=salt, n=n, r=8, p=1, maxmem=256 * MiB, dklen=32)
+
+
+def test_a_new_store_stores_the_scrypt_cost_2_17_with_its_salt(tmp_path: Path) -> None:
+    with satchel.open(tmp_path / "new.db", encryption_key=PASSPHRASE) as store:
+        store.set("k", "secret")
+    data = _stored_salt(tmp_path / "new.db")
+    assert data[:3] == b"\x01b\x00" and len(data) == 3 + 2 + 16
+    assert data[3:5] == b"\x01\x11"  # format 1, log2 N = 17
+    with satchel.open(tmp_path / "new.db", encryption_key=_scrypt(data[5:], 2**17)) as store:
+        assert store.get("k") == "secret"
+    with satchel.open(tmp_path / "new.db", encryption_key=PASSPHRASE) as store:
+        assert store.get("k") == "secret"
+
+
+def test_a_salt_stored_before_the_cost_opens_with_2_15(tmp_path: Path) -> None:
+    old_salt = os.urandom(16)
+    _plant_salt(tmp_path / "old.db", RAW.encode(old_salt))  # as satchel stored it until now
+    with satchel.open(tmp_path / "old.db", encryption_key=_scrypt(old_salt, 2**15)) as store:
+        store.set("k", "written with the old derivation")
+    with satchel.open(tmp_path / "old.db", encryption_key=PASSPHRASE) as store:
+        assert store.get("k") == "written with the old derivation"
+        store.set("k2", 2)
+    assert _stored_salt(tmp_path / "old.db") == RAW.encode(old_salt)  # left as it was

@@ -41,8 +41,15 @@ KNOWN_FLAGS = ENCRYPTED | COMPRESSED
 KEY_ID_SIZE, NONCE_SIZE = 4, 12
 _SEALED_MIN = KEY_ID_SIZE + NONCE_SIZE + 16  # and the AES-GCM tag: an empty value's size
 SALT_SIZE = 16
-# scrypt cost for passphrases: about 0.1 s and 32 MiB once per open.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+# scrypt cost for passphrases, paid once per open: N = 2**17 with r = 8 takes 128 MiB
+# (128 * r * N) and about 0.5 s of one core (2 GHz class), in line with current
+# guidance for stored secrets. The cost is stored with the salt (Keyring.salt_record);
+# a bare 16-byte salt, stored before that, was made for N = 2**15 (32 MiB, about 0.2 s)
+# and is read so. A stored cost beyond SCRYPT_N is refused: a planted salt must not make
+# every open take GiBs.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
+OLD_SCRYPT_N = 2**15
+_SALT_FORMAT = 1  # first byte of a salt stored with its cost: format, log2 N, salt
 
 KeyMaterial = bytes | str
 _ZLIB, _ZSTD = b"Z", b"S"  # followed by the uncompressed size
@@ -112,14 +119,34 @@ class Keyring:
             if raw is None:
                 if salt is None:
                     raise InvalidInput("a passphrase needs the store's salt")
+                n, pure = self.read_salt(salt)
                 raw = hashlib.scrypt(
-                    str(item).encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
-                    maxmem=64 * 1024 * 1024, dklen=32,
+                    str(item).encode(), salt=pure, n=n, r=SCRYPT_R, p=SCRYPT_P,
+                    maxmem=128 * SCRYPT_R * n + (1 << 20), dklen=32,
                 )  # fmt: skip
             keys.append(raw)
         self.current_id = key_id(keys[0])
         self._current = _aesgcm(keys[0])
         self._by_id = {key_id(k): _aesgcm(k) for k in reversed(keys)}  # first wins
+
+    @staticmethod
+    def salt_record(salt: bytes) -> bytes:
+        """`salt` as a new store keeps it: with the scrypt cost of its passphrases."""
+        return bytes((_SALT_FORMAT, SCRYPT_N.bit_length() - 1)) + salt
+
+    @staticmethod
+    def read_salt(stored: bytes) -> tuple[int, bytes]:
+        """(scrypt N, salt) from what a store keeps. Raises CorruptData if it is no salt."""
+        if len(stored) == SALT_SIZE:
+            return OLD_SCRYPT_N, stored
+        if len(stored) != 2 + SALT_SIZE or stored[0] != _SALT_FORMAT:
+            raise CorruptData(
+                f"not a salt: {len(stored)} bytes, where a salt has {SALT_SIZE} (or "
+                f"{2 + SALT_SIZE} with its scrypt cost)"
+            )
+        if not OLD_SCRYPT_N <= 1 << stored[1] <= SCRYPT_N:
+            raise CorruptData(f"the salt asks for scrypt N = 2**{stored[1]}, beyond 2**15-2**17")
+        return 1 << stored[1], stored[2:]
 
     def encrypt(self, plain: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)

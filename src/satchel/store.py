@@ -832,11 +832,15 @@ def open(
 
 
 def _salt(backend: Backend) -> bytes:
-    """The store's salt for passphrases, created by the first store that needs one."""
+    """The store's salt for passphrases (with their scrypt cost, see Keyring.read_salt),
+    created by the first store that needs one. Raises CorruptData if what is stored
+    is not one: a salt planted (say, empty) before first use would weaken every key."""
+    from .errors import CorruptData
+
     raw = get_codec("raw")
     data = backend.get_value(RESERVED_SCOPE, SALT_KEY, time())
     if data is None:
-        fresh = raw.encode(os.urandom(SALT_SIZE))
+        fresh = raw.encode(Keyring.salt_record(os.urandom(SALT_SIZE)))
         with contextlib.suppress(ReadOnlyError):  # then the read below reports it
             backend.put(RESERVED_SCOPE, SALT_KEY, fresh, None, time(), True)
         data = backend.get_value(RESERVED_SCOPE, SALT_KEY, time())
@@ -845,6 +849,14 @@ def _salt(backend: Backend) -> bytes:
             "a read-only store without a salt cannot derive a key from a passphrase",
             engine=backend.engine,
         )
-    salt = raw.decode(data)
-    assert isinstance(salt, bytes)
+    try:
+        salt = raw.decode(data)
+        if type(salt) is not bytes or raw.encode(salt) != data:
+            raise CorruptData(f"a {type(salt).__name__} record, not raw bytes")
+        Keyring.read_salt(salt)
+    except CorruptData as exc:
+        raise CorruptData(
+            f"the passphrase salt is damaged or was planted: {exc.message}",
+            key=SALT_KEY, scope=RESERVED_SCOPE, engine=backend.engine,
+        ) from None  # fmt: skip
     return salt
