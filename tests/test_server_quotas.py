@@ -1,20 +1,31 @@
 """Server quotas against real storage, blobs sealed once committed, the ledger out of reach.
 
 Each test runs its own server (support_server.serve) on its own store, as some of them
-add an admin with an empty prefix, which sees every tenant's data.
+add an admin with an empty prefix, which sees every tenant's data. The quota test writes
+through the server on each engine and compares what the tenant is charged (and what a
+recount finds) with how much the engine's storage grew; run it with -s for the table.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
+import os
+import sqlite3
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import psycopg
 import pytest
 
 import satchel
+import support_postgres
 import support_redis
 import support_server
 from conftest import ENGINES
@@ -180,3 +191,193 @@ def test_the_server_refuses_chunks_for_a_committed_blob_and_charges_nothing(runn
         # the ledger remembers it past a restart of the server's own bookkeeping
         running.service.staged.clear()
         assert _chunk(c, "k", "b1", 0, b"evil").status_code == 409
+
+
+# -- what a tenant is charged against what its writes take (issue 17, item 3) ---------------
+
+
+class Meter:
+    """The storage an engine takes.
+
+    SQLite: the bytes of the file's pages that rows use (dbstat; an overflow page counts
+    whole, as no other row can use it). PostgreSQL: the main fork of each table, index
+    and TOAST relation of the schema (whole 8 KiB pages: a workload may fill pages begun
+    before it, or begin pages it leaves mostly free). Redis: MEMORY USAGE of the store's
+    keys. Files engine: blocks on disk. Memory engine: the Python objects of its data.
+    """
+
+    def __init__(self, name: str, url: str, tmp_path: Path, backend: Any) -> None:
+        self.name, self.url, self.tmp_path, self.backend = name, url, tmp_path, backend
+
+    def size(self) -> int:
+        if self.name == "sqlite":
+            with contextlib.closing(sqlite3.connect(self.tmp_path / "server.db")) as db:
+                return int(db.execute(_SQLITE_USED).fetchone()[0] or 0)
+        if self.name == "postgres":
+            schema = dict(parse_qsl(urlsplit(self.url).query))["schema"]
+            with psycopg.connect(support_postgres.BASE_URL) as conn:
+                row = conn.execute(_PG_SIZE, {"schema": schema}).fetchone()
+            return int(row[0]) if row else 0
+        if self.name == "redis":
+            client, prefix = support_redis.client_for(self.url), support_redis.prefix_of(self.url)
+            pipe = client.pipeline(transaction=False)
+            for name in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=1000):
+                pipe.memory_usage(name, samples=0)
+            return sum(n or 0 for n in pipe.execute())
+        if self.name == "files":
+            return sum(os.lstat(os.path.join(root, n)).st_blocks * 512
+                       for root, dirs, files in os.walk(self.tmp_path / "store")
+                       for n in dirs + files)  # fmt: skip
+        return _deep_size(self.backend._data)
+
+
+def _deep_size(root: object) -> int:
+    """sys.getsizeof of `root` and of every object it refers to, each counted once."""
+    seen, stack, total = set(), [root], 0
+    while stack:
+        obj = stack.pop()
+        if id(obj) not in seen and not isinstance(obj, type):
+            seen.add(id(obj))
+            total += sys.getsizeof(obj)
+            stack.extend(gc.get_referents(obj))
+    return total
+
+
+_SQLITE_USED = (
+    "SELECT sum(CASE WHEN pagetype = 'overflow' THEN pgsize ELSE pgsize - unused END) FROM dbstat"
+)
+_PG_SIZE = """
+WITH t AS (SELECT c.oid, c.reltoastrelid FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %(schema)s AND c.relkind IN ('r', 'i'))
+SELECT sum(pg_relation_size(oid)) FROM (
+    SELECT oid FROM t
+    UNION SELECT reltoastrelid FROM t WHERE reltoastrelid <> 0
+    UNION SELECT indexrelid FROM pg_index WHERE indrelid IN (SELECT reltoastrelid FROM t)
+) AS r"""
+_URLS = {"sqlite": "sqlite:///{}/server.db", "files": "file://{}/store"}
+# Small entries of each kind, and entries of a container of their own (one HTTP request
+# each): enough that whole pages (SQLite, PostgreSQL) matter little, few where each
+# entry takes a block (files) or is measured exactly (Redis, memory). A series, sequence
+# or scope is only rows on SQLite and PostgreSQL: measured where it is more (a key, a
+# file or folder, objects).
+SCALE = {"sqlite": (1000, 100, False), "postgres": (1000, 200, False),
+         "redis": (300, 50, True), "files": (100, 30, True), "memory": (300, 50, True)}
+LONG = "n" * 1000  # a long key or series name (some engines keep names in every row)
+
+
+def _workloads(
+    c: httpx.Client, n: int, each: int, containers: bool
+) -> Iterator[tuple[str, int, Callable[[], None]]]:
+    """(kind, how many entries, the writes): `n` small entries of each kind, as many with
+    long names or values of ~1 KB (which spill on SQLite), and `each` entries that each
+    have a blob (with `containers`: a scope, series or sequence) of their own."""
+
+    def ok(answer: httpx.Response) -> None:
+        assert answer.status_code in (200, 204), answer.text
+
+    def records(scope: str, keys: list[str], value: bytes) -> Callable[[], None]:
+        items = [{"key": k, "value": b64(value)} for k in keys]
+        return lambda: ok(c.post("/v1/put", json={"scope": scope, "items": items}))
+
+    def points(name: str, n: int, series: int = 1) -> Callable[[], None]:
+        def write() -> None:
+            for s in range(series):
+                batch = [{"t": t, "value": b64(b"v")} for t in range(n // series)]
+                ok(c.post("/v1/series/put", json={"scope": "p", "name": f"{name}{s}",
+                                                  "points": batch}))  # fmt: skip
+        return write
+
+    def events(name: str, n: int, sequences: int = 1) -> Callable[[], None]:
+        def write() -> None:
+            for s in range(sequences):
+                batch = [{"t": t, "value": b64(b"e")} for t in range(n // sequences)]
+                ok(c.post("/v1/events/append", json={"scope": "e", "name": f"{name}{s}",
+                     "after_seq": 0, "events": batch, "head": b64(b"h")}))  # fmt: skip
+        return write
+
+    def chunks(n: int, blobs: bool) -> Callable[[], None]:
+        def write() -> None:
+            for i in range(n):
+                key, blob_id, index = (f"k{i}", f"b{i}", 0) if blobs else ("k", "one", i)
+                params = {"scope": "b", "key": key, "blob_id": blob_id, "index": index}
+                ok(c.put("/v1/blobs/chunk", params=params, content=b"c"))
+        return write
+
+    def scopes(n: int) -> Callable[[], None]:
+        return lambda: [ok(c.post("/v1/put", json={"scope": f"s{i}", "items": [
+            {"key": "k", "value": b64(b"v")}]})) for i in range(n)]  # fmt: skip
+
+    yield "records", n, records("r", [f"key{i:05d}" for i in range(n)], b"v")
+    yield "records, 1000-byte keys", n, records("r", [f"{i:04d}{LONG}" for i in range(n)], b"")
+    yield "records, 1 KB values", n, records("v", [f"k{i}" for i in range(n)], b"\xa5" * 1000)
+    if containers:
+        yield "records, one per scope", each, scopes(each)
+    yield "points", n, points("cpu", n)
+    yield "points, 1000-byte names", n, points(LONG, n)
+    if containers:
+        yield "series of one point", each, points("one", each, series=each)
+    yield "events", n, events("log", n)
+    yield "events, 1000-byte names", n, events(LONG, n)
+    if containers:
+        yield "sequences of one event", each, events("one", each, sequences=each)
+    yield "chunks of one blob", each, chunks(each, blobs=False)
+    yield "blobs of one chunk", each, chunks(each, blobs=True)
+
+
+def _warm_up(c: httpx.Client) -> None:
+    """What the first write of a kind makes once (tables, folders) is made before measuring."""
+    for scope in ("r", "v", "p", "e", "b"):
+        c.post("/v1/put", json={"scope": scope, "items": [{"key": "w", "value": ""}]})
+    one = [{"t": 0, "value": ""}]
+    c.post("/v1/series/put", json={"scope": "p", "name": "w", "points": one})
+    c.post("/v1/events/append", json={"scope": "e", "name": "w", "after_seq": 0, "events": one,
+                                      "head": ""})  # fmt: skip
+    c.put("/v1/blobs/chunk", params={"scope": "b", "key": "w", "blob_id": "w", "index": 0},
+          content=b"w")
+
+
+def measure(name: str, tmp_path: Path) -> list[tuple[str, int, int, int, int]]:
+    """(kind, entries, growth, charged, recounted) for each workload on engine `name`."""
+    engine = ENGINES[name]
+    url = _URLS[name].format(tmp_path) if name in _URLS else engine(tmp_path)
+    running = support_server.serve(url, Config())
+    service, rows = running.service, []
+    meter = Meter(name, url, tmp_path, service.backend)
+    n, each, containers = SCALE[name]
+    try:
+        token = running.tenant(name="t", prefix="t:", quota_bytes=1 << 40, quota_keys=1 << 40)
+        tenant = service.config.tenants["t"]
+        with client(running, token) as c:
+            _warm_up(c)
+            for kind, entries, write in _workloads(c, n, each, containers):
+                size, used = meter.size(), service.usage(tenant).bytes
+                write()
+                growth, charged = meter.size() - size, service.usage(tenant).bytes - used
+                service.accounts.forget(tenant)
+                recounted = service.usage(tenant).bytes - used
+                rows.append((kind, entries, growth, charged, recounted))
+    finally:
+        support_server.stop(running)
+        if engine.cleanup is not None:
+            engine.cleanup(url)
+    return rows
+
+
+@pytest.mark.parametrize("name", ["sqlite", "postgres", "redis", "files", "memory"])
+def test_a_tenant_is_charged_at_least_half_of_the_storage_its_writes_take(name, tmp_path):
+    rows = measure(name, tmp_path)
+    for kind, entries, growth, charged, recounted in rows:  # shown with -s
+        print(f"{name:8} {kind:25} growth {growth / entries:7.1f}  charged {charged / entries:7.1f}"
+              f"  recounted {recounted / entries:7.1f}  growth/charged {growth / charged:5.2f}")
+    short = [(kind, growth, charged, recounted) for kind, _, growth, charged, recounted in rows
+             if min(charged, recounted) < growth / 2]  # fmt: skip
+    assert not short
+
+
+def test_an_empty_chunk_is_refused(running):
+    with client(running, running.tenant()) as c:
+        answer = _chunk(c, "k", "b", 0, b"")
+        assert answer.status_code == 400 and "empty" in answer.json()["error"]["message"]
+        assert c.get("/v1/usage").json()["bytes"] == 0
+        assert not running.service.staged

@@ -147,7 +147,9 @@ class _Tenants:
             assert sorted(b_own.keys()) == [f"b{i}" for i in range(5)]
 
     def check_usage(self, token: str) -> dict[str, int]:
-        """The tenant's usage is what its live records hold (nothing leaked or lost)."""
+        """The tenant's usage is what its live records cost (nothing leaked or lost)."""
+        service = self.running.service
+        prefix = service.tenant_for(token).prefix
         with self.client(token) as c:
             want = {"bytes": 0, "keys": 0}
             for scope in c.get("/v1/scopes").json()["scopes"]:
@@ -157,7 +159,8 @@ class _Tenants:
                     page = c.post("/v1/scan", json=body).json()["records"]
                     for r in page:
                         want["keys"] += 1
-                        want["bytes"] += len(r["key"].encode()) + len(base64.b64decode(r["value"]))
+                        value = base64.b64decode(r["value"])
+                        want["bytes"] += service.costs.size_of(prefix + scope, r["key"], value, 1)
                     if not page:
                         break
                     after = page[-1]["key"]

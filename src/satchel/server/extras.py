@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Query, Request, Response
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ..backends.base import BlobSealed
-from ..errors import BackendError, BackendUnavailable, ValueChanged
+from ..errors import BackendError, BackendUnavailable, InvalidInput, ValueChanged
 from .deps import RESPONSES, T
 from .ledger import EVENT_COST, POINT_COST
 from .models import (
@@ -141,24 +142,31 @@ def routes(app: FastAPI, service: Service) -> None:
     post = app.post
     backend = service.backend
 
-    def writing(t: Tenant, scope: str, size: int) -> str:
-        full = service.writable(t, scope)
+    size_of = service.costs.size_of
+
+    def charged(t: Tenant, size: int) -> None:
         if size:
             with service.accounts.lock(t):
                 _charge(service, t, size)
-        return full
 
-    def resealing(t: Tenant, scope: str, pairs: list[tuple[bytes, bytes]]) -> str:
-        """`writing` for a reseal: charged what it may add (as if every item were replaced)."""
-        return writing(t, scope, sum(max(0, len(new) - len(old)) for old, new in pairs))
-
-    def resealed(t: Tenant, pairs: list[tuple[bytes, bytes]], count: int) -> Result:
-        """Give back the bytes a reseal freed if it replaced every item (else the next
-        recount does)."""
-        freed = sum(max(0, len(old) - len(new)) for old, new in pairs)
-        if freed and count == len(pairs):
+    def refund(t: Tenant, size: int) -> None:
+        """Give back bytes charged for a write that did not happen (or freed room)."""
+        if size:
             with service.accounts.lock(t):
-                service.accounts.usage(t).bytes -= freed
+                service.accounts.usage(t).bytes -= size
+
+    def reseal(t: Tenant, scope: str, name: str, fixed: int, pairs: list[tuple[bytes, bytes]],
+               call: Callable[[str], int]) -> Result:  # fmt: skip
+        """Charge what a reseal may add (as if every item were replaced), `call` it on the
+        tenant's scope, and give back what it freed if it replaced every item (else the
+        next recount does)."""
+        full = service.writable(t, scope)
+        diffs = [size_of(full, name, fixed + len(new)) - size_of(full, name, fixed + len(old))
+                 for old, new in pairs]  # fmt: skip
+        charged(t, sum(d for d in diffs if d > 0))
+        count = call(full)
+        if count == len(pairs):
+            refund(t, -sum(d for d in diffs if d < 0))
         return Result(count=count)
 
     @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204,
@@ -181,16 +189,18 @@ def routes(app: FastAPI, service: Service) -> None:
                     raise HTTPException(413, f"a chunk is at most {CHUNK_LIMIT} bytes")
         except ClientDisconnect:  # gone mid-chunk: nothing was staged or charged, nobody
             return Response(status_code=400)  # reads this; not an error for the log
+        if not data:  # a Store never sends one; each costs the engine a row, key or file
+            raise InvalidInput("a chunk must not be empty")
         chunk = bytes(data)
 
         def write() -> None:
             name, engine_id = service.key(key), _blob_id(t, blob_id)
             full = service.writable(t, scope)
-            service.stage(t, full, name, engine_id, len(chunk))
+            size = service.stage(t, full, name, engine_id, len(chunk))
             try:
                 backend.blob_write(full, name, engine_id, index, chunk, service.now())
             except BlobSealed as exc:  # committed (where ids are store-wide: to any key)
-                service.refund(t, engine_id, len(chunk))
+                service.refund(t, engine_id, size)
                 raise Incomplete(exc.message) from exc
 
         await run_in_threadpool(write)
@@ -224,8 +234,9 @@ def routes(app: FastAPI, service: Service) -> None:
             if size is None:  # its chunks were charged by a process that is gone
                 raise Incomplete("this server does not know the upload: write the value again")
             now = service.now()
-            fresh = backend.get(full, key, now) is None
-            usage = service.charge(t, len(manifest), int(fresh))
+            old = backend.get(full, key, now)
+            grow = service.record_growth(full, key, manifest, old)  # the chunks are charged
+            usage = service.charge(t, grow, int(old is None))
             try:
                 new = backend.blob_commit(
                     full, key, engine_id, body.chunks, manifest,
@@ -239,7 +250,7 @@ def routes(app: FastAPI, service: Service) -> None:
             record = backend.get(full, key, now)
             if record is not None:
                 service.ledger.blob_committed(t.name, full, key, record.version, size, engine_id)
-            usage.bytes += len(manifest) + (len(key.encode()) if new else 0)
+            usage.bytes += grow
             usage.keys += int(new)
         return Result(ok=new)
 
@@ -259,8 +270,11 @@ def routes(app: FastAPI, service: Service) -> None:
         points = [(p.t, b64decode(p.value)) for p in body.points]
         if len({ts for ts, _ in points}) != len(points):
             raise HTTPException(400, "two points have the same t")
-        name = service.key(body.name)  # refused before anything is charged
-        full = writing(t, body.scope, sum(POINT_COST + len(v) for _, v in points))
+        name, full = service.key(body.name), service.writable(t, body.scope)
+        # A new series costs a container (Redis: a key; files engine: a file) beside points.
+        new = not backend.series_range(full, name, None, None, 1, values=False)
+        charged(t, sum(size_of(full, name, POINT_COST + len(v)) for _, v in points)
+                + (size_of(full, name, 0, 1) if new else 0))  # fmt: skip
         service.ledger.note(t.name, full)
         backend.series_put(full, name, points)
         return Result(count=len(points))
@@ -272,8 +286,8 @@ def routes(app: FastAPI, service: Service) -> None:
         if len({ts for ts, _, _ in points}) != len(points):
             raise HTTPException(400, "two points have the same t")
         name, pairs = service.key(body.name), [(old, new) for _, old, new in points]
-        full = resealing(t, body.scope, pairs)
-        return resealed(t, pairs, backend.series_reseal(full, name, points))
+        return reseal(t, body.scope, name, POINT_COST, pairs,
+                      lambda full: backend.series_reseal(full, name, points))  # fmt: skip
 
     @post("/v1/series/range", responses=RESPONSES, tags=["series"])
     def series_range(body: SeriesRange, t: T) -> Result:
@@ -315,11 +329,17 @@ def routes(app: FastAPI, service: Service) -> None:
         """Append events if the last seq is `after_seq`; `ok` False if it moved on."""
         events = [(p.t, b64decode(p.value)) for p in body.events]
         head, name = b64decode(body.head), service.key(body.name)
-        # The new head is charged whole (the old one is released by the next recount).
-        growth = sum(EVENT_COST + len(v) for _, v in events) + EVENT_COST + len(head)
-        full = writing(t, body.scope, growth)
+        full = service.writable(t, body.scope)
+        # The new head is charged whole (the old one is released by the next recount), and
+        # a sequence begun (after seq 0) its container (Redis: a key; files engine: a file).
+        growth = sum(size_of(full, name, EVENT_COST + len(v)) for _, v in events)
+        growth += size_of(full, name, EVENT_COST + len(head))
+        growth += size_of(full, name, 0, 1) if body.after_seq == 0 else 0
+        charged(t, growth)
         service.ledger.note(t.name, full)
         ok = backend.events_append(full, name, body.after_seq, events, head)
+        if not ok:  # it moved on: nothing was written
+            refund(t, growth)
         return Result(ok=ok)
 
     @post("/v1/events/reseal", responses=RESPONSES, tags=["events"])
@@ -331,8 +351,8 @@ def routes(app: FastAPI, service: Service) -> None:
         if len({e[0] for e in events}) < len(events) or len({s[0] for s in states}) < len(states):
             raise HTTPException(400, "two events have the same seq, or two states the same which")
         name, pairs = service.key(body.name), [(o, n) for _, o, n in [*events, *states]]
-        full = resealing(t, body.scope, pairs)
-        return resealed(t, pairs, backend.events_reseal(full, name, events, states))
+        return reseal(t, body.scope, name, EVENT_COST, pairs,
+                      lambda full: backend.events_reseal(full, name, events, states))  # fmt: skip
 
     @post("/v1/events/read", responses=RESPONSES, tags=["events"])
     def events_read(body: EventsRead, t: T) -> Result:
@@ -343,7 +363,8 @@ def routes(app: FastAPI, service: Service) -> None:
     @post("/v1/events/compact", responses=RESPONSES, tags=["events"])
     def events_compact(body: EventsCompact, t: T) -> Result:
         base, name = (body.base.seq, body.base.t, b64decode(body.base.data)), service.key(body.name)
-        full = writing(t, body.scope, EVENT_COST + len(base[2]))
+        full = service.writable(t, body.scope)
+        charged(t, size_of(full, name, EVENT_COST + len(base[2])))
         backend.events_compact(full, name, base)
         return Result()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 import msgpack
 
@@ -26,7 +27,9 @@ from ..series import INT64_MAX
 
 PAGE = 1000
 LEDGER_SCOPE = f"{RESERVED_SCOPE}:server"
-POINT_COST, EVENT_COST = 8, 16  # bytes counted for a point's timestamp, an event's seq + time
+POINT_COST, EVENT_COST = 8, 16  # data bytes of a point's timestamp, an event's seq + time
+# What an entry costs: (scope, name, data bytes, containers) -> bytes; Costs.size_of.
+Sizer = Callable[[str, str, int, int], int]
 
 
 def _prefix(tenant: str) -> str:
@@ -92,35 +95,39 @@ class Ledger:
         if names:
             self._backend.delete_many(LEDGER_SCOPE, names, time.time())
 
-    def extra_bytes(self, tenant: str) -> int:
+    def extra_bytes(self, tenant: str, size_of: Sizer) -> int:
         """What the series and events of the tenant's noted scopes cost."""
         total = 0
         prefix, after = _prefix(tenant), None
         while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
             for record in page:
                 with contextlib.suppress(SatchelError):  # an engine without series/events
-                    total += self._scope_bytes(record.key[len(prefix) :])
+                    total += self._scope_bytes(record.key[len(prefix) :], size_of)
             after = page[-1].key
         return total
 
-    def _scope_bytes(self, scope: str) -> int:
+    def _scope_bytes(self, scope: str, size_of: Sizer) -> int:
+        """Each series and sequence as an empty entry in a container of its own (as the
+        server charges a new one), and each point, event and state as an entry."""
         b = self._backend
         total = 0
         for name in b.series_names(scope):
+            total += size_of(scope, name, 0, 1)
             start: int | None = None
             while points := b.series_range(scope, name, start, None, PAGE):
-                total += sum(POINT_COST + len(v) for _, v in points)
+                total += sum(size_of(scope, name, POINT_COST + len(v), 0) for _, v in points)
                 if len(points) < PAGE or points[-1][0] == INT64_MAX:
                     break
                 start = points[-1][0] + 1
         for name in b.events_names(scope):
+            total += size_of(scope, name, 0, 1)
             seq = 0
             while events := b.events_read(scope, name, seq, PAGE):
-                total += sum(EVENT_COST + len(data) for _, _, data in events)
+                total += sum(size_of(scope, name, EVENT_COST + len(d), 0) for _, _, d in events)
                 seq = events[-1][0]
                 if len(events) < PAGE:
                     break
             for which in ("head", "base"):
                 state = b.events_state(scope, name, which)
-                total += 0 if state is None else EVENT_COST + len(state[2])
+                total += 0 if state is None else size_of(scope, name, EVENT_COST + len(state[2]), 0)
         return total

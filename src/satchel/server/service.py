@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends.base import STAGED_LIFETIME, Backend, Record
@@ -55,9 +56,58 @@ def record_out(record: Record, values: bool) -> RecordOut:
     )
 
 
-def size_of(key: str, value: bytes) -> int:
-    """What a record costs against a quota: its key and value bytes."""
-    return len(key.encode("utf-8")) + len(value)
+# An entry whose scope, name and data pass this many bytes may spill: SQLite keeps the
+# rows of its WITHOUT ROWID tables (records, points, events) whole in a 4 KiB page up to
+# about 1000 bytes, and past that puts the rest in an overflow page of its own (a row of
+# 1-4.5 KB takes 4.6 KB).
+SPILL_AT = 900
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What a quota charges for an entry beyond its scope, name and data bytes, measured
+    per engine by tests/test_server_quotas.py, which checks that a tenant is charged at
+    least half of the storage its writes take (SQLite file, PostgreSQL relations, Redis
+    MEMORY USAGE, blocks on disk, Python objects), for many small entries of every kind,
+    long names and ~1 KB values included."""
+
+    entry: int  # each record, series point, event, event state and blob chunk
+    container: int  # each record, chunk, series and sequence, and a blob twice more
+    spilled: int = 0  # the least an entry over SPILL_AT bytes costs
+
+    def size_of(self, scope: str, name: str, data: bytes | int, containers: int = 0) -> int:
+        """What an entry costs: `data` (or that many bytes) under `name` in `scope`, in
+        `containers` containers of its own. Every charge and recount comes from here."""
+        size = len(scope.encode()) + len(name.encode())
+        size += data if isinstance(data, int) else len(data)
+        if size > SPILL_AT:
+            size = max(size, self.spilled)
+        return size + self.entry + containers * self.container
+
+
+# By the scheme of the engine's URL; one set for every engine would charge SQLite's
+# 40-byte records as the files engine's 4 KiB ones. A container is what an engine makes
+# for a record, series, sequence, blob or chunk beside its rows: a key of its own (Redis),
+# a file or folder (files engine: a 4 KiB block, and an inode). Storage measured per
+# small record / point / event / chunk / blob of one chunk, in bytes: SQLite 39 / 18 /
+# 21 / 52 / 107 (a row of 1-4.5 KB: 4.6 KB); PostgreSQL 98 / 98 / 107 / 41 / 287;
+# Redis 184 / 116 / 11 / 29 / 189, a series or sequence 120-136; files 4096 a record,
+# 41 a point or event, 4096 a series, sequence or chunk, 16384 a blob (8192 a record in
+# a scope of its own); memory 167 / 68 / 82 / 81 / 366, a scope 450, a series 550.
+COSTS = {
+    "sqlite": Costs(entry=0, container=48, spilled=2400),  # a row has ~5 bytes of its own
+    "postgresql": Costs(entry=64, container=32),  # tuple header, item pointer, index entry
+    "redis": Costs(entry=64, container=64),
+    "file": Costs(entry=16, container=4608),
+    "memory": Costs(entry=96, container=160),  # Python objects
+}
+COSTS["rediss"] = COSTS["redis+cluster"] = COSTS["redis"]
+UNMEASURED = Costs(entry=96, container=4608, spilled=2400)  # another engine: the worst
+
+
+def costs_of(backend: Backend) -> Costs:
+    """What `backend` charges: by its URL's scheme (its `engine`)."""
+    return COSTS.get(backend.engine.partition(":")[0].lower(), UNMEASURED)
 
 
 def _encodable(text: str) -> bool:
@@ -80,8 +130,9 @@ class Service:
         self.config = config
         self.accounts = Accounts(self._recount)
         self.ledger = Ledger(backend)
-        # Chunk bytes received per staged blob (tenant, engine blob id): charged when
-        # received, kept in the count until committed (then the ledger has them),
+        self.costs = costs_of(backend)
+        # What the chunks received cost per staged blob (tenant, engine blob id): charged
+        # when received, kept in the count until committed (then the ledger has them),
         # discarded, or left for STAGED_LIFETIME (the engine frees its chunks then).
         # Lost on a restart: such a blob cannot be committed (409).
         self.staged: dict[tuple[str, str], int] = {}
@@ -155,7 +206,7 @@ class Service:
             while page := self.backend.scan(name, "", after, 1000, now):
                 usage.keys += len(page)
                 for r in page:
-                    usage.bytes += size_of(r.key, r.value)
+                    usage.bytes += self.costs.size_of(name, r.key, r.value, 1)
                     entry = blobs.get((name, r.key))
                     if entry is not None and entry[0] == r.version:
                         usage.bytes += entry[1]
@@ -163,13 +214,18 @@ class Service:
                 after = page[-1].key
         # Entries whose record moved on (overwritten, deleted, expired) are gone for good.
         self.ledger.drop([entry[2] for entry in blobs.values() if entry[2] not in live])
-        usage.bytes += self.ledger.extra_bytes(tenant.name)
+        usage.bytes += self.ledger.extra_bytes(tenant.name, self.costs.size_of)
         usage.bytes += sum(n for (owner, _), n in self.staged.items() if owner == tenant.name)
         return usage
 
     def usage(self, tenant: Tenant) -> Usage:
         with self.accounts.lock(tenant):
             return self.accounts.usage(tenant)
+
+    def record_growth(self, full: str, key: str, value: bytes, old: Record | None) -> int:
+        """How many bytes writing `value` over `old` (None: a new key) adds."""
+        new = self.costs.size_of(full, key, value, 1)
+        return new if old is None else new - self.costs.size_of(full, key, old.value, 1)
 
     def charge(self, tenant: Tenant, add_bytes: int, add_keys: int) -> Usage:
         """Check that the tenant can take the growth (lock held); return its usage."""
@@ -186,24 +242,26 @@ class Service:
             )
         return usage
 
-    def stage(self, tenant: Tenant, full: str, key: str, engine_id: str, size: int) -> None:
-        """Charge and count `size` more chunk bytes of blob `engine_id` of `key`, staged.
+    def stage(self, tenant: Tenant, full: str, key: str, engine_id: str, chunk: int) -> int:
+        """Charge and count a chunk of `chunk` bytes of blob `engine_id` of `key`, staged;
+        return what it costs (its first chunk also pays for the blob).
 
         Raises Incomplete for the blob the key holds: a chunk would change a live value
         without a new version, and be kept as long as it (the server would count it a day).
         """
         staged = (tenant.name, engine_id)
         with self.accounts.lock(tenant):
-            # Not staged: a new upload, or a chunk for a committed one.
-            if staged not in self.staged and (
-                self.ledger.committed_blob(tenant.name, full, key) == engine_id
-            ):
+            new = staged not in self.staged  # a new upload, or a chunk for a committed one
+            if new and self.ledger.committed_blob(tenant.name, full, key) == engine_id:
                 raise Incomplete("that large value is already committed: write the value "
                                  "again, under a new blob id")  # fmt: skip
+            # Each chunk's row, field or path holds the blob's id too.
+            size = self.costs.size_of(full, key, len(engine_id) + chunk, 3 if new else 1)
             usage = self.charge(tenant, size, 0)
             usage.bytes += size
             self.staged[staged] = self.staged.get(staged, 0) + size
             self._staged_since.setdefault(staged, time.time())
+        return size
 
     def refund(self, tenant: Tenant, engine_id: str, size: int) -> None:
         """Take back what `stage` counted for a chunk the engine refused (wrote nothing)."""
@@ -260,10 +318,9 @@ class Service:
             grow = keys = 0
             for key, value in decoded.items():
                 before = old.get(key)
-                if before is None:
-                    grow, keys = grow + size_of(key, value), keys + 1
-                elif not if_absent:
-                    grow += len(value) - len(before.value)
+                if before is None or not if_absent:
+                    grow += self.record_growth(full, key, value, before)
+                    keys += int(before is None)
             usage = self.charge(tenant, grow, keys)
             expires_at = expiry(expires_in, now)
             if len(decoded) == 1:
@@ -291,7 +348,7 @@ class Service:
             usage = self.accounts.usage(tenant)
             old = self.backend.get_many(full, checked, now)
             deleted = self.backend.delete_many(full, checked, now)
-            usage.bytes -= sum(size_of(r.key, r.value) for r in old.values())
+            usage.bytes -= sum(self.costs.size_of(full, r.key, r.value, 1) for r in old.values())
             usage.keys -= len(old)
         return deleted
 
@@ -313,7 +370,7 @@ class Service:
             found = self.backend.pop(full, key, time.time(), same)
             if found is None:
                 return False
-            usage.bytes -= size_of(key, found[0])
+            usage.bytes -= self.costs.size_of(full, key, found[0], 1)
             usage.keys -= 1
         return True
 
@@ -332,7 +389,7 @@ class Service:
         with self.accounts.lock(tenant):
             now = time.time()
             old = self.backend.get(full, key, now)
-            grow = size_of(key, value) if old is None else len(value) - len(old.value)
+            grow = self.record_growth(full, key, value, old)
             usage = self.charge(tenant, grow, int(old is None))
             written = self.backend.compare_and_set(
                 full, key, expected_version, value, expiry(expires_in, now), now,
