@@ -57,6 +57,11 @@ Costs: `scan` lists and sorts the whole scope directory, kept until the next wri
 the store (the counter in ``.lock``), so paging through ``keys()`` lists once. `count`,
 `scopes` and `purge_expired` read each record's last line. A log's index takes 24 bytes
 a point or event, built by reading the log once. Use a local file system.
+
+Links: the directory may be a symbolic link (resolved once, at open); below it the store
+follows none. Its files are opened with O_NOFOLLOW and its folders checked with lstat
+before use: a link where the store keeps a file or folder is CorruptData naming it (a
+purge, a clear or a freed blob passes it by), never a way to write or delete outside.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import weakref
 import zlib
@@ -79,7 +85,7 @@ from contextlib import contextmanager, suppress
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 from ..errors import (
@@ -112,6 +118,8 @@ LOGS_CACHED = 8  # log indexes kept per open store
 BATCH_HEAD = 27  # "@<size:16 hex> <crc32:8 hex>\n"
 REWRITE_MIN = 1 << 20  # dead bytes a log may hold before it is rewritten
 PART = 1 << 20  # bytes of entries per batch when a log is rewritten
+BUFFER = 8192  # bytes buffered by a file reader or writer (given, open() skips isatty())
+_MODES = {"rb": os.O_RDONLY, "r+b": os.O_RDWR, "ab": os.O_WRONLY | os.O_APPEND}
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-.")
 _ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
@@ -191,7 +199,8 @@ def _parse(path: str, data: bytes, values: bool) -> tuple[Record, Blob | None]:
 
 
 def _fsync(path: str, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_DIRECTORY if directory else 0)
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -461,7 +470,9 @@ class FilesBackend(Backend):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
         self.path = Path(path).expanduser().absolute()
         self.engine = f"file://{self.path}"
-        self._root = str(self.path)
+        # The directory may be a link the user chose: resolved once, as below it the store
+        # follows no link (its own files and folders are never links).
+        self._root = os.path.realpath(self.path)
         self._tmp = os.path.join(self._root, TMP)
         self._journal = os.path.join(self._root, JOURNAL)
         self._full = durability == "full"
@@ -492,7 +503,7 @@ class FilesBackend(Backend):
                 try:
                     if exclusive:
                         self._bump(fd)  # before any change, so a crash cannot skip it
-                    if os.path.exists(self._journal):
+                    if os.path.lexists(self._journal):  # a link there is refused on reading
                         fcntl.flock(fd, fcntl.LOCK_EX)
                         self._recover(fd)
                     yield fd
@@ -502,6 +513,8 @@ class FilesBackend(Backend):
                 raise self._error(exc) from exc
 
     def _open_lock(self) -> int:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            return self._link(where)
         with suppress(FileExistsError):
             os.mkdir(self._root)
         if not os.path.exists(os.path.join(self._root, MARKER)):
@@ -509,7 +522,8 @@ class FilesBackend(Backend):
             if foreign:
                 what = f"{self._root} is not empty and not a satchel store"
                 raise IncompatibleDatabase(what, engine=self.engine)
-        self._fd = os.open(os.path.join(self._root, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # _bump writes in it
+        self._fd = os.open(os.path.join(self._root, LOCK), flags)
         return self._fd
 
     @staticmethod
@@ -518,8 +532,74 @@ class FilesBackend(Backend):
 
     def _bump(self, fd: int) -> None:
         os.pwrite(fd, ((self._generation(fd) + 1) % 2**64).to_bytes(8, "big"), 0)
+    # -- links: the store's own files and folders are never links ----------------------------
+    # A link planted inside the store would lead writes, deletions and reads outside it. So
+    # files are opened with O_NOFOLLOW (free), folders are checked with lstat on the way
+    # down from the root before they are used, and a link found is refused, never followed.
 
-    def _error(self, exc: OSError) -> BackendError:
+    def _link(self, path: str) -> CorruptData:
+        return CorruptData(
+            f"{path} is a symbolic link, where satchel keeps its own file or folder;"
+            " it follows no link out of its directory",
+            engine=self.engine,
+        )
+
+    def _open(self, path: str, mode: str = "rb", buffering: int = BUFFER) -> BinaryIO:
+        """open() for the store's own file `path`, refusing a link there. (os.open, not an
+        opener=, after which open() spends a syscall setting close-on-exec.)"""
+        try:
+            fd = os.open(path, _MODES[mode] | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._link(path) from None
+            raise
+        try:
+            return cast(BinaryIO, open(fd, mode, buffering))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _inside(self, path: str, create: bool = False) -> bool:
+        """Whether `path`, below the store's directory, was there: each step of the way is
+        checked with lstat, a link refused. With `create`, the missing folders are made,
+        each durable in its parent."""
+        here, end, found = self._root, len(self._root), True
+        while end != -1:  # find(), not split() and join(): this runs on every get
+            parent, end = here, path.find(os.sep, end + 1)
+            here = path if end == -1 else path[:end]
+            try:
+                if stat.S_ISLNK(os.lstat(here).st_mode):
+                    raise self._link(here)
+            except FileNotFoundError:
+                if not create:
+                    return False
+                with suppress(FileExistsError):  # a stager of another blob was first
+                    os.mkdir(here)
+                _fsync(parent, directory=True)
+                found = False
+        return found
+
+    def _subdirs(self, path: str) -> list[str]:
+        """Paths of the folders in folder `path`; none if it is missing or behind a link
+        (housekeeping passes links by: reads and writes report them)."""
+        with suppress(FileNotFoundError, CorruptData):
+            if self._inside(path):
+                with os.scandir(path) as entries:
+                    return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        return []
+
+    def _staged_at(self, blob_dir: str) -> float | None:
+        """When staging of the blob in `blob_dir` began; None once committed."""
+        try:
+            with self._open(os.path.join(blob_dir, STAGED), buffering=0) as f:
+                return float(f.read())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return 0.0  # torn by a crash: long ago
+
+
+    def _error(self, exc: OSError) -> BackendError | CorruptData:
         where, engine = exc.filename or self._root, self.engine
         if exc.errno == errno.ENOSPC:
             return BackendError(f"no space left on the device for {where}", engine=engine)
@@ -540,12 +620,12 @@ class FilesBackend(Backend):
 
     def _prepare(self) -> None:
         """Mark the directory as a store (or check the mark); delete what crashes left."""
-        os.makedirs(self._tmp, exist_ok=True)
+        self._inside(self._tmp, create=True)
         marker = os.path.join(self._root, MARKER)
         if not os.path.exists(marker):
             os.replace(self._stage(json.dumps(MARKER_CONTENT).encode()), marker)
             _fsync(self._root, directory=True)
-        with open(marker, "rb") as f:
+        with self._open(marker, buffering=0) as f:
             try:
                 found = json.loads(f.read())
                 version = found["format"] if found["application"] == "satchel" else None
@@ -556,18 +636,20 @@ class FilesBackend(Backend):
             raise IncompatibleDatabase(
                 f"{marker} {what} (this satchel reads {FORMAT})", engine=self.engine
             )
-        for name in os.listdir(self._tmp):  # nobody writes there without the lock we hold
-            if name.startswith("w-"):
-                with suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self._tmp, name))
-            elif name.startswith("trash-"):
-                shutil.rmtree(os.path.join(self._tmp, name), ignore_errors=True)
+        with os.scandir(self._tmp) as entries:  # nobody writes there without our lock
+            for entry in entries:
+                if entry.name.startswith("trash-") and entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                elif entry.name.startswith(("w-", "trash-")):
+                    with suppress(FileNotFoundError):
+                        os.unlink(entry.path)  # a file, or a link (not what it points at)
 
     def _recover(self, fd: int) -> None:
+        """The folder of `scope` (lock held), made if missing and `create`."""
         """Roll forward the batch of a writer that died after its commit point."""
         self._bump(fd)
         try:
-            with open(self._journal, "rb") as f:
+            with self._open(self._journal, buffering=0) as f:
                 plan = json.loads(f.read())
             if not all(_JOURNAL_STEP.fullmatch(f"{tmp or ''}\n{path}") for tmp, path in plan):
                 raise ValueError("a step leaves the store")
@@ -576,42 +658,43 @@ class FilesBackend(Backend):
         except (ValueError, TypeError) as exc:
             raise CorruptData(f"{self._journal} is damaged: {exc}", engine=self.engine) from None
         root = self._root
-        self._finish([(tmp and os.path.join(root, tmp), os.path.join(root, p)) for tmp, p in plan])
+        steps = [(tmp and os.path.join(root, tmp), os.path.join(root, p)) for tmp, p in plan]
+        for directory in {os.path.dirname(path) for _, path in steps}:
+            self._inside(directory)  # a scope folder that is a link is refused
+        self._finish(steps)
 
     # -- records -----------------------------------------------------------------------------
 
     def _dir(self, scope: str, create: bool = False) -> str:
         name = escape_name(scope)
         path = os.path.join(self._root, name)
-        if create:
-            with suppress(FileExistsError):
-                os.mkdir(path)
-            if "~" in name:  # a hashed name: the directory keeps the scope's full name
-                label = self._label(path)
-                if label is None:
-                    os.replace(self._stage(scope.encode()), os.path.join(path, SCOPE_NAME))
-                elif label != scope:
-                    raise CorruptData(f"{path} belongs to scope {label!r}", engine=self.engine)
+        self._inside(path, create)
+        if create and "~" in name:  # a hashed name: the directory keeps the scope's full name
+            label = self._label(path)
+            if label is None:
+                os.replace(self._stage(scope.encode()), os.path.join(path, SCOPE_NAME))
+            elif label != scope:
+                raise CorruptData(f"{path} belongs to scope {label!r}", engine=self.engine)
         return path
 
-    @staticmethod
-    def _label(path: str) -> str | None:
+    def _label(self, path: str) -> str | None:
         try:
-            with open(os.path.join(path, SCOPE_NAME), "rb") as f:
+            with self._open(os.path.join(path, SCOPE_NAME), buffering=0) as f:
                 return f.read().decode()
-        except (FileNotFoundError, UnicodeDecodeError):
-            return None
+        except (FileNotFoundError, UnicodeDecodeError, CorruptData):
+            return None  # a link: as if missing, so a write replaces it
 
     def _load(self, path: str, values: bool = True, key: str | None = None) -> Record | None:
         """The record in `path`, live or not, or None; with `key`, it must hold that key."""
         return self._read(path, values, key)[0]
+        self._inside(self._tmp)  # checked at each write too: a write costs an fsync anyway
 
     def _read(
         self, path: str, values: bool = True, key: str | None = None
     ) -> tuple[Record | None, Blob | None]:
         """`_load`, and the blob the record owns."""
         try:
-            with open(path, "rb") as f:
+            with self._open(path, buffering=0) as f:
                 if not values:
                     f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL))
                 data = f.read()
@@ -626,7 +709,7 @@ class FilesBackend(Backend):
         """Write `chunks` to a new temp file (fsynced if `sync`); return its path."""
         tmp = os.path.join(self._tmp, f"w-{secrets.token_hex(8)}")
         try:
-            with open(tmp, "xb") as f:
+            with open(tmp, "xb") as f:  # x: O_EXCL, which never follows a link
                 for chunk in chunks:
                     f.write(chunk)
                 f.flush()
@@ -672,13 +755,13 @@ class FilesBackend(Backend):
                 else:
                     os.replace(tmp, path)
 
-    def _listing(self, scope: str, fd: int) -> list[tuple[str, str]]:
-        """(key, file name) of every record of `scope`, sorted; listed once per write."""
+    def _listing(self, scope: str, directory: str, fd: int) -> list[tuple[str, str]]:
+        """(key, file name) of every record of `scope`, in its `directory`, sorted; listed
+        once per write."""
         generation = self._generation(fd)
         cached = self._listings.get(scope)
         if cached is not None and cached[0] == generation:
             return cached[1]
-        directory = self._dir(scope)
         try:
             names = [name for name in os.listdir(directory) if not name.startswith(".")]
         except FileNotFoundError:
@@ -695,14 +778,15 @@ class FilesBackend(Backend):
         if len(self._listings) >= LISTINGS_CACHED:
             self._listings.clear()
         self._listings[scope] = (generation, pairs)
+            directory = self._dir(scope)
         return pairs
 
     def _scope_names(self) -> list[str]:
         names = []
         with os.scandir(self._root) as entries:
             for entry in entries:
-                if entry.name.startswith(".") or not entry.is_dir():
-                    continue
+                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                    continue  # a link is no scope of the store's (using it reports it)
                 scope = unescape_name(entry.name)
                 if scope is None and "~" in entry.name:
                     scope = self._label(entry.path)
@@ -713,7 +797,6 @@ class FilesBackend(Backend):
     # -- primitives --------------------------------------------------------------------------
 
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
-        directory = self._dir(scope)
         found = {}
         with self._locked(exclusive=False):
             for key in keys:
@@ -752,6 +835,7 @@ class FilesBackend(Backend):
                 with suppress(OSError):
                     os.unlink(str(tmp))
             raise
+            directory = self._dir(scope)
         if steps:
             self._dir(scope, create=True)
             self._commit(steps)
@@ -771,8 +855,8 @@ class FilesBackend(Backend):
             return self._put(scope, items, expires_at, now, None if if_absent else ANY)[0]
 
     def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        directory = self._dir(scope)
         with self._locked(exclusive=True):
+            path = os.path.join(self._dir(scope), escape_name(key))
             steps: list[Step] = []
             blobs = []
             live = 0
@@ -792,12 +876,13 @@ class FilesBackend(Backend):
     def pop(
         self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
     ) -> tuple[Any] | None:
-        path = os.path.join(self._dir(scope), escape_name(key))
+            path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
             stored, blob = self._read(path, key=key)
             record = _live(stored, now)
             if record is None:
                 return None
+            path = os.path.join(self._dir(scope), escape_name(key))
             value = decode(record.value)  # if it raises, nothing is deleted
             self._commit([(None, path)])
             if blob is not None:
@@ -812,13 +897,11 @@ class FilesBackend(Backend):
             return self._put(scope, ((key, value),), expires_at, now, only, born)[0] == 1
 
     def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
             value, expires_at = fn(_live(self._load(path, key=key), now))
             self._put(scope, ((key, value),), expires_at, now, ANY)
 
     def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
             stored, blob = self._read(path, key=key)
             record = _live(stored, now)
@@ -830,10 +913,10 @@ class FilesBackend(Backend):
 
     def scan(self, scope: str, prefix: str, after: str | None, limit: int, now: float,
              values: bool = True) -> list[Record]:  # fmt: skip
-        directory = self._dir(scope)
         found: list[Record] = []
         with self._locked(exclusive=False) as fd:
-            pairs = self._listing(scope, fd)
+            directory = self._dir(scope)
+            pairs = self._listing(scope, directory, fd)
             i = bisect_left(pairs, prefix, key=_KEY)
             if after is not None:
                 i = max(i, bisect_right(pairs, after, key=_KEY))
@@ -873,7 +956,7 @@ class FilesBackend(Backend):
         with self._locked(exclusive=True) as fd:
             for scope in self._scope_names():
                 directory = self._dir(scope)
-                for _, name in self._listing(scope, fd):
+                for _, name in self._listing(scope, directory, fd):
                     if purged == limit:
                         return purged
                     path = os.path.join(directory, name)
