@@ -513,8 +513,6 @@ class FilesBackend(Backend):
                 raise self._error(exc) from exc
 
     def _open_lock(self) -> int:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
-            return self._link(where)
         with suppress(FileExistsError):
             os.mkdir(self._root)
         if not os.path.exists(os.path.join(self._root, MARKER)):
@@ -532,6 +530,28 @@ class FilesBackend(Backend):
 
     def _bump(self, fd: int) -> None:
         os.pwrite(fd, ((self._generation(fd) + 1) % 2**64).to_bytes(8, "big"), 0)
+
+    def _error(self, exc: OSError) -> BackendError | CorruptData:
+        where, engine = exc.filename or self._root, self.engine
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            return self._link(where)
+        if exc.errno == errno.ENOSPC:
+            return BackendError(f"no space left on the device for {where}", engine=engine)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return BackendError(f"not allowed: {where}: {exc.strerror}", engine=engine)
+        if exc.errno == errno.ENOTDIR:
+            return IncompatibleDatabase(f"{where} is not a directory", engine=engine)
+        if not os.path.isdir(self._root):
+            return BackendUnavailable(f"the store directory {self._root} is gone", engine=engine)
+        return BackendError(f"{exc.strerror or exc}: {where}", engine=engine)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        _OPEN_BACKENDS.discard(self)
+
     # -- links: the store's own files and folders are never links ----------------------------
     # A link planted inside the store would lead writes, deletions and reads outside it. So
     # files are opened with O_NOFOLLOW (free), folders are checked with lstat on the way
@@ -598,26 +618,6 @@ class FilesBackend(Backend):
         except ValueError:
             return 0.0  # torn by a crash: long ago
 
-
-    def _error(self, exc: OSError) -> BackendError | CorruptData:
-        where, engine = exc.filename or self._root, self.engine
-        if exc.errno == errno.ENOSPC:
-            return BackendError(f"no space left on the device for {where}", engine=engine)
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return BackendError(f"not allowed: {where}: {exc.strerror}", engine=engine)
-        if exc.errno == errno.ENOTDIR:
-            return IncompatibleDatabase(f"{where} is not a directory", engine=engine)
-        if not os.path.isdir(self._root):
-            return BackendUnavailable(f"the store directory {self._root} is gone", engine=engine)
-        return BackendError(f"{exc.strerror or exc}: {where}", engine=engine)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-        _OPEN_BACKENDS.discard(self)
-
     def _prepare(self) -> None:
         """Mark the directory as a store (or check the mark); delete what crashes left."""
         self._inside(self._tmp, create=True)
@@ -645,7 +645,6 @@ class FilesBackend(Backend):
                         os.unlink(entry.path)  # a file, or a link (not what it points at)
 
     def _recover(self, fd: int) -> None:
-        """The folder of `scope` (lock held), made if missing and `create`."""
         """Roll forward the batch of a writer that died after its commit point."""
         self._bump(fd)
         try:
@@ -666,6 +665,7 @@ class FilesBackend(Backend):
     # -- records -----------------------------------------------------------------------------
 
     def _dir(self, scope: str, create: bool = False) -> str:
+        """The folder of `scope` (lock held), made if missing and `create`."""
         name = escape_name(scope)
         path = os.path.join(self._root, name)
         self._inside(path, create)
@@ -687,7 +687,6 @@ class FilesBackend(Backend):
     def _load(self, path: str, values: bool = True, key: str | None = None) -> Record | None:
         """The record in `path`, live or not, or None; with `key`, it must hold that key."""
         return self._read(path, values, key)[0]
-        self._inside(self._tmp)  # checked at each write too: a write costs an fsync anyway
 
     def _read(
         self, path: str, values: bool = True, key: str | None = None
@@ -708,6 +707,7 @@ class FilesBackend(Backend):
     def _stage(self, *chunks: bytes, sync: bool = True) -> str:
         """Write `chunks` to a new temp file (fsynced if `sync`); return its path."""
         tmp = os.path.join(self._tmp, f"w-{secrets.token_hex(8)}")
+        self._inside(self._tmp)  # checked at each write too: a write costs an fsync anyway
         try:
             with open(tmp, "xb") as f:  # x: O_EXCL, which never follows a link
                 for chunk in chunks:
@@ -778,7 +778,6 @@ class FilesBackend(Backend):
         if len(self._listings) >= LISTINGS_CACHED:
             self._listings.clear()
         self._listings[scope] = (generation, pairs)
-            directory = self._dir(scope)
         return pairs
 
     def _scope_names(self) -> list[str]:
@@ -799,6 +798,7 @@ class FilesBackend(Backend):
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         found = {}
         with self._locked(exclusive=False):
+            directory = self._dir(scope)
             for key in keys:
                 record = _live(self._load(os.path.join(directory, escape_name(key)), key=key), now)
                 if record is not None:
@@ -835,7 +835,6 @@ class FilesBackend(Backend):
                 with suppress(OSError):
                     os.unlink(str(tmp))
             raise
-            directory = self._dir(scope)
         if steps:
             self._dir(scope, create=True)
             self._commit(steps)
@@ -856,7 +855,7 @@ class FilesBackend(Backend):
 
     def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
         with self._locked(exclusive=True):
-            path = os.path.join(self._dir(scope), escape_name(key))
+            directory = self._dir(scope)
             steps: list[Step] = []
             blobs = []
             live = 0
@@ -876,13 +875,12 @@ class FilesBackend(Backend):
     def pop(
         self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
     ) -> tuple[Any] | None:
-            path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
+            path = os.path.join(self._dir(scope), escape_name(key))
             stored, blob = self._read(path, key=key)
             record = _live(stored, now)
             if record is None:
                 return None
-            path = os.path.join(self._dir(scope), escape_name(key))
             value = decode(record.value)  # if it raises, nothing is deleted
             self._commit([(None, path)])
             if blob is not None:
@@ -898,11 +896,13 @@ class FilesBackend(Backend):
 
     def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
         with self._locked(exclusive=True):
+            path = os.path.join(self._dir(scope), escape_name(key))
             value, expires_at = fn(_live(self._load(path, key=key), now))
             self._put(scope, ((key, value),), expires_at, now, ANY)
 
     def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
         with self._locked(exclusive=True):
+            path = os.path.join(self._dir(scope), escape_name(key))
             stored, blob = self._read(path, key=key)
             record = _live(stored, now)
             if record is None:
