@@ -219,6 +219,46 @@ def test_purge_passes_a_linked_record_by(tmp_path: Path, outside: Path) -> None:
     assert _snapshot(outside) == before
 
 
+# --- large values ---------------------------------------------------------------------------
+
+
+def _blob_id(root: Path) -> str:
+    return json.loads((root / "default" / "big").read_bytes().splitlines()[-1])["blob"]
+
+
+BLOB_OPS: dict[str, Callable[[satchel.Store], object]] = {
+    "read": lambda s: s.open_blob("big").read(),
+    "write": _write_big,
+    "set": lambda s: s.set("big", 1),
+    "delete": lambda s: s.delete("big"),
+    "clear": lambda s: s.clear(),
+    "purge": lambda s: s._shared.backend.purge_expired(time.time() + FAR, 100),
+}
+
+
+@pytest.mark.parametrize("op", BLOB_OPS)
+@pytest.mark.parametrize("level", ["blobs", "scope", "key", "blob", "chunk"])
+def test_a_linked_blob_folder_is_never_followed(
+    tmp_path: Path, outside: Path, level: str, op: str
+) -> None:
+    root = tmp_path / "kv"
+    with satchel.open(_url(root)) as store:
+        _write_big(store)
+        blob = f".blobs/default/big/{_blob_id(root)}"
+        orphan = root / ".blobs" / "default" / "big" / "orphan"  # a purge would sweep it
+        orphan.mkdir()
+        (orphan / "0").write_bytes(b"left by a crash")
+        rel = {"blobs": ".blobs", "scope": ".blobs/default", "key": ".blobs/default/big",
+               "blob": blob, "chunk": f"{blob}/1"}[level]  # fmt: skip
+        before = _plant(root, rel, outside)
+        # A new blob's folder is made beside the old one: only a link above it is met.
+        if op == "read" or (op == "write" and level in ("blobs", "scope", "key")):
+            _link_error(lambda: BLOB_OPS[op](store), root / rel)
+        else:  # the record changes; what the link points at is left alone
+            BLOB_OPS[op](store)
+    assert _snapshot(outside) == before
+
+
 # --- a store directory that is itself a link ------------------------------------------------
 
 

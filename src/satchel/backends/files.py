@@ -207,26 +207,6 @@ def _fsync(path: str, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _subdirs(path: str) -> list[str]:
-    """Paths of the folders in `path` (none if it is missing)."""
-    try:
-        with os.scandir(path) as entries:
-            return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-    except FileNotFoundError:
-        return []
-
-
-def _staged_at(blob_dir: str) -> float | None:
-    """When staging of the blob in `blob_dir` began; None once committed."""
-    try:
-        with open(os.path.join(blob_dir, STAGED), "rb") as f:
-            return float(f.read())
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        return 0.0  # torn by a crash: long ago
-
-
 # -- logs (series, events) ------------------------------------------------------------------
 
 
@@ -945,8 +925,8 @@ class FilesBackend(Backend):
                 return
             if self._full:
                 _fsync(self._root, directory=True)
-            for key_dir in _subdirs(os.path.join(self._root, BLOBS, escape_name(scope))):
-                for blob_dir in _subdirs(key_dir):  # committed ones: no record is left
+            for key_dir in self._subdirs(os.path.join(self._root, BLOBS, escape_name(scope))):
+                for blob_dir in self._subdirs(key_dir):  # committed ones: no record is left
                     if not os.path.exists(os.path.join(blob_dir, STAGED)):
                         self._free(blob_dir)
         shutil.rmtree(trash, ignore_errors=True)  # what is left, the next open deletes
@@ -973,16 +953,17 @@ class FilesBackend(Backend):
     def _sweep_blobs(self, now: float, limit: int) -> None:
         """Free up to `limit` blobs: staged too long ago, or (after a crash) unowned."""
         freed = 0
-        for scope_dir in _subdirs(os.path.join(self._root, BLOBS)):
-            for key_dir in _subdirs(scope_dir):
+        for scope_dir in self._subdirs(os.path.join(self._root, BLOBS)):
+            for key_dir in self._subdirs(scope_dir):
                 record_path = os.path.join(
                     self._root, os.path.basename(scope_dir), os.path.basename(key_dir)
                 )
-                for blob_dir in _subdirs(key_dir):
-                    staged = _staged_at(blob_dir)
-                    if staged is not None and staged + STAGED_LIFETIME > now:
-                        continue
-                    try:
+                for blob_dir in self._subdirs(key_dir):
+                    try:  # a link (or damage) is left for a person to look at
+                        staged = self._staged_at(blob_dir)
+                        if staged is not None and staged + STAGED_LIFETIME > now:
+                            continue
+                        self._inside(os.path.dirname(record_path))
                         blob = self._read(record_path, values=False)[1]
                     except CorruptData:
                         continue
@@ -1011,11 +992,14 @@ class FilesBackend(Backend):
         _fsync(parent, directory=True)
 
     def _free(self, blob_dir: str) -> None:
-        """Delete a blob's folder (lock held), and its key's and scope's once empty."""
-        shutil.rmtree(blob_dir, ignore_errors=True)
-        with suppress(OSError):
-            os.rmdir(os.path.dirname(blob_dir))
-            os.rmdir(os.path.dirname(os.path.dirname(blob_dir)))
+        """Delete a blob's folder (lock held), and its key's and scope's once empty. Not
+        through a link: the record's change is done, and what the link points at is not
+        the store's."""
+        with suppress(OSError, CorruptData):
+            if self._inside(blob_dir):
+                shutil.rmtree(blob_dir, ignore_errors=True)
+                os.rmdir(os.path.dirname(blob_dir))
+                os.rmdir(os.path.dirname(os.path.dirname(blob_dir)))
 
     def blob_write(
         self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
@@ -1024,8 +1008,7 @@ class FilesBackend(Backend):
         # Shared: stagers of different blobs run side by side; clear, purge and commit
         # (exclusive) never see a folder half made.
         with self._locked(exclusive=False):
-            if not os.path.isdir(blob_dir):
-                self._mkdirs(blob_dir)
+            if not self._inside(blob_dir, create=True):
                 os.replace(self._stage(repr(now).encode()), os.path.join(blob_dir, STAGED))
             os.replace(self._stage(data), os.path.join(blob_dir, str(index)))
             if self._full:
@@ -1037,7 +1020,7 @@ class FilesBackend(Backend):
         blob_dir = self._blob_dir(scope, key, blob_id)
         with self._locked(exclusive=True):
             try:
-                names = set(os.listdir(blob_dir))
+                names = set(os.listdir(blob_dir)) if self._inside(blob_dir) else set()
             except FileNotFoundError:
                 names = set()
             missing = [i for i in range(chunks) if str(i) not in names]
@@ -1060,25 +1043,26 @@ class FilesBackend(Backend):
             return new == 1
 
     def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        path = os.path.join(self._dir(scope), escape_name(key))
         with self._locked(exclusive=True):
             with suppress(CorruptData):
+                path = os.path.join(self._dir(scope), escape_name(key))
                 blob = self._read(path, values=False)[1]
                 if blob is not None and blob[0] == blob_id:
                     return  # committed: it goes with its record
             self._free(self._blob_dir(scope, key, blob_id))
 
     def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
-        path = os.path.join(self._dir(scope), escape_name(key))
         chunk = os.path.join(self._blob_dir(scope, key, blob_id), str(index))
         with self._locked(exclusive=False):
+            path = os.path.join(self._dir(scope), escape_name(key))
             record, blob = self._read(path, values=False, key=key)
             if _live(record, now) is None or blob is None or blob[0] != blob_id:
                 return None  # not (or no longer) the key's value
             if not 0 <= index < blob[1]:
                 return None
             try:
-                with open(chunk, "rb") as f:
+                self._inside(os.path.dirname(chunk))
+                with self._open(chunk, buffering=0) as f:
                     return f.read()
             except FileNotFoundError:
                 raise CorruptData(f"{chunk} is missing", engine=self.engine) from None
