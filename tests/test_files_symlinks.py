@@ -259,6 +259,59 @@ def test_a_linked_blob_folder_is_never_followed(
     assert _snapshot(outside) == before
 
 
+# --- logs -----------------------------------------------------------------------------------
+
+
+LOG_OPS: dict[str, Callable[[satchel.Store], object]] = {
+    "series-add": lambda s: s.series("temp").add(5, 5.0),
+    "series-range": lambda s: list(s.series("temp").range()),
+    "series-len": lambda s: len(s.series("temp")),
+    "series-remove-some": lambda s: s.series("temp").remove(0, 1),
+    "series-remove-all": lambda s: s.series("temp").remove(),
+    "series-reseal": lambda s: s._shared.backend.series_reseal("default", "temp", [(0, b"", b"")]),
+    "events-apply": lambda s: s.events("log").apply({"b": 2}),
+    "events-current": lambda s: s.events("log").current(),
+    "events-history": lambda s: list(s.events("log").history()),
+    "events-compact": lambda s: s.events("log").compact(),
+    "events-delete": lambda s: s.events("log").delete(),
+    "events-reseal": lambda s: s._shared.backend.events_reseal("default", "log", [(1, b"", b"")]),
+}
+
+
+@pytest.mark.parametrize("op", LOG_OPS)
+@pytest.mark.parametrize("level", ["kind", "scope", "log"])
+def test_a_linked_log_is_refused(tmp_path: Path, outside: Path, level: str, op: str) -> None:
+    root = tmp_path / "kv"
+    kind, name = (".series", "temp") if op.startswith("series") else (".events", "log")
+    with satchel.open(_url(root)) as store:
+        store.series("temp").extend({0: 0.0, 1: 1.0, 2: 2.0})
+        store.events("log").apply({"a": 1})
+        store.events("log").apply({"a": 2})
+        rel = {"kind": kind, "scope": f"{kind}/default", "log": f"{kind}/default/{name}"}[level]
+        before = _plant(root, rel, outside)
+        if (op, level) == ("events-delete", "log"):
+            assert LOG_OPS[op](store)  # the link goes, not what it points at
+        else:
+            _link_error(lambda: LOG_OPS[op](store), root / rel)
+            assert (root / rel).is_symlink()
+    assert _snapshot(outside) == before
+
+
+@pytest.mark.parametrize("level", ["kind", "scope", "log"])
+def test_listing_logs_never_follows_a_link(tmp_path: Path, outside: Path, level: str) -> None:
+    root = tmp_path / "kv"
+    with satchel.open(_url(root)) as store:
+        store.series("temp").add(0, 0.0)
+        store.series("other").add(0, 0.0)
+        rel = {"kind": ".series", "scope": ".series/default", "log": ".series/default/temp"}
+        before = _plant(root, rel[level], outside)
+        if level == "log":
+            assert store.series_names() == ["other"]  # the link is no log of the store's
+        else:
+            _link_error(store.series_names, root / rel[level])
+    assert _snapshot(outside) == before
+
+
 # --- a store directory that is itself a link ------------------------------------------------
 
 

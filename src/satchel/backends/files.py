@@ -981,16 +981,6 @@ class FilesBackend(Backend):
             self._root, BLOBS, escape_name(scope), escape_name(key), escape_name(blob_id)
         )
 
-    def _mkdirs(self, path: str) -> None:
-        """Create folder `path` and its missing parents, each made durable in its parent."""
-        if path == self._root or os.path.isdir(path):
-            return  # a store directory that is gone stays gone: mkdir below fails
-        parent = os.path.dirname(path)
-        self._mkdirs(parent)
-        with suppress(FileExistsError):
-            os.mkdir(path)
-        _fsync(parent, directory=True)
-
     def _free(self, blob_dir: str) -> None:
         """Delete a blob's folder (lock held), and its key's and scope's once empty. Not
         through a link: the record's change is done, and what the link points at is not
@@ -1077,7 +1067,8 @@ class FilesBackend(Backend):
         is new."""
         cached = self._logs.pop(path, None)
         try:
-            f = open(path, "rb")  # noqa: SIM115 (closed below)
+            self._inside(os.path.dirname(path))
+            f = self._open(path)
         except FileNotFoundError:
             return None
         with f:
@@ -1107,12 +1098,12 @@ class FilesBackend(Backend):
         """Write log `path` anew (a new nonce), in one rename."""
         self._logs.pop(path, None)
         label = json.dumps(name, ensure_ascii=False).encode()
-        self._mkdirs(os.path.dirname(path))
+        self._inside(os.path.dirname(path), create=True)
         tmp = self._stage(
             b"%s %s %s\n" % (kind.MAGIC, secrets.token_hex(8).encode(), label), sync=False
         )
         try:
-            with open(tmp, "ab") as f:
+            with self._open(tmp, "ab") as f:
                 for payload in payloads:
                     f.write(_batch(payload))
                 f.flush()
@@ -1132,7 +1123,7 @@ class FilesBackend(Backend):
         if index is None:
             self._write_log(path, kind, name, (payload,))
         else:
-            with open(path, "r+b") as f:
+            with self._open(path, "r+b") as f:
                 f.truncate(index.end)  # a batch torn by a crash goes
                 f.seek(index.end)
                 f.write(_batch(payload))
@@ -1142,12 +1133,13 @@ class FilesBackend(Backend):
         if index is None:
             raise BackendError(f"{path} vanished while written", engine=self.engine)
         if index.dead > max(REWRITE_MIN, index.end // 2):
-            with open(path, "rb") as f:
+            with self._open(path) as f:
                 self._write_log(path, kind, name, _parts(index.entries(f)))
 
     def _drop_log(self, path: str) -> bool:
         self._logs.pop(path, None)
         try:
+            self._inside(os.path.dirname(path))  # the link at `path` itself goes, harmless
             os.unlink(path)
         except FileNotFoundError:
             return False
@@ -1161,16 +1153,16 @@ class FilesBackend(Backend):
         names = []
         with self._locked(exclusive=False):
             try:
-                files = os.listdir(directory)
+                files = os.listdir(directory) if self._inside(directory) else []
             except FileNotFoundError:
                 files = []
             for file in files:
                 try:
-                    with open(os.path.join(directory, file), "rb") as f:
+                    with self._open(os.path.join(directory, file)) as f:
                         found, _, name = f.readline().rstrip(b"\n").split(b" ", 2)
                     label = json.loads(name)
-                except (FileNotFoundError, ValueError):
-                    continue  # a foreign file; reading the log itself reports it
+                except (FileNotFoundError, ValueError, CorruptData):
+                    continue  # a foreign file or a link; reading the log itself reports it
                 if found == magic and isinstance(label, str) and escape_name(label) == file:
                     names.append(label)
         return sorted(names)
@@ -1199,7 +1191,7 @@ class FilesBackend(Backend):
             )
             if not values:
                 return [(index.ts[k], b"") for k in picked]
-            with open(path, "rb") as f:
+            with self._open(path) as f:
                 return [(index.ts[k], _read_at(f, index.offs[k], index.lens[k])) for k in picked]
 
     def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
@@ -1235,7 +1227,7 @@ class FilesBackend(Backend):
             if index is None or not points:
                 return 0
             hits = []
-            with open(path, "rb") as f:
+            with self._open(path) as f:
                 for t, old, new in points:
                     k = bisect_left(index.ts, t)
                     if (k < len(index.ts) and index.ts[k] == t and index.lens[k] == len(old)
@@ -1257,7 +1249,7 @@ class FilesBackend(Backend):
             if index is None or state is None:
                 return None
             seq, stamp, offset, n = state
-            with open(path, "rb") as f:
+            with self._open(path, buffering=0) as f:  # one read
                 return seq, stamp, _read_at(f, offset, n)
 
     def events_append(self, scope: str, name: str, after_seq: int,
@@ -1286,7 +1278,7 @@ class FilesBackend(Backend):
                 return []
             first = max(after_seq + 1, index.first) - index.first
             picked = range(first, min(len(index.offs), first + limit))
-            with open(path, "rb") as f:
+            with self._open(path) as f:
                 return [(index.first + k, index.stamps[k],
                          _read_at(f, index.offs[k], index.lens[k])) for k in picked]  # fmt: skip
 
@@ -1299,7 +1291,7 @@ class FilesBackend(Backend):
             if index is None or index.head is None or index.head[0] < base[0]:
                 return
             if index.base is None or index.base[0] < base[0]:
-                with open(path, "rb") as f:
+                with self._open(path) as f:
                     self._write_log(path, _Events, name, _parts(index.entries(f, base)))
 
     def events_delete(self, scope: str, name: str) -> bool:
@@ -1332,7 +1324,7 @@ class FilesBackend(Backend):
                 state = index.head if which == "head" else index.base
                 if state is not None:
                     spots.append((state[2], state[3], old, new))
-            with open(path, "rb") as f:
+            with self._open(path) as f:
                 swap = {offset: new for offset, n, old, new in spots
                         if n == len(old) and _read_at(f, offset, n) == old}  # fmt: skip
                 if swap:
