@@ -271,16 +271,17 @@ _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
 
 
 def _holds_bytes_like(value: Any) -> bool:
-    kind = type(value)
-    if kind is bytearray or kind is memoryview:
-        return True
-    if kind is dict:
-        items: Any = (x for pair in value.items() for x in pair)
-    elif kind is list or kind is tuple or kind is set or kind is frozenset:
-        items = value
-    else:
-        return False
-    return any(type(x) not in _PLAIN and _holds_bytes_like(x) for x in items)
+    todo = [value]  # a stack, not recursion: as deep as msgpack packed it
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is bytearray or kind is memoryview:
+            return True
+        if kind is dict:
+            todo.extend(x for pair in item.items() for x in pair if type(x) not in _PLAIN)
+        elif kind is list or kind is tuple or kind is set or kind is frozenset:
+            todo.extend(x for x in item if type(x) not in _PLAIN)
+    return False
 
 
 # --- the other built-in codecs -------------------------------------------------------
