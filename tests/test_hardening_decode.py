@@ -13,22 +13,27 @@ import decimal
 import hashlib
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
 import tracemalloc
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 import zstandard
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import satchel
-from satchel import codecs, crypto
+from satchel import codecs, crypto, exchange
+from satchel.cli import cli
 from satchel.codecs import COUNT_FROM, MAX_SAME_HASH, get_codec
 from satchel.crypto import Keyring, unseal
 
@@ -464,3 +469,193 @@ def test_a_salt_stored_before_the_cost_opens_with_2_15(tmp_path: Path) -> None:
         assert store.get("k") == "written with the old derivation"
         store.set("k2", 2)
     assert _stored_salt(tmp_path / "old.db") == RAW.encode(old_salt)  # left as it was
+
+
+# --- 13: export writes every value the Store accepted -----------------------------------
+
+
+def _nest(depth: int, leaf: Any = "leaf") -> Any:
+    """Lists `depth` deep, with a tuple, a dict with a non-str key and a frozenset every
+    300 levels."""
+    value = leaf
+    for level in range(depth):
+        if level % 300 == 299:
+            value = ({(level, frozenset({"k"})): [value]},)
+        else:
+            value = [value, level] if level % 7 == 0 else [value]
+    return value
+
+
+def _depth_and_leaf(value: Any) -> tuple[int, Any]:
+    """How deep `value` (from `_nest`) goes and what is at the bottom, without recursion."""
+    depth = 0
+    while type(value) in (list, tuple, dict):
+        value = next(iter(value.values())) if type(value) is dict else value[0]
+        depth += 1
+    return depth, value
+
+
+def _fresh_stack(call: Callable[[], Any]) -> Any:
+    """`call()` in a new thread: a value nested nearly 1000 deep encodes only from a
+    stack as shallow as a program's (the codecs recurse), not from inside pytest."""
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    thread.join()
+    assert result, "the call failed (see the thread's traceback above)"
+    return result[0]
+
+
+def _cli(*args: str, url: str, stdin: bytes | None = None) -> Any:
+    return CliRunner().invoke(cli, list(args), input=stdin, env={"SATCHEL_URL": url})
+
+
+def _script(*args: str, url: str, stdin: bytes | None = None) -> Any:
+    """The installed console script, in a process of its own (a shallow stack, too)."""
+    script = Path(sys.executable).parent / "satchel"
+    env = {**os.environ, "SATCHEL_URL": url}
+    return subprocess.run([script, *args], input=stdin, capture_output=True, env=env, check=False)
+
+
+def _lists(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_deep_value_holding_bin_marker_bytes_is_stored() -> None:
+    deep = _lists(900)
+    deep[0].append(196)  # 0xc4, a msgpack bin marker: the encoder then looks for bytearrays
+    assert _fresh_stack(lambda: _depth_and_leaf(TYPED.decode(TYPED.encode(deep)))) == (900, "leaf")
+    bad = _lists(900)
+    bad[0].append(bytearray(b"x"))
+
+    def refusal() -> str:
+        with pytest.raises(satchel.UnsupportedValue) as caught:
+            TYPED.encode(bad)
+        return str(caught.value)
+
+    assert "bytearray" in _fresh_stack(refusal)
+
+
+@pytest.mark.parametrize(
+    "deep",
+    [_lists(500), _nest(500), _nest(950)],  # 950: deeper than json.dumps recurses there
+    ids=["lists 500", "mixed 500", "mixed 950"],
+)
+def test_export_writes_deep_values_and_import_reads_them_back(tmp_path: Path, deep: Any) -> None:
+    src, dst = f"sqlite:///{tmp_path}/src.db", f"sqlite:///{tmp_path}/dst.db"
+    with satchel.open(src) as store:
+        _fresh_stack(lambda: store.set_many({"a": 1, "deep": deep, "z": [2]}))
+    exported = _script("export", url=src)
+    assert exported.returncode == 0, exported.stderr
+    assert len(exported.stdout.splitlines()) == 3
+    imported = _script("import", url=dst, stdin=exported.stdout)
+    assert imported.returncode == 0, imported.stderr
+    with satchel.open(dst) as store:
+        assert store.get("a") == 1 and store.get("z") == [2]
+        back = store.get("deep")
+    assert _depth_and_leaf(back) == _depth_and_leaf(deep)
+    assert exchange.dumps(back) == exchange.dumps(deep)  # every type on the way, exactly
+
+
+def test_typed_json_converts_any_depth_both_ways() -> None:
+    deep = _nest(20_000, leaf={"$not a tag": {1.5, None}})
+    text = exchange.dumps(deep)
+    assert exchange.dumps(exchange.loads(text)) == text
+    assert _depth_and_leaf(exchange.loads(text))[0] == _depth_and_leaf(deep)[0]
+    with satchel.open("memory://") as store:
+        store.set("k", 1)
+        line = exchange.export_line("k", deep, store.info("k"))
+    assert exchange.dumps(exchange.parse_line(line).value) == text
+
+
+def test_deep_text_errors_still_say_where(tmp_path: Path) -> None:
+    text = "[" * 2000 + '{"$date": "nope"}' + "]" * 2000
+    with pytest.raises(exchange.BadTypedJSON, match=r"^(\[0\]){2000}\.\$date: not an ISO"):
+        exchange.loads(text)
+    with pytest.raises(exchange.BadTypedJSON, match="not JSON"):
+        exchange.loads("[" * 2000 + "1,]" + "]" * 1999)
+
+
+def test_one_bad_value_is_named_and_the_rest_exported(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/bad.db"
+    with satchel.open(url) as store:
+        store.set_many({f"k{i}": i for i in range(5)})
+        plant(store, "k2", b"\x01t\x00\xc1")  # damaged
+        plant(store, "k3", b"\x01p\x00" + b"\x80\x05N.")  # pickle: this store never unpickles
+    result = _cli("export", url=url)
+    assert result.exit_code == 3
+    assert [json.loads(line)["key"] for line in result.stdout.splitlines()] == ["k0", "k1", "k4"]
+    errors = result.stderr.splitlines()
+    assert len(errors) == 3, errors
+    assert "'k2'" in errors[0] and "'k3'" in errors[1] and "pickle" in errors[1]
+    assert "2 key(s) not exported" in errors[2]
+
+
+def test_a_value_without_a_typed_json_form_is_named_and_skipped(tmp_path: Path) -> None:
+    with satchel.open(tmp_path / "p.db", codec="pickle") as store:
+        store.set_many({"a": 1, "b": 1j, "c": [3]})
+        skipped: list[satchel.SatchelError] = []
+        lines = list(exchange.export_lines(store, "*", skipped.append))
+    assert [json.loads(line)["key"] for line in lines] == ["a", "c"]
+    assert len(skipped) == 1 and skipped[0].key == "b" and "complex" in str(skipped[0])
+
+
+def test_an_import_line_whose_keys_share_a_hash_is_refused_quickly(tmp_path: Path) -> None:
+    keys = [{"$int": str(k * P61)} for k in range(1, 20_001)]
+    for value in ({"$set": keys}, {"$dict": [[key, 0] for key in keys]}):
+        line = json.dumps({"key": "k", "value": value}).encode()
+        with satchel.open(tmp_path / "i.db") as store:
+            started = time.perf_counter()
+            with pytest.raises(exchange.BadLine, match="share one hash"):
+                exchange.import_lines(store, [line])
+            assert time.perf_counter() - started < 1
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.sampled_from([None, 0, 2]))
+def test_the_iterative_json_writer_and_reader_match_the_json_module(
+    data: Any, spaces: int | None
+) -> None:
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    assert exchange._dumps_deep(data) == text
+    spaced = json.dumps(data, indent=spaces)  # any layout reads the same
+    assert repr(exchange._loads_deep(spaced)) == repr(json.loads(spaced))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.data())
+def test_the_iterative_json_reader_refuses_what_the_json_module_refuses(
+    data: Any, draw: st.DataObject
+) -> None:
+    text = json.dumps(data)
+    where = draw.draw(st.integers(0, len(text)))
+    text = (
+        text[:where]
+        + draw.draw(st.sampled_from(["", ",", "]", "}", ":", '"', "x", "[{"]))
+        + text[where + 1 :]
+    )
+    try:
+        expected: Any = repr(json.loads(text))
+    except ValueError:
+        expected = ValueError
+    try:
+        got: Any = repr(exchange._loads_deep(text))
+    except ValueError:
+        got = ValueError
+    assert got == expected, text

@@ -36,10 +36,9 @@ from .exchange import (
     Tally,
     copy,
     dumps,
-    export_line,
+    export_lines,
     import_lines,
     loads,
-    read_records,
 )
 from .store import KeyInfo, Store
 
@@ -47,6 +46,7 @@ OK, NOT_FOUND, USAGE, FAILED = 0, 1, 2, 3
 BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE
 INTERRUPTED = 130
 BATCH = 500  # lines written to stdout at a time
+SKIPS_SHOWN = 20  # errors of values an export leaves out, shown one by one
 TABLE_ROWS = 1000  # a terminal table is printed in parts of this many rows
 CELL_CHARS = 200  # longer values are cut short in tables
 
@@ -77,6 +77,12 @@ class CliError(click.ClickException):
     """A usage error the command found: one line, exit code 2."""
 
     exit_code = USAGE
+
+
+class ExportIncomplete(click.ClickException):
+    """An export that had to leave values out (each reported already): exit code 3."""
+
+    exit_code = FAILED
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -724,15 +730,29 @@ def export_cmd(pattern: str) -> None:
     The keys matching PATTERN (default *), one line per key: {"key", "expires_at"
     (absolute, UTC, or null), "created_at", "updated_at", "version", "value" (typed
     JSON)}. `satchel import` reads it back; every value type the typed codec stores
-    survives the round trip.
+    survives the round trip. A value that cannot be read (damaged) or written as typed
+    JSON is left out with an error naming its key; every other key is still exported,
+    then the command exits 3.
 
     \b
     Examples:
       satchel export > dump.jsonl
       satchel --scope users export 'user:*' | gzip > users.jsonl.gz
     """
+    state = click.get_current_context().find_object(_State)
+    assert state is not None
     store = _open(readonly=True)
-    _lines(export_line(key, value, info) for key, value, info in read_records(store, pattern))
+    skipped: list[SatchelError] = []
+
+    def skip(exc: SatchelError) -> None:
+        skipped.append(exc)
+        if len(skipped) <= SKIPS_SHOWN:
+            text = " ".join(state.scrub(str(exc)).split())
+            click.echo(f"satchel: error: not exported: {_safe(text)}", err=True)
+
+    _lines(export_lines(store, pattern, skip))
+    if skipped:
+        raise ExportIncomplete(f"{len(skipped)} key(s) not exported (see above); the rest were")
 
 
 @cli.command("import")

@@ -23,6 +23,12 @@ can always tell a tag from data: the encoder never writes a plain object with a 
 key. The decoder treats a one-key object as a tag only if the key is one of the tags
 above (``{"$schema": ...}`` stays a dict).
 
+Any depth a store accepted converts: both directions walk a value with a stack of
+their own instead of recursion, and text nested deeper than the json module's C code
+recurses is written and read by small iterative fallbacks (`_dumps_deep`,
+`_loads_deep`). A ``$dict`` or ``$set`` whose keys were crafted to share one hash is
+refused (see codecs.MAX_SAME_HASH).
+
 An export line is one JSON object per record::
 
     {"key": "k", "expires_at": "2030-01-01T00:00:00+00:00", "created_at": "...",
@@ -52,12 +58,23 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
+from json.decoder import scanstring  # type: ignore[attr-defined]  # not in typeshed
 from time import time
 from typing import Any
 
 from .backends.base import ANY_VERSION
 from .blobs import CHUNK_SIZE, BlobWriter, is_manifest
-from .errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue, ValueChanged
+from .codecs import MAX_SAME_HASH, floods
+from .errors import (
+    CorruptData,
+    DecryptionError,
+    InvalidInput,
+    KeyNotFound,
+    SatchelError,
+    UnsupportedValue,
+    ValueChanged,
+)
 from .keys import check_key
 from .store import KeyInfo, Store
 
@@ -91,6 +108,31 @@ def to_json(value: Any) -> Any:
 
     Raises UnsupportedValue for a type the typed codec does not store.
     """
+    root = [value]
+    todo: list[tuple[Any, Any, Any]] = [(value, root, 0)]  # (value, where its form goes)
+    while todo:  # a stack of our own, not recursion: any depth a codec stored converts
+        item, parent, slot = todo.pop()
+        kind = type(item)
+        if (
+            (kind is str and _SURROGATE.search(item) is None)
+            or (kind is int and -SAFE_INT <= item <= SAFE_INT)
+            or kind is bool
+            or item is None
+        ):
+            continue  # the commonest: its own form, in place already
+        parent[slot] = _shallow(item, todo)
+    return root[0]
+
+
+def _slots(items: Any, todo: list[tuple[Any, Any, Any]]) -> list[Any]:
+    """A list to hold the forms of `items` (the items until done)."""
+    forms = list(items)
+    todo.extend(zip(forms, repeat(forms), range(len(forms)), strict=False))  # repeat: endless
+    return forms
+
+
+def _shallow(value: Any, todo: list[tuple[Any, Any, Any]]) -> Any:
+    """The typed-JSON form of `value`, with the forms of the items it holds left to do."""
     kind = type(value)
     if value is None or kind is bool:
         return value
@@ -106,17 +148,19 @@ def to_json(value: Any) -> Any:
     if kind is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
     if kind is list:
-        return [to_json(item) for item in value]
+        return _slots(value, todo)
     if kind is dict:
         if all(type(k) is str and k[:1] != "$" and _SURROGATE.search(k) is None for k in value):
-            return {k: to_json(v) for k, v in value.items()}
-        return {"$dict": [[to_json(k), to_json(v)] for k, v in value.items()]}
+            form = dict(value)
+            todo.extend(zip(value.values(), repeat(form), value, strict=False))
+            return form
+        return {"$dict": [_slots(pair, todo) for pair in value.items()]}
     if kind is bytes:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
     if kind is tuple:
-        return {"$tuple": [to_json(item) for item in value]}
+        return {"$tuple": _slots(value, todo)}
     if kind is set or kind is frozenset:
-        return {f"${kind.__name__}": [to_json(item) for item in _ordered(value)]}
+        return {f"${kind.__name__}": _slots(_ordered(value), todo)}
     if kind is dt.datetime or kind is dt.date or kind is dt.time:
         return {f"${kind.__name__}": value.isoformat()}
     if kind is dt.timedelta:
@@ -150,17 +194,46 @@ def _ordered(items: set[Any] | frozenset[Any]) -> list[Any]:
 
 
 def dumps(value: Any, indent: int | None = None) -> str:
-    """`value` as typed JSON text (always valid UTF-8, no NaN literals)."""
+    """`value` as typed JSON text (always valid UTF-8, no NaN literals); a value nested
+    deeper than json.dumps recurses is written compact."""
+    return _dumps(to_json(value), indent)
+
+
+def _dumps(data: Any, indent: int | None = None) -> str:
+    separators = None if indent else (",", ":")
     try:
         return json.dumps(
-            to_json(value),
-            ensure_ascii=False,
-            allow_nan=False,
-            indent=indent,
-            separators=None if indent else (",", ":"),
+            data, ensure_ascii=False, allow_nan=False, indent=indent, separators=separators
         )
     except RecursionError:
-        raise UnsupportedValue("value nests too deeply for typed JSON") from None
+        return _dumps_deep(data)
+
+
+class _Raw(str):
+    """Text `_dumps_deep` writes as it is (brackets, commas, a key and its colon)."""
+
+
+def _dumps_deep(data: Any) -> str:
+    """json.dumps (compact) of JSON-ready `data`, without recursion."""
+    parts, todo = [], [data]  # todo: what is left to write, last first
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        if kind is _Raw:
+            parts.append(item)
+        elif kind is list or kind is dict:
+            parts.append("[" if kind is list else "{")
+            todo.append(_Raw("]" if kind is list else "}"))
+            pairs = list(item.items()) if kind is dict else list(enumerate(item))
+            for index, (key, child) in reversed(list(enumerate(pairs))):
+                todo.append(child)
+                if kind is dict:
+                    todo.append(_Raw(json.dumps(key, ensure_ascii=False) + ":"))
+                if index:
+                    todo.append(_Raw(","))
+        else:
+            parts.append(json.dumps(item, ensure_ascii=False, allow_nan=False))
+    return "".join(parts)
 
 
 # --- decoding -----------------------------------------------------------------------
@@ -172,10 +245,10 @@ def _string(payload: Any) -> str:
     return payload
 
 
-def _items(payload: Any) -> list[Any]:
+def _list(payload: Any) -> list[Any]:
     if type(payload) is not list:
         raise BadTypedJSON(f"needs a list, not {_kind(payload)}")
-    return [_decode_at(item, f"[{index}]") for index, item in enumerate(payload)]
+    return payload
 
 
 def _decode_int(payload: Any) -> int:
@@ -217,26 +290,39 @@ def _decode_bytes(payload: Any) -> bytes:
         raise BadTypedJSON(f"bad base64: {exc}") from None
 
 
-def _decode_dict(payload: Any) -> dict[Any, Any]:
-    if type(payload) is not list:
-        raise BadTypedJSON(f"needs a list of [key, value] pairs, not {_kind(payload)}")
+def _flood(items: Iterable[Any]) -> None:
+    seen: dict[int, Any] = {}
+    if any(floods(seen, item) for item in items):
+        raise BadTypedJSON(f"more than {MAX_SAME_HASH} keys share one hash (crafted)")
+
+
+def _dict_of(flat: list[Any]) -> dict[Any, Any]:
+    """The dict of decoded [key, value, key, value, ...] (a $dict's pairs, flattened)."""
+    _flood(flat[::2])
     result = {}
-    for index, pair in enumerate(payload):
-        if type(pair) is not list or len(pair) != 2:
-            raise BadTypedJSON("needs a [key, value] pair", f"[{index}]")
-        key = _decode_at(pair[0], f"[{index}][0]")
-        value = _decode_at(pair[1], f"[{index}][1]")
+    for index in range(0, len(flat), 2):
         try:
-            result[key] = value
+            result[flat[index]] = flat[index + 1]
         except TypeError:
-            raise BadTypedJSON(f"{_kind(key)} cannot be a dict key", f"[{index}][0]") from None
+            raise BadTypedJSON(
+                f"{_kind(flat[index])} cannot be a dict key", f"[{index // 2}][0]"
+            ) from None
     return result
 
 
-def _hashable(build: Callable[[list[Any]], Any]) -> Callable[[Any], Any]:
-    def decode(payload: Any) -> Any:
-        items = _items(payload)
+def _pairs(payload: Any) -> list[Any]:
+    if type(payload) is not list:
+        raise BadTypedJSON(f"needs a list of [key, value] pairs, not {_kind(payload)}")
+    for index, pair in enumerate(payload):
+        if type(pair) is not list or len(pair) != 2:
+            raise BadTypedJSON("needs a [key, value] pair", f"[{index}]")
+    return [item for pair in payload for item in pair]
+
+
+def _hashable(build: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+    def decode(items: list[Any]) -> Any:
         try:
+            _flood(items)
             return build(items)
         except TypeError:
             raise BadTypedJSON("set items must be hashable (no lists, dicts or sets)") from None
@@ -285,10 +371,6 @@ _TAGS: dict[str, Callable[[Any], Any]] = {
     "$float": _decode_float,
     "$str": _decode_str,
     "$bytes": _decode_bytes,
-    "$dict": _decode_dict,
-    "$tuple": lambda payload: tuple(_items(payload)),
-    "$set": _hashable(set),
-    "$frozenset": _hashable(frozenset),
     "$datetime": _iso(dt.datetime.fromisoformat, "datetime"),
     "$date": _iso(dt.date.fromisoformat, "date"),
     "$time": _iso(dt.time.fromisoformat, "time"),
@@ -298,40 +380,182 @@ _TAGS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def from_json(data: Any) -> Any:
-    """The value a parsed typed-JSON structure stands for. Raises BadTypedJSON."""
+# Tags whose payload holds typed JSON: (the JSON to decode, how its path reads, what
+# builds the value from the decoded items).
+_HOLDERS: dict[str, tuple[Callable[[Any], list[Any]], Callable[[int], str], Callable[..., Any]]]
+_HOLDERS = {
+    "$tuple": (_list, lambda i: f"[{i}]", tuple),
+    "$set": (_list, lambda i: f"[{i}]", _hashable(set)),
+    "$frozenset": (_list, lambda i: f"[{i}]", _hashable(frozenset)),
+    "$dict": (_pairs, lambda i: f"[{i // 2}][{i % 2}]", _dict_of),
+}
+
+
+@dataclass(slots=True)
+class _Open:
+    """A container being decoded: its items (JSON), how to name item i in an error path
+    and build the value, and the items decoded so far."""
+
+    items: list[Any]
+    segment: Callable[[int], str]
+    build: Callable[[list[Any]], Any]
+    tag: str
+    done: list[Any]
+
+
+_PENDING: Any = object()  # `_open` put a container on the stack: its value comes later
+
+
+def _open(data: Any, stack: list[_Open]) -> Any:
+    """The value of `data` if it holds no typed JSON to decode, else _PENDING (it is on
+    the stack)."""
     kind = type(data)
     if kind is list:
-        return [_decode_at(item, f"[{index}]") for index, item in enumerate(data)]
-    if kind is dict:
-        if len(data) == 1:
-            ((tag, payload),) = data.items()
-            decode = _TAGS.get(tag)
+        stack.append(_Open(data, lambda i: f"[{i}]", list, "", []))
+        return _PENDING
+    if kind is not dict:
+        return data  # None, bool, int, float, str: JSON keeps them as they are
+    if len(data) == 1:
+        ((tag, payload),) = data.items()
+        decode = _TAGS.get(tag)
+        holder = _HOLDERS.get(tag)
+        try:
             if decode is not None:
-                try:
-                    return decode(payload)
-                except BadTypedJSON as exc:
-                    raise exc.inside(f".{tag}") from None
-        return {key: _decode_at(value, f".{key}") for key, value in data.items()}
-    return data  # None, bool, int, float, str: JSON keeps them as they are
+                return decode(payload)
+            if holder is not None:
+                items, segment, build = holder
+                stack.append(_Open(items(payload), segment, build, f".{tag}", []))
+                return _PENDING
+        except BadTypedJSON as exc:
+            raise exc.inside(f".{tag}") from None
+    keys = list(data)
+
+    def as_dict(values: list[Any]) -> dict[str, Any]:
+        return dict(zip(keys, values, strict=True))
+
+    stack.append(_Open(list(data.values()), lambda i: f".{keys[i]}", as_dict, "", []))
+    return _PENDING
 
 
-def _decode_at(data: Any, segment: str) -> Any:
+def from_json(data: Any) -> Any:
+    """The value a parsed typed-JSON structure stands for. Raises BadTypedJSON.
+
+    Depth-first with a stack of its own, so no depth is too deep for it."""
+    stack: list[_Open] = []
     try:
-        return from_json(data)
+        value = _open(data, stack)
+        while stack:
+            top = stack[-1]
+            items, done = top.items, top.done
+            while len(done) < len(items):
+                item = items[len(done)]
+                if type(item) is list or type(item) is dict:
+                    item = _open(item, stack)
+                    if item is _PENDING:
+                        break  # decode that container first
+                done.append(item)
+            else:
+                stack.pop()
+                try:
+                    value = top.build(done)
+                except BadTypedJSON as exc:
+                    raise exc.inside(top.tag) from None
+                if stack:
+                    stack[-1].done.append(value)
     except BadTypedJSON as exc:
-        raise exc.inside(segment) from None
+        raise exc.inside("".join(f.tag + f.segment(len(f.done)) for f in stack)) from None
+    return value
 
 
 def loads(text: str) -> Any:
     """Parse typed JSON text. Raises BadTypedJSON (a ValueError) saying what is wrong."""
+    return from_json(_loads(text))
+
+
+def _loads(text: str) -> Any:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        try:
+            return json.loads(text)
+        except RecursionError:  # nested deeper than json's C parser recurses
+            return _loads_deep(text)
+    except ValueError as exc:  # JSONDecodeError, or an int with too many digits
         raise BadTypedJSON(f"not JSON: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # e.g. an int with too many digits
-        raise BadTypedJSON(f"not JSON: {exc}") from None
-    return from_json(data)
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?")
+_CONSTANTS = {"true": True, "false": False, "null": None, "NaN": math.nan,
+              "Infinity": math.inf, "-Infinity": -math.inf}  # fmt: skip
+
+
+def _loads_deep(text: str) -> Any:
+    """json.loads without recursion (slower): a stack of the open lists and dicts, each
+    with the key that awaits its value."""
+    stack: list[tuple[Any, list[str]]] = []
+    value: Any
+    pos = _skip(text, 0)
+    while True:
+        char = text[pos : pos + 1]
+        if char in ("[", "{"):
+            pos = _skip(text, pos + 1)
+            if text.startswith("]" if char == "[" else "}", pos):
+                value, pos = ([] if char == "[" else {}), pos + 1
+            else:
+                if char == "[":
+                    stack.append(([], []))
+                else:
+                    name, pos = _key(text, pos)
+                    stack.append(({}, [name]))
+                continue  # its first item comes next
+        elif char == '"':
+            value, pos = scanstring(text, pos + 1)
+        elif number := _NUMBER.match(text, pos):
+            integer, fraction, exponent = number.groups()
+            value = float(number[0]) if fraction or exponent else int(integer)
+            pos = number.end()
+        else:
+            word = next((w for w in _CONSTANTS if text.startswith(w, pos)), None)
+            if word is None:
+                raise json.JSONDecodeError("Expecting value", text, pos)
+            value, pos = _CONSTANTS[word], pos + len(word)
+        while True:  # `value` is whole: put it in its container, then go on or close it
+            pos = _skip(text, pos)
+            if not stack:
+                if pos != len(text):
+                    raise json.JSONDecodeError("Extra data", text, pos)
+                return value
+            container, pending = stack[-1]
+            if type(container) is list:
+                container.append(value)
+            else:
+                container[pending[0]] = value
+            if text.startswith(",", pos):
+                pos = _skip(text, pos + 1)
+                if type(container) is dict:
+                    pending[0], pos = _key(text, pos)
+                break
+            pos = _expect(text, pos, "]" if type(container) is list else "}")
+            value = container
+            stack.pop()
+
+
+def _skip(text: str, pos: int) -> int:
+    """The position of the first character at or after `pos` that is not a space."""
+    return _SPACE.match(text, pos).end()  # type: ignore[union-attr]  # always matches
+
+
+def _expect(text: str, pos: int, char: str) -> int:
+    if not text.startswith(char, pos):
+        raise json.JSONDecodeError(f"Expecting {char!r}", text, pos)
+    return _skip(text, pos + 1)
+
+
+def _key(text: str, pos: int) -> tuple[str, int]:
+    """The dict key at `pos`, and the position after its colon."""
+    if not text.startswith('"', pos):
+        raise json.JSONDecodeError("Expecting property name in double quotes", text, pos)
+    name, pos = scanstring(text, pos + 1)
+    return name, _expect(text, _skip(text, pos), ":")
 
 
 def _kind(data: Any) -> str:
@@ -357,16 +581,37 @@ def _iso_utc(moment: dt.datetime | None) -> str | None:
 
 
 def export_line(key: str, value: Any, info: KeyInfo) -> str:
-    """One JSON Lines record (no newline) for `key`."""
+    """One JSON Lines record (no newline) for `key`. Raises UnsupportedValue naming the
+    key for a value that has no typed-JSON form."""
+    try:
+        form = to_json(value)
+    except UnsupportedValue as exc:
+        exc.key = key
+        raise
     record = {
         "key": key,
         "expires_at": _iso_utc(info.expires_at),
         "created_at": _iso_utc(info.created_at),
         "updated_at": _iso_utc(info.updated_at),
         "version": info.version,
-        "value": to_json(value),
+        "value": form,
     }
-    return json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _dumps(record)
+
+
+def export_lines(
+    store: Store, pattern: str, skipped: Callable[[SatchelError], object]
+) -> Iterator[str]:
+    """The export lines of the keys matching `pattern`, sorted by key.
+
+    A value that cannot be read or has no typed-JSON form is left out and its error
+    (naming the key) passed to `skipped`: one bad value does not stop a backup.
+    """
+    for key, value, info in read_records(store, pattern, skipped=skipped):
+        try:
+            yield export_line(key, value, info)
+        except UnsupportedValue as exc:
+            skipped(store._tag(exc, key))
 
 
 def _moment(data: Any, field: str) -> float | None:
@@ -389,10 +634,7 @@ def _moment(data: Any, field: str) -> float | None:
 
 def parse_line(text: str) -> Entry:
     """The Entry an export line holds. Raises BadTypedJSON saying what is wrong."""
-    try:
-        record = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise BadTypedJSON(f"not JSON: {exc}") from None
+    record = _loads(text)
     if type(record) is not dict:
         raise BadTypedJSON(f"needs a JSON object, not {_kind(record)}")
     unknown = sorted(set(record) - set(LINE_FIELDS))
@@ -427,12 +669,17 @@ LARGE = LargeValue()
 
 
 def read_records(
-    store: Store, pattern: str = "*", large: bool = False
+    store: Store,
+    pattern: str = "*",
+    large: bool = False,
+    skipped: Callable[[SatchelError], object] | None = None,
 ) -> Iterator[tuple[str, Any, KeyInfo]]:
     """Yield ``(key, value, info)`` for the keys matching `pattern`, sorted by key.
 
     A key that expires or is deleted while this runs is left out. With `large`, the value
-    of a large value (blob) is LARGE instead of its bytes, so it can be streamed.
+    of a large value (blob) is LARGE instead of its bytes, so it can be streamed. A value
+    that cannot be read raises, naming its key; with `skipped`, that error is passed to
+    it instead and the value left out.
     """
     for record in store._records(pattern, values=True):
         try:
@@ -445,7 +692,11 @@ def read_records(
                 yield record.key, store._large(plain, record.key), info
         except (KeyNotFound, ValueChanged):  # replaced or deleted meanwhile
             continue
-        except SatchelError as exc:
+        except (CorruptData, DecryptionError, UnsupportedValue) as exc:
+            if skipped is None:
+                raise store._tag(exc, record.key) from exc.__cause__
+            skipped(store._tag(exc, record.key))
+        except SatchelError as exc:  # the engine failed: no use going on
             raise store._tag(exc, record.key) from exc.__cause__
 
 
