@@ -14,8 +14,9 @@ Reading a record never trusts it: any damage, whatever the payload claims, is
 CorruptData, in time and memory bounded by the record's size. msgpack refuses a length
 beyond the bytes that follow it; tuples and sets nest at most MAX_NESTED_EXTENSIONS
 deep; and since a dict or set whose keys share one hash takes quadratic time to build
-(20,000 bigint keys that are multiples of 2**61 - 1 took 11 s), a typed record in
-which more than MAX_SAME_HASH distinct extension values share a hash is refused.
+(20,000 bigint keys that are multiples of 2**61 - 1 took 11 s), a typed record of
+COUNT_FROM bytes or more in which more than MAX_SAME_HASH distinct extension values
+share a hash is refused.
 """
 
 from __future__ import annotations
@@ -183,8 +184,8 @@ _FROM_EXT: dict[int, tuple[str, Callable[[bytes], Any]]] = {
 # Most distinct values of one record that may share a hash. Only extension values are
 # counted: str and bytes hashes are randomized, and a msgpack int or float shares its
 # hash with a few dozen others at most, so only these can flood a dict or set. A record
-# under COUNT_FROM bytes holds too few keys (< 400) for a flood to cost a millisecond,
-# so only larger ones are counted, keeping the common case fast.
+# under COUNT_FROM bytes holds too few keys (about 300) for a flood to cost more than a
+# millisecond, so only larger ones are counted, keeping the common case fast.
 MAX_SAME_HASH = 64
 COUNT_FROM = 4096
 

@@ -17,9 +17,10 @@ the uncompressed payload (1 byte, 1 to 8) then that count, big-endian, and a pay
 that would inflate past it is CorruptData, having taken no more memory than the size.
 Records written before the size existed (algorithm ``z`` or ``s``, no size) are read
 with a cap, LEGACY_INFLATE_MAX (256 MiB): four times the largest chunk a large value's
-manifest may claim (values that big are streamed in chunks), so a real record of
-that time is read whole, while a crafted one takes at most the cap, not the GiBs a
-32 KiB zstd or 1 MiB zlib "bomb" inflates to. Raise it to read a bigger old record.
+manifest may claim, and far beyond what a value kept as one record usually holds
+(``open_blob`` stores big ones in 1 MiB chunks), so a real old record reads whole,
+while a crafted one takes at most the cap, not the GiBs a 32 KiB zstd or 1 MiB zlib
+"bomb" inflates to. Raise it to read a bigger old record.
 """
 
 from __future__ import annotations
