@@ -600,7 +600,8 @@ class FilesBackend(Backend):
 
     def _prepare(self) -> None:
         """Mark the directory as a store (or check the mark); delete what crashes left."""
-        self._inside(self._tmp, create=True)
+        if not self._inside(self._tmp):
+            os.mkdir(self._tmp)  # not fsynced: a .tmp lost to a crash is made again
         marker = os.path.join(self._root, MARKER)
         if not os.path.exists(marker):
             os.replace(self._stage(json.dumps(MARKER_CONTENT).encode()), marker)
@@ -648,7 +649,8 @@ class FilesBackend(Backend):
         """The folder of `scope` (lock held), made if missing and `create`."""
         name = escape_name(scope)
         path = os.path.join(self._root, name)
-        self._inside(path, create)
+        if not self._inside(path) and create:
+            os.mkdir(path)  # unlike _inside(create=True), no fsync of the root here
         if create and "~" in name:  # a hashed name: the directory keeps the scope's full name
             label = self._label(path)
             if label is None:
