@@ -133,6 +133,23 @@ def test_no_token_reaches_the_ledger_admin_with_an_empty_prefix_included(running
     assert running.service.usage(tenant).bytes > 2 << 20  # the recount still has it all
 
 
+def test_ledger_entries_of_an_older_server_move_out_of_reach(tmp_path):
+    from satchel.server.service import Service
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    backend = connect(url, {})
+    old = {"server-ledger:shop:shop:m": b"", "server-blobs:shop:6:shop:m:big": b"\x95"}
+    for key, value in old.items():
+        backend.put(RESERVED_SCOPE, key, value, None, time.time(), True)
+    backend.put(RESERVED_SCOPE, "encryption-salt", b"\x01b\x00salt", None, time.time(), True)
+    Service(backend, Config(tenants={}))
+    left = [r.key for r in backend.scan(RESERVED_SCOPE, "", None, 100, time.time())]
+    assert left == ["encryption-salt"]  # a Store's salt stays where Stores look for it
+    moved = {r.key: r.value for r in backend.scan(LEDGER_SCOPE, "", None, 100, time.time())}
+    assert moved == old
+    backend.close()
+
+
 # -- committed blobs are sealed (issue 17, item 9) ------------------------------------------
 
 

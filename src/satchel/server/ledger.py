@@ -51,6 +51,18 @@ class Ledger:
         self._backend = backend
         self._noted: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._move_old_entries()
+
+    def _move_old_entries(self) -> None:
+        """Move the entries that servers before 0.1.1 kept in RESERVED_SCOPE (where an
+        admin with an empty prefix could reach them) into LEDGER_SCOPE."""
+        b = self._backend
+        for prefix in ("server-ledger:", "server-blobs:"):
+            while page := b.scan(RESERVED_SCOPE, prefix, None, PAGE, time.time()):
+                # an entry already in LEDGER_SCOPE is newer: if_absent keeps it
+                for record in page:
+                    b.put(LEDGER_SCOPE, record.key, record.value, None, time.time(), True)
+                b.delete_many(RESERVED_SCOPE, [r.key for r in page], time.time())
 
     def note(self, tenant: str, full_scope: str) -> None:
         """Remember that `full_scope` of `tenant` holds series or events."""
