@@ -7,7 +7,7 @@ The config file (TOML) looks like this; ``satchel token add|list|revoke`` writes
     scopes = ["*"]             # glob patterns of the scope names it may use
     readonly = false
     admin = false              # may see every tenant's usage (/v1/tenants, the /ui page)
-    quota_bytes = 104857600    # keys + values, default 100 MiB
+    quota_bytes = 104857600    # default 100 MiB: what storage takes (service.Costs)
     quota_keys = 1000000
 
     [[tokens]]
@@ -241,7 +241,7 @@ def own_scopes(tenant: Tenant, names: Iterable[str]) -> list[str]:
 
 @dataclass
 class Usage:
-    """Bytes (keys + values) and live keys a tenant holds, as last counted."""
+    """Bytes (as service.Costs charges them) and live keys a tenant holds, as last counted."""
 
     bytes: int = 0
     keys: int = 0
