@@ -1004,3 +1004,17 @@ def test_blobs_left_by_a_batch_that_died_are_freed_by_purge(
     assert backend.purge_expired(now, 100) == 0
     assert _blob_dirs(root) == [] and not (root / ".blobs" / "s").exists()
     backend.close()
+
+
+def test_a_write_succeeds_though_the_purge_it_triggers_meets_a_damaged_record(tmp_path):
+    store = satchel.open(f"file://{tmp_path / 'kv'}")
+    long_key = "k" * 300  # a hashed file name: the key is read from the file
+    store.set(long_key, 1, ttl=100)
+    (record,) = [p for p in (tmp_path / "kv" / "default").iterdir() if p.name.startswith("k")]
+    record.write_bytes(b"garbage")
+    store._shared.next_purge = 0  # this set runs the periodic purge
+    assert store.set("x", 2) is True
+    assert store.get("x") == 2
+    with pytest.raises(satchel.CorruptData):
+        store.get(long_key)
+    store.close()

@@ -20,7 +20,6 @@ from .codecs import HEADER_SIZE, Codec, UserCodec, get_codec
 from .crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
 from .engines import connect
 from .errors import (
-    BackendError,
     InvalidInput,
     InvalidInputType,
     KeyNotFound,
@@ -224,8 +223,10 @@ class Store:
         shared = self._shared
         if now >= shared.next_purge:
             shared.next_purge = now + PURGE_EVERY
-            # Housekeeping only: expired records are invisible either way.
-            with contextlib.suppress(BackendError):
+            # Housekeeping only: expired records are invisible either way, and the write
+            # that triggered it has succeeded (a damaged record met on the way is not its
+            # error).
+            with contextlib.suppress(SatchelError):
                 shared.backend.purge_expired(now, PURGE_LIMIT)
 
     def _records(self, pattern: object, values: bool) -> Iterator[Record]:
