@@ -12,9 +12,10 @@ ciphertext copied to another key or scope, or a header flipped, fails to decrypt
 instead of returning the wrong value. The key id (4 bytes of a hash of the key) lets a
 keyring pick the right key and lets rotation skip values already on the newest key.
 
-Decompression is bounded by the size a record declares: ``size`` is the byte count of
-the uncompressed payload (1 byte, 1 to 8) then that count, big-endian, and a payload
-that would inflate past it is CorruptData, having taken no more memory than the size.
+Decompression is bounded by the size a record declares: ``size`` is the length of the
+uncompressed payload, as its width (1 byte: 1, 2, 4 or 8) then the length, big-endian,
+and a payload that would inflate past it is CorruptData, having taken no more memory
+than the size.
 Records written before the size existed (algorithm ``z`` or ``s``, no size) are read
 with a cap, LEGACY_INFLATE_MAX (256 MiB): four times the largest chunk a large value's
 manifest may claim, and far beyond what a value kept as one record usually holds
@@ -29,6 +30,8 @@ import base64
 import binascii
 import hashlib
 import os
+import struct
+import threading
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,9 +58,11 @@ _SALT_FORMAT = 1  # first byte of a salt stored with its cost: format, log2 N, s
 KeyMaterial = bytes | str
 _ZLIB, _ZSTD = b"Z", b"S"  # followed by the uncompressed size
 _OLD_ZLIB, _OLD_ZSTD = b"z", b"s"  # no size: read up to LEGACY_INFLATE_MAX
+_SIZED, _UNSIZED = frozenset((_ZLIB, _ZSTD)), frozenset((_OLD_ZLIB, _OLD_ZSTD))
 LEGACY_INFLATE_MAX = 256 << 20
 _READ_CHUNK = 1 << 20  # a zstd frame that does not say its size is read this much at a time
 _ZLIB_STEP = 4096  # compressed bytes inflated at a time
+_per_thread = threading.local()  # zstd contexts: each may serve one thread at a time
 
 
 def _aesgcm(key: bytes) -> Any:
@@ -176,51 +181,72 @@ def _compressor(name: str) -> tuple[bytes, Callable[[bytes], bytes]]:
             import zstandard
         except ImportError as exc:
             raise InvalidInput("zstd compression needs: pip install 'satchel[zstd]'") from exc
-        return _ZSTD, zstandard.ZstdCompressor(level=3).compress
+
+        def compress(data: bytes) -> bytes:
+            try:
+                context = _per_thread.compressor
+            except AttributeError:
+                context = _per_thread.compressor = zstandard.ZstdCompressor(level=3)
+            packed: bytes = context.compress(data)
+            return packed
+
+        return _ZSTD, compress
     raise InvalidInput(f"compress must be 'zstd', 'zlib' or None, not {name!r}")
 
 
+_SIZE_FORMS = {1: struct.Struct(">B"), 2: struct.Struct(">H"), 4: struct.Struct(">I"),
+               8: struct.Struct(">Q")}  # fmt: skip
+
+
 def _size(n: int) -> bytes:
-    """`n` as a size field: its byte count, then its bytes (big-endian)."""
-    data = n.to_bytes((n.bit_length() + 7) // 8 or 1, "big")
-    return bytes((len(data),)) + data
+    """`n` as a size field: its width, then `n` in that many bytes."""
+    width = 1 if n < 1 << 8 else 2 if n < 1 << 16 else 4 if n < 1 << 32 else 8
+    return bytes((width,)) + _SIZE_FORMS[width].pack(n)
 
 
 def _decompress(inner: bytes) -> bytes:
     algorithm = inner[:1]
-    if algorithm in (_ZSTD, _ZLIB):
-        width = inner[1] if len(inner) > 1 else 0
-        if not 1 <= width <= 8 or len(inner) < 2 + width:
+    if algorithm in _SIZED:
+        form = _SIZE_FORMS.get(inner[1]) if len(inner) > 1 else None
+        if form is None:
             raise CorruptData("compressed value is damaged: bad size field")
-        size, body, exact = int.from_bytes(inner[2 : 2 + width], "big"), inner[2 + width :], True
-    elif algorithm in (_OLD_ZSTD, _OLD_ZLIB):
-        size, body, exact = LEGACY_INFLATE_MAX, inner[1:], False
-    else:
-        raise CorruptData(f"unknown compression {algorithm!r}; written by a newer satchel?")
-    inflate = _inflate if algorithm in (_ZLIB, _OLD_ZLIB) else _unzstd
-    data = inflate(body, size, exact)
-    if exact and len(data) != size:
-        raise CorruptData(f"compressed value holds {len(data)} bytes, not the {size} it declares")
-    return data
+        (size,) = form.unpack_from(inner, 2)  # struct.error if cut short: damaged too
+        inflate = _inflate if algorithm == _ZLIB else _unzstd
+        data = inflate(inner[2 + form.size :], size, True)
+        if len(data) != size:
+            raise CorruptData(f"compressed value holds {len(data)} bytes, not the {size} declared")
+        return data
+    if algorithm in _UNSIZED:
+        inflate = _inflate if algorithm == _OLD_ZLIB else _unzstd
+        return inflate(inner[1:], LEGACY_INFLATE_MAX, False)
+    raise CorruptData(f"unknown compression {algorithm!r}; written by a newer satchel?")
 
 
 def _inflate(body: bytes, size: int, exact: bool) -> bytes:
-    """zlib's output, fed _ZLIB_STEP bytes at a time: deflate inflates at most 1032-fold,
-    so a stream inflating past `size` stops within 4 MiB of it."""
-    if len(body) <= _ZLIB_STEP:  # so one call is as bounded, and faster
-        data = zlib.decompress(body, bufsize=min(size, 1032 * len(body)) or 1)
-        if len(data) > size:
-            raise CorruptData(_past(size, exact))
-        return data
-    inflater, chunks, total, view = zlib.decompressobj(), [], 0, memoryview(body)
-    for start in range(0, len(view), _ZLIB_STEP):
-        chunks.append(inflater.decompress(view[start : start + _ZLIB_STEP]))
-        total += len(chunks[-1])
-        if total > size:
-            raise CorruptData(_past(size, exact))
-        if inflater.eof:
-            return b"".join(chunks)
-    raise CorruptData("compressed value is damaged: zlib stream cut short")
+    """zlib's output, stopped soon after `size` bytes: deflate inflates at most 1032-fold,
+    so a body of _ZLIB_STEP bytes makes 4 MiB at most."""
+    if len(body) <= _ZLIB_STEP:  # one call, as bounded
+        data = zlib.decompress(body)
+    elif exact:  # the size is known: zlib stops one byte past it
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(body, size + 1)
+        if not inflater.eof and len(data) <= size:
+            raise CorruptData("compressed value is damaged: zlib stream cut short")
+    else:  # an old record: fed a step at a time, stopped within 4 MiB of its cap
+        inflater, chunks, total, view = zlib.decompressobj(), [], 0, memoryview(body)
+        for start in range(0, len(view), _ZLIB_STEP):
+            chunks.append(inflater.decompress(view[start : start + _ZLIB_STEP]))
+            total += len(chunks[-1])
+            if total > size:
+                raise CorruptData(_past(size, exact))
+            if inflater.eof:
+                break
+        else:
+            raise CorruptData("compressed value is damaged: zlib stream cut short")
+        data = b"".join(chunks)
+    if len(data) > size:
+        raise CorruptData(_past(size, exact))
+    return data
 
 
 def _unzstd(body: bytes, size: int, exact: bool) -> bytes:
@@ -231,11 +257,15 @@ def _unzstd(body: bytes, size: int, exact: bool) -> bytes:
     framed = zstandard.frame_content_size(body)  # -1: the frame does not say
     if framed > size or (exact and framed != size):
         raise CorruptData(_past(size, exact) if framed > size else "zstd frame size disagrees")
+    try:
+        context = _per_thread.decompressor  # made once: that takes longer than a small read
+    except AttributeError:
+        context = _per_thread.decompressor = zstandard.ZstdDecompressor()
     if framed >= 0:  # zstd allocates `framed` bytes and refuses a frame that inflates past it
-        data: bytes = zstandard.ZstdDecompressor().decompress(body)
+        data: bytes = context.decompress(body)
         return data
     chunks, total = [], 0  # an old record written without the size: read in steps
-    with zstandard.ZstdDecompressor().stream_reader(body) as reader:
+    with context.stream_reader(body) as reader:
         while chunk := reader.read(_READ_CHUNK):
             total += len(chunk)
             if total > size:
