@@ -20,6 +20,7 @@ from .codecs import HEADER_SIZE, Codec, UserCodec, get_codec
 from .crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
 from .engines import connect
 from .errors import (
+    CorruptData,
     InvalidInput,
     InvalidInputType,
     KeyNotFound,
@@ -836,8 +837,6 @@ def _salt(backend: Backend) -> bytes:
     """The store's salt for passphrases (with their scrypt cost, see Keyring.read_salt),
     created by the first store that needs one. Raises CorruptData if what is stored
     is not one: a salt planted (say, empty) before first use would weaken every key."""
-    from .errors import CorruptData
-
     raw = get_codec("raw")
     data = backend.get_value(RESERVED_SCOPE, SALT_KEY, time())
     if data is None:
