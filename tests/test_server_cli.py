@@ -9,7 +9,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -75,15 +74,7 @@ def test_serve_runs_the_server_and_sees_revocations(tmp_path: Path) -> None:
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
+        support_server.wait_healthy(url, proc)
         with satchel.open(url, token=token, scope="app") as store:
             store.set("k", {"typed": (1, 2)})
             assert store.get("k") == {"typed": (1, 2)}
