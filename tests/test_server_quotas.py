@@ -153,7 +153,7 @@ def test_ledger_entries_of_an_older_server_move_out_of_reach(tmp_path):
 # -- committed blobs are sealed (issue 17, item 9) ------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["memory", "sqlite", "postgres", "redis", "http"])
+@pytest.mark.parametrize("name", ["memory", "sqlite", "files", "postgres", "redis", "http"])
 def test_an_engine_refuses_chunks_for_a_committed_blob(name, tmp_path):
     engine = ENGINES[name]
     url = engine(tmp_path)

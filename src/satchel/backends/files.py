@@ -101,6 +101,7 @@ from .base import (
     CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
+    BlobSealed,
     EventState,
     Modifier,
     Record,
@@ -1002,6 +1003,9 @@ class FilesBackend(Backend):
         with self._locked(exclusive=False):
             if not self._inside(blob_dir, create=True):
                 os.replace(self._stage(repr(now).encode()), os.path.join(blob_dir, STAGED))
+            elif self._staged_at(blob_dir) is None:  # committed: its chunks are a value's
+                raise BlobSealed("the large value is already committed", key=key, scope=scope,
+                                 engine=self.engine)  # fmt: skip
             os.replace(self._stage(data), os.path.join(blob_dir, str(index)))
             if self._full:
                 _fsync(blob_dir, directory=True)
