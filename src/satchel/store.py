@@ -689,23 +689,26 @@ class Store:
             raise self._tag(InvalidInput("rotate_encryption needs an encryption_key"))
         backend, checked, rewritten = self._shared.backend, 0, 0
 
+        def seal_again(plain: bytes, name: str) -> bytes:
+            return sealer.seal(self._encode(self._decode(plain)), self._scope, name)
+
         def reseal(data: bytes, name: str) -> bytes | None:
             if is_current(data, keyring):
                 return None
-            plain = unseal(data, keyring, self._scope, name)
-            return sealer.seal(self._encode(self._decode(plain)), self._scope, name)
+            return seal_again(unseal(data, keyring, self._scope, name), name)
 
         for record in self._scan(compile_pattern("*"), values=True):
             checked += 1
             if not is_current(record.value, keyring):
                 try:
-                    if blobs.is_manifest(self._plain(record.value, record.key)):
+                    plain = unseal(record.value, keyring, self._scope, record.key)
+                    if blobs.is_manifest(plain):
                         rewritten += self._rotate_blob(record)
                         continue
-                    data = reseal(record.value, record.key)
+                    data = seal_again(plain, record.key)
                 except SatchelError as exc:
                     raise self._tag(exc, record.key) from exc.__cause__
-                rewritten += data is not None and backend.compare_and_set(
+                rewritten += backend.compare_and_set(
                     self._scope, record.key, record.version, data, record.expires_at, time(),
                     expected_created_at=record.created_at,
                 )  # fmt: skip
