@@ -27,7 +27,6 @@ from .codecs import BLOB, H_BLOB, H_BYTES, HEADER_SIZE
 from .crypto import unseal
 from .errors import (
     CorruptData,
-    DecryptionError,
     InvalidInput,
     KeyNotFound,
     SatchelError,
@@ -268,12 +267,14 @@ class BlobReader(io.RawIOBase):
             raise ValueChanged("the value was replaced or deleted while it was read",
                                key=self._key, scope=scope, engine=backend.engine)  # fmt: skip
         keyring = store._keyring
-        if manifest.sealed:
-            name = chunk_name(self._key, manifest.blob_id, index)
-            data = unseal(data, keyring, scope, name)[HEADER_SIZE:]
-        elif keyring is not None and not keyring.plaintext_ok:
-            raise DecryptionError("the chunks of this large value are not encrypted",
-                                  key=self._key, scope=scope)  # fmt: skip
+        try:
+            if manifest.sealed:
+                name = chunk_name(self._key, manifest.blob_id, index)
+                data = unseal(data, keyring, scope, name)[HEADER_SIZE:]
+            elif keyring is not None:  # chunks in the clear, though the store has a key
+                keyring.refuse_plaintext()
+        except SatchelError as exc:
+            raise store._tag(exc, self._key) from exc.__cause__
         expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
         if len(data) != expected:
             raise CorruptData(f"chunk {index} holds {len(data)} bytes, not {expected}",

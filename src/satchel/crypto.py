@@ -113,9 +113,11 @@ class Keyring:
     are (for a migration to encryption); by default they raise DecryptionError.
     """
 
-    plaintext_ok = False
-
-    def __init__(self, material: KeyMaterial | Sequence[KeyMaterial], salt: bytes | None) -> None:
+    def __init__(
+        self, material: KeyMaterial | Sequence[KeyMaterial], salt: bytes | None,
+        plaintext_ok: bool = False,
+    ) -> None:  # fmt: skip
+        self.plaintext_ok = plaintext_ok
         given = [material] if isinstance(material, bytes | str) else list(material)
         if not given:
             raise InvalidInput("encryption_key is an empty list")
@@ -153,6 +155,16 @@ class Keyring:
         if not OLD_SCRYPT_N <= 1 << stored[1] <= SCRYPT_N:
             raise CorruptData(f"the salt asks for scrypt N = 2**{stored[1]}, beyond 2**15-2**17")
         return 1 << stored[1], stored[2:]
+
+    def refuse_plaintext(self) -> None:
+        """Raise DecryptionError for something stored in the clear, unless `plaintext_ok`:
+        whoever can write the engine's bytes could have planted it."""
+        if not self.plaintext_ok:
+            raise DecryptionError(
+                "value is not encrypted, though this store has an encryption_key (written "
+                "without the key, or planted); open with allow_plaintext=True to read it "
+                "while migrating"
+            )
 
     def encrypt(self, plain: bytes, aad: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
@@ -329,13 +341,8 @@ def unseal(record: bytes, keyring: Keyring | None, scope: str, key: str) -> byte
         if keyring is None:
             raise DecryptionError("value is encrypted; open the store with its encryption_key")
         inner = keyring.decrypt(inner, _aad(header, scope, key))
-    elif keyring is not None and not keyring.plaintext_ok:
-        # Whoever can write the engine's bytes could plant this: never take it as genuine.
-        raise DecryptionError(
-            "value is not encrypted, though this store has an encryption_key (written "
-            "without the key, or planted); open with allow_plaintext=True to read it "
-            "while migrating"
-        )
+    elif keyring is not None:
+        keyring.refuse_plaintext()
     if flags & COMPRESSED:
         try:
             inner = _decompress(inner)

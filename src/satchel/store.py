@@ -825,8 +825,7 @@ def open(
         keyring = None
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None
-            keyring = Keyring(encryption_key, salt)
-            keyring.plaintext_ok = allow_plaintext
+            keyring = Keyring(encryption_key, salt, allow_plaintext)
         sealer = None
         if keyring is not None or compress is not None:
             sealer = Sealer(keyring, compress, compress_min_size)

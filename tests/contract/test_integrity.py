@@ -101,7 +101,8 @@ def test_a_plaintext_chunk_is_refused_on_seek_and_read(make_store):
                         now)  # fmt: skip
     with keyed.open_blob("big") as reader:
         reader.seek(CHUNK_SIZE + 10)
-        _refused(lambda: reader.read(100))
+        error = _refused(lambda: reader.read(100))
+        assert "'big'" in str(error) and "default" in str(error)
     _refused(lambda: keyed.get("big"))
 
 
