@@ -168,16 +168,22 @@ class Events:
         seq, ts, data = found
         return seq, ts, store._load_small(data, self._seal_name(f"{which}{seq}@{ts}"))
 
-    def _events(self, after_seq: int) -> Iterator[Event]:
+    def _pages(self, after_seq: int) -> Iterator[list[tuple[int, int, bytes]]]:
+        """The stored events after `after_seq`, a page at a time."""
         store = self._store
         while True:
             page = store._shared.backend.events_read(store._scope, self._name, after_seq, PAGE)
-            for seq, ts, data in page:
-                item, op, value = store._load_small(data, self._seal_name(f"e{seq}@{ts}"))
-                yield Event(ts, seq, item, op, value)
+            yield page
             if len(page) < PAGE:
                 return
             after_seq = page[-1][0]
+
+    def _events(self, after_seq: int) -> Iterator[Event]:
+        store = self._store
+        for page in self._pages(after_seq):
+            for seq, ts, data in page:
+                item, op, value = store._load_small(data, self._seal_name(f"e{seq}@{ts}"))
+                yield Event(ts, seq, item, op, value)
 
     def apply(self, changes: Mapping[Any, Any]) -> dict[Any, Any]:
         """Record the changes atomically and return the new state.
@@ -279,18 +285,14 @@ class Events:
         (None: left as it is), unless they changed meanwhile; return (checked, rewritten)."""
         store = self._store
         backend, scope, name = store._shared.backend, store._scope, self._name
-        checked = rewritten = after_seq = 0
+        checked = rewritten = 0
         try:
-            while True:
-                page = backend.events_read(scope, name, after_seq, PAGE)
+            for page in self._pages(0):
                 checked += len(page)
                 changes = [(seq, data, new) for seq, ts, data in page
                            if (new := reseal(data, self._seal_name(f"e{seq}@{ts}")))]  # fmt: skip
                 if changes:
                     rewritten += backend.events_reseal(scope, name, changes)
-                if len(page) < PAGE:
-                    break
-                after_seq = page[-1][0]
             states: list[tuple[Literal["head", "base"], bytes, bytes]] = []
             for which in ("base", "head"):
                 found = backend.events_state(scope, name, which)
