@@ -131,29 +131,12 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _charge(service: Service, tenant: Tenant, size: int) -> None:
-    """Count `size` more bytes for `tenant`, or raise QuotaExceeded (lock held)."""
-    usage = service.charge(tenant, size, 0)
-    usage.bytes += size
-
-
 def routes(app: FastAPI, service: Service) -> None:
     """Register the blob, series and events endpoints."""
     post = app.post
     backend = service.backend
 
     size_of = service.costs.size_of
-
-    def charged(t: Tenant, size: int) -> None:
-        if size:
-            with service.accounts.lock(t):
-                _charge(service, t, size)
-
-    def refund(t: Tenant, size: int) -> None:
-        """Give back bytes charged for a write that did not happen (or freed room)."""
-        if size:
-            with service.accounts.lock(t):
-                service.accounts.usage(t).bytes -= size
 
     def reseal(t: Tenant, scope: str, name: str, fixed: int, pairs: list[tuple[bytes, bytes]],
                call: Callable[[str], int]) -> Result:  # fmt: skip
@@ -163,10 +146,10 @@ def routes(app: FastAPI, service: Service) -> None:
         full = service.writable(t, scope)
         diffs = [size_of(full, name, fixed + len(new)) - size_of(full, name, fixed + len(old))
                  for old, new in pairs]  # fmt: skip
-        charged(t, sum(d for d in diffs if d > 0))
+        service.add(t, sum(d for d in diffs if d > 0))
         count = call(full)
         if count == len(pairs):
-            refund(t, -sum(d for d in diffs if d < 0))
+            service.credit(t, -sum(d for d in diffs if d < 0))
         return Result(count=count)
 
     @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204,
@@ -273,8 +256,8 @@ def routes(app: FastAPI, service: Service) -> None:
         name, full = service.key(body.name), service.writable(t, body.scope)
         # A new series costs a container (Redis: a key; files engine: a file) beside points.
         new = not backend.series_range(full, name, None, None, 1, values=False)
-        charged(t, sum(size_of(full, name, POINT_COST + len(v)) for _, v in points)
-                + (size_of(full, name, 0, 1) if new else 0))  # fmt: skip
+        service.add(t, sum(size_of(full, name, POINT_COST + len(v)) for _, v in points)
+                    + (size_of(full, name, 0, 1) if new else 0))  # fmt: skip
         service.ledger.note(t.name, full)
         backend.series_put(full, name, points)
         return Result(count=len(points))
@@ -335,11 +318,11 @@ def routes(app: FastAPI, service: Service) -> None:
         growth = sum(size_of(full, name, EVENT_COST + len(v)) for _, v in events)
         growth += size_of(full, name, EVENT_COST + len(head))
         growth += size_of(full, name, 0, 1) if body.after_seq == 0 else 0
-        charged(t, growth)
+        service.add(t, growth)
         service.ledger.note(t.name, full)
         ok = backend.events_append(full, name, body.after_seq, events, head)
         if not ok:  # it moved on: nothing was written
-            refund(t, growth)
+            service.credit(t, growth)
         return Result(ok=ok)
 
     @post("/v1/events/reseal", responses=RESPONSES, tags=["events"])
@@ -364,7 +347,7 @@ def routes(app: FastAPI, service: Service) -> None:
     def events_compact(body: EventsCompact, t: T) -> Result:
         base, name = (body.base.seq, body.base.t, b64decode(body.base.data)), service.key(body.name)
         full = service.writable(t, body.scope)
-        charged(t, size_of(full, name, EVENT_COST + len(base[2])))
+        service.add(t, size_of(full, name, EVENT_COST + len(base[2])))
         backend.events_compact(full, name, base)
         return Result()
 

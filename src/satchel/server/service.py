@@ -206,7 +206,7 @@ class Service:
             while page := self.backend.scan(name, "", after, 1000, now):
                 usage.keys += len(page)
                 for r in page:
-                    usage.bytes += self.costs.size_of(name, r.key, r.value, 1)
+                    usage.bytes += self.record_cost(name, r.key, r.value)
                     entry = blobs.get((name, r.key))
                     if entry is not None and entry[0] == r.version:
                         usage.bytes += entry[1]
@@ -222,10 +222,14 @@ class Service:
         with self.accounts.lock(tenant):
             return self.accounts.usage(tenant)
 
+    def record_cost(self, full: str, key: str, value: bytes) -> int:
+        """What a record costs: an entry in a container of its own."""
+        return self.costs.size_of(full, key, value, 1)
+
     def record_growth(self, full: str, key: str, value: bytes, old: Record | None) -> int:
         """How many bytes writing `value` over `old` (None: a new key) adds."""
-        new = self.costs.size_of(full, key, value, 1)
-        return new if old is None else new - self.costs.size_of(full, key, old.value, 1)
+        new = self.record_cost(full, key, value)
+        return new if old is None else new - self.record_cost(full, key, old.value)
 
     def charge(self, tenant: Tenant, add_bytes: int, add_keys: int) -> Usage:
         """Check that the tenant can take the growth (lock held); return its usage."""
@@ -242,6 +246,23 @@ class Service:
             )
         return usage
 
+    def add(self, tenant: Tenant, size: int) -> None:
+        """Charge and count `size` more bytes (QuotaExceeded if they do not fit); takes
+        the tenant's lock."""
+        if size:
+            with self.accounts.lock(tenant):
+                self._add(tenant, size)
+
+    def _add(self, tenant: Tenant, size: int) -> None:
+        """`add` with the lock held."""
+        self.charge(tenant, size, 0).bytes += size
+
+    def credit(self, tenant: Tenant, size: int) -> None:
+        """Give back `size` bytes charged for a write that did not happen (or freed room)."""
+        if size:
+            with self.accounts.lock(tenant):
+                self.accounts.usage(tenant).bytes -= size
+
     def stage(self, tenant: Tenant, full: str, key: str, engine_id: str, chunk: int) -> int:
         """Charge and count a chunk of `chunk` bytes of blob `engine_id` of `key`, staged;
         return what it costs (its first chunk also pays for the blob).
@@ -257,8 +278,7 @@ class Service:
                                  "again, under a new blob id")  # fmt: skip
             # Each chunk's row, field or path holds the blob's id too.
             size = self.costs.size_of(full, key, len(engine_id) + chunk, 3 if new else 1)
-            usage = self.charge(tenant, size, 0)
-            usage.bytes += size
+            self._add(tenant, size)
             self.staged[staged] = self.staged.get(staged, 0) + size
             self._staged_since.setdefault(staged, time.time())
         return size
@@ -348,7 +368,7 @@ class Service:
             usage = self.accounts.usage(tenant)
             old = self.backend.get_many(full, checked, now)
             deleted = self.backend.delete_many(full, checked, now)
-            usage.bytes -= sum(self.costs.size_of(full, r.key, r.value, 1) for r in old.values())
+            usage.bytes -= sum(self.record_cost(full, r.key, r.value) for r in old.values())
             usage.keys -= len(old)
         return deleted
 
@@ -370,7 +390,7 @@ class Service:
             found = self.backend.pop(full, key, time.time(), same)
             if found is None:
                 return False
-            usage.bytes -= self.costs.size_of(full, key, found[0], 1)
+            usage.bytes -= self.record_cost(full, key, found[0])
             usage.keys -= 1
         return True
 
