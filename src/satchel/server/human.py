@@ -27,6 +27,7 @@ from ..backends.base import Record
 from ..blobs import is_manifest, read_manifest
 from ..codecs import get_codec
 from ..errors import InvalidInput, KeyNotFound, SatchelError
+from ..exchange import SAFE_INT  # what a browser's JSON keeps exact
 from ..keys import check_key, compile_pattern
 from .deps import RESPONSES, T
 from .models import (
@@ -50,7 +51,6 @@ LimitQ = Annotated[int, Query(ge=1, le=1000)]
 KeyQ = Annotated[str, Query(min_length=1, max_length=1024)]
 _typed = get_codec("typed")
 _INCR_TRIES = 100
-SAFE_INT = 2**53  # what a browser's JSON keeps exact
 INT64 = 2**63  # /v1/incr adds to ints in [-INT64, INT64)
 DECIMAL_BITS = 14_000  # ~4200 digits: under Python's int -> str limit (4300 by default)
 MAX_DEPTH = 500  # levels of nesting shown (a value can nest deeper than Python recurses)
