@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..errors import BackendError
 
@@ -37,9 +37,60 @@ class Record:
     version: int
 
 
+class Put(NamedTuple):
+    """Write `value` under `key`, expiring at `expires_at` (None: never).
+
+    Overwriting a live record keeps its ``created_at`` and adds one to its version; a
+    new record (or one replacing an expired record) starts at version 1. With
+    `if_absent`, a key that has a live record is left alone (skipped, not a failure).
+    """
+
+    key: str
+    value: bytes
+    expires_at: float | None = None
+    if_absent: bool = False
+
+
+class Delete(NamedTuple):
+    """Delete the record of `key` (nothing if it has no live record)."""
+
+    key: str
+
+
+class Touch(NamedTuple):
+    """Set the expiry of the live record of `key` (value, version, updated_at unchanged)."""
+
+    key: str
+    expires_at: float | None
+
+
+class Expect(NamedTuple):
+    """A condition of `Backend.apply`: the live record of `key` has `version` (None: the
+    key has no live record) and, unless `created_at` is None, was created then (within
+    CREATED_AT_TOLERANCE: versions restart at 1 when a key is deleted and created
+    again, so the version alone could match a record the caller never saw)."""
+
+    key: str
+    version: int | None
+    created_at: float | None = None
+
+
+Change = Put | Delete | Touch
+
+
 # How close two created_at must be to name the same life of a key (KeyInfo carries them
 # as datetimes, which keep microseconds).
 CREATED_AT_TOLERANCE = 1e-6
+
+def holds(record: Record | None, condition: Expect) -> bool:
+    """Whether `record`, the live record of ``condition.key`` (or None), meets `condition`."""
+    if record is None or condition.version is None:
+        return record is None and condition.version is None
+    return record.version == condition.version and (
+        condition.created_at is None
+        or abs(record.created_at - condition.created_at) <= CREATED_AT_TOLERANCE
+    )
+
 
 # blob_commit's expected_version when any (or no) live record may be replaced.
 ANY_VERSION = 0
@@ -67,6 +118,20 @@ class Backend(ABC):
     @abstractmethod
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         """Live records for those of `keys` that have one."""
+
+    def apply(
+        self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
+    ) -> int | None:
+        """Make `changes` in one atomic step, if every condition in `expect` holds.
+
+        Conditions are checked against the records as they are before the step. If one
+        fails, nothing is written and the result is None. Otherwise the result counts the
+        changes that found their key without a live record (a Put that created a record:
+        with ``if_absent``, exactly the Puts written) plus those that found one (a Delete
+        that deleted, a Touch that touched). A key appears at most once in `changes`
+        (it may also appear in `expect`); `changes` may be empty (a pure check).
+        """
+        raise self._unsupported("apply")
 
     def get(self, scope: str, key: str, now: float) -> Record | None:
         """The live record for `key`, or None. Engines may override for speed."""

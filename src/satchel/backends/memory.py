@@ -15,9 +15,14 @@ from .base import (
     STAGED_LIFETIME,
     Backend,
     BlobSealed,
+    Change,
+    Delete,
     EventState,
+    Expect,
     Modifier,
+    Put,
     Record,
+    holds,
 )
 
 
@@ -128,6 +133,30 @@ class MemoryBackend(Backend):
     def get(self, scope: str, key: str, now: float) -> Record | None:
         with self._lock:
             return _live(self._scope(scope).records.get(key), now)
+
+    def apply(
+        self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
+    ) -> int | None:
+        with self._lock:
+            s = self._scope(scope)
+            records = s.records
+            if not all(holds(_live(records.get(c.key), now), c) for c in expect):
+                return None
+            hits = 0
+            for change in changes:
+                key = change.key
+                if type(change) is Put:
+                    if change.if_absent and _live(records.get(key), now) is not None:
+                        continue
+                    hits += self._write(s, key, change.value, change.expires_at, now)
+                elif type(change) is Delete:
+                    hits += _live(self._remove(s, key), now) is not None
+                else:
+                    record = _live(records.get(key), now)
+                    if record is not None:
+                        record.expires_at = change.expires_at
+                        hits += 1
+            return hits
 
     def put(
         self,
