@@ -102,9 +102,15 @@ from .base import (
     STAGED_LIFETIME,
     Backend,
     BlobSealed,
+    Change,
+    Delete,
     EventState,
+    Expect,
     Modifier,
+    Put,
     Record,
+    Touch,
+    holds,
 )
 
 FORMAT = 1
@@ -824,6 +830,78 @@ class FilesBackend(Backend):
             for key, blob_id in replaced:
                 self._free(self._blob_dir(scope, key, blob_id))
         return len(steps), new
+
+    def apply(
+        self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
+    ) -> int | None:
+        """One exclusive flock for the check and the changes; one change is one rename or
+        unlink, several go through the journal (as put_many). A pure check takes the
+        shared lock only."""
+        with self._locked(exclusive=bool(changes)):
+            directory = self._dir(scope)
+            # Records read for the conditions, reused by the changes: a compare-and-set
+            # reads its key once. A touched key is read whole, as its value is rewritten.
+            seen: dict[str, tuple[Record | None, Blob | None]] = {}
+            if expect:
+                touched = {c.key for c in changes if isinstance(c, Touch)}
+                for condition in expect:
+                    key = condition.key
+                    if key not in seen:
+                        path = os.path.join(directory, escape_name(key))
+                        seen[key] = self._read(path, values=key in touched, key=key)
+                    if not holds(_live(seen[key][0], now), condition):
+                        return None
+            steps: list[Step] = []
+            freed: list[str] = []  # blob folders of records dropped or overwritten
+            hits = 0
+            created = False
+            try:
+                for change in changes:
+                    key = change.key
+                    path = os.path.join(directory, escape_name(key))
+                    found = seen.get(key)
+                    if found is None:
+                        found = self._read(path, isinstance(change, Touch), key)
+                    stored, blob = found
+                    old = _live(stored, now)
+                    if isinstance(change, Put):
+                        if change.if_absent and old is not None:
+                            continue
+                        hits += old is None
+                        born, version = (
+                            (now, 1) if old is None else (old.created_at, old.version + 1)
+                        )
+                        record = Record(key, change.value, born, now, change.expires_at, version)
+                        tmp = self._stage(change.value, _meta_line(record), sync=False)
+                        steps.append((tmp, path))
+                        created = True
+                    elif isinstance(change, Delete):
+                        if stored is None:
+                            continue
+                        steps.append((None, path))  # an expired record goes too, uncounted
+                        hits += old is not None
+                    else:
+                        if old is None:
+                            continue
+                        old.expires_at = change.expires_at  # value, version, updated_at stay
+                        tmp = self._stage(old.value, _meta_line(old, blob), sync=False)
+                        steps.append((tmp, path))
+                        hits += 1
+                        continue  # the blob stays with its record
+                    if blob is not None:
+                        freed.append(self._blob_dir(scope, key, blob[0]))
+            except BaseException:
+                for staged, _ in steps:
+                    if staged is not None:
+                        with suppress(OSError):
+                            os.unlink(staged)
+                raise
+            if created:  # a Put may be the scope's first record
+                self._dir(scope, create=True)
+            self._commit(steps)
+            for blob_dir in freed:
+                self._free(blob_dir)
+            return hits
 
     def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
             if_absent: bool) -> bool:  # fmt: skip
