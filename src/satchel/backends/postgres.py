@@ -6,7 +6,10 @@ share a database), created on first use, its schema version recorded in
 ``satchel_meta``. Keys are ``text COLLATE "C"``: byte order of UTF-8, so sorting matches
 Python's and a prefix glob is a range scan of the primary key. Single operations are one
 autocommitted statement; batches are one statement over arrays (``unnest``/``= ANY``), so
-a batch of 10,000 keys is one round trip. ``incr`` serialises on a transaction-scoped
+a batch of 10,000 keys is one round trip. A conditional ``apply`` batch (other than a
+compare-and-set of one key, one statement) is one transaction of two round trips: it
+locks the expected keys' rows, a placeholder row standing in for an absent key, so a
+concurrent insert of it waits. ``incr`` serialises on a transaction-scoped
 advisory lock, so a missing counter cannot be created twice.
 
 Beside it, tables named after it (for the default table):
@@ -42,11 +45,12 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..engines import password, redact
@@ -65,9 +69,15 @@ from .base import (
     STAGED_LIFETIME,
     Backend,
     BlobSealed,
+    Change,
+    Delete,
     EventState,
+    Expect,
     Modifier,
+    Put,
     Record,
+    Touch,
+    holds,
 )
 
 # 1: records only. 2: adds the kv column ``blob`` and the tables of blobs, time series
@@ -209,6 +219,66 @@ UPDATE {{t}} SET value = %(value)s, blob = NULL, updated_at = %(now)s,
 WHERE scope = %(scope)s AND key = %(key)s AND version = %(version)s AND {LIVE}
     AND (%(created)s::float8 IS NULL
          OR abs(created_at - %(created)s::float8) <= {CREATED_AT_TOLERANCE})"""
+# -- apply: one statement of data-modifying CTEs per batch shape (see _apply_statement) --
+# Each part is included only when the batch has changes of its kind; keys are distinct
+# among changes, so no two parts touch the same row. Puts differ in expiry, so it is an
+# array too; if_absent Puts are their own part (ON CONFLICT cannot tell them apart).
+APPLY_PUT = (
+    """
+p AS (INSERT INTO {t} AS r (scope, key, value, created_at, updated_at, expires_at, version)
+SELECT %(scope)s, k, v, %(now)s, %(now)s, e, 1
+FROM unnest(%(pkeys)s::text[], %(pvalues)s::bytea[], %(pexp)s::float8[]) AS u(k, v, e)
+ORDER BY k"""
+    + _ON_CONFLICT
+    + """
+RETURNING version)"""
+)
+APPLY_ADD = (
+    APPLY_PUT.replace("p AS", "a AS", 1).replace("%(p", "%(a")
+    .replace(_ON_CONFLICT, _ON_CONFLICT_IF_EXPIRED)
+)  # fmt: skip
+APPLY_DELETE = f"""
+d AS (DELETE FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(dkeys)s) AND {LIVE}
+RETURNING 1)"""
+APPLY_TOUCH = f"""
+h AS (UPDATE {{t}} r SET expires_at = u.e
+FROM unnest(%(hkeys)s::text[], %(hexp)s::float8[]) AS u(k, e)
+WHERE r.scope = %(scope)s AND r.key = u.k AND {LIVE.replace("expires_at", "r.expires_at")}
+RETURNING 1)"""
+# Frees the placeholders APPLY_LOCK made for expected keys the batch did not write.
+APPLY_UNHOLD = """
+x AS (DELETE FROM {t} WHERE scope = %(scope)s AND key = ANY(%(xkeys)s)
+    AND expires_at = '-Infinity' AND version = 0)"""
+# What each part adds to the result: created records, deleted and touched ones.
+APPLY_COUNTS = {
+    "p": "(SELECT count(*) FROM p WHERE version = 1)",
+    "a": "(SELECT count(*) FROM a)",
+    "d": "(SELECT count(*) FROM d)",
+    "h": "(SELECT count(*) FROM h)",
+}
+# Locks the rows of the expected keys for the rest of the transaction. A key without a
+# row gets a placeholder (expired since -Infinity, so absent to every reader): its
+# uncommitted row makes a concurrent insert of that key wait, which no lock on nothing
+# could (PostgreSQL has no gap locks). The last column tells placeholders apart. A key
+# in neither part was inserted by another session meanwhile (ph waited for it, but it
+# is newer than this statement's snapshot): the caller starts again.
+APPLY_LOCK = f"""
+WITH ph AS (
+    INSERT INTO {{t}} (scope, key, value, created_at, updated_at, expires_at, version)
+    SELECT %(scope)s, k, ''::bytea, %(now)s, %(now)s, '-Infinity', 0
+    FROM unnest(%(ekeys)s::text[]) AS u(k) ORDER BY k
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING key
+), held AS (
+    SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(ekeys)s)
+    ORDER BY key FOR UPDATE
+)
+SELECT {COLUMNS}, false FROM held
+UNION ALL SELECT key, NULL, NULL, NULL, NULL, NULL, true FROM ph"""
+# A pure check: one snapshot is enough, nothing is written.
+APPLY_CHECK = (
+    f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(ekeys)s) AND {LIVE}"
+)
 DELETE = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
 DELETE_MANY = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(keys)s) AND {LIVE}"
 POP = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE} RETURNING value"
@@ -402,9 +472,7 @@ WITH e AS (
 SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM s)"""
 
 # satchel options; anything else in the URL query goes to libpq (sslmode, ...).
-_OPTIONS = (
-    "schema", "table", "pool_min", "pool_max", "timeout", "connect_timeout", "op_timeout"
-)
+_OPTIONS = ("schema", "table", "pool_min", "pool_max", "timeout", "connect_timeout", "op_timeout")
 
 _OPEN: weakref.WeakSet[PostgresBackend] = weakref.WeakSet()
 _ABANDONED: list[ConnectionPool] = []  # a parent's pools: closing them in a child would
@@ -442,17 +510,39 @@ def _bounds(start: int | None, stop: int | None) -> tuple[int, int] | None:
     return (low, high) if low <= high else None
 
 
+class _Raced(Exception):
+    """A conditional batch lost a race with another writer and wrote nothing: retry."""
+
+
+class _Failed(Exception):
+    """A condition of a batch failed: its transaction is rolled back."""
+
+
+# How often apply starts a batch again after losing a race (each time, another writer
+# got through, so a long run of losses is unlikely).
+APPLY_ATTEMPTS = 10
+
+
 class _TimedOut(psycopg.OperationalError):
     """An operation overran op_timeout: a retry would take as long (not retried)."""
 
     def __init__(self, op_timeout: float, fired: str) -> None:
         if fired == "shut":
             super().__init__(
-                f"no answer from the server within op_timeout={op_timeout:g}s; "
-                "connection dropped"
+                f"no answer from the server within op_timeout={op_timeout:g}s; connection dropped"
             )
         else:
             super().__init__(f"canceled after op_timeout={op_timeout:g}s")
+
+
+def _is_cas(change: Change, condition: Expect) -> bool:
+    """Whether a batch of `change` if `condition` is what one compare_and_set does."""
+    # An if_absent Put expecting a live version never writes: not a compare-and-set.
+    return (
+        isinstance(change, Put)
+        and change.key == condition.key
+        and (condition.version is None or not change.if_absent)
+    )
 
 
 def _record(row: Any) -> Record:
@@ -503,6 +593,7 @@ class PostgresBackend(Backend):
             **(libpq or {}),
         }
         self._sql = self._statements(schema, table)
+        self._apply_sql: dict[str, str] = {}  # apply's statement per batch shape
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._sticky: psycopg.Connection[Any] | None = None
@@ -560,6 +651,9 @@ class PostgresBackend(Backend):
             "EVENTS_COMPACT": EVENTS_COMPACT, "EVENTS_DELETE_STATES": EVENTS_DELETE_STATES,
             "EVENTS_DELETE_EVENTS": EVENTS_DELETE_EVENTS, "EVENTS_NAMES": EVENTS_NAMES,
             "SERIES_RESEAL": SERIES_RESEAL, "EVENTS_RESEAL": EVENTS_RESEAL,
+            "APPLY_LOCK": APPLY_LOCK, "APPLY_CHECK": APPLY_CHECK, "APPLY_PUT": APPLY_PUT,
+            "APPLY_ADD": APPLY_ADD, "APPLY_DELETE": APPLY_DELETE, "APPLY_TOUCH": APPLY_TOUCH,
+            "APPLY_UNHOLD": APPLY_UNHOLD,
         }  # fmt: skip
         for shape, text in SCAN.items():
             names[f"SCAN{shape}"] = text
@@ -761,6 +855,179 @@ class PostgresBackend(Backend):
         rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
         return {row[0]: _record(row) for row in rows}
 
+    def apply(
+        self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
+    ) -> int | None:
+        """Make `changes` atomically if `expect` holds (see Backend.apply).
+
+        Unconditional: one statement, whatever the batch holds. One Put, Delete or Touch
+        costs what put / delete_many / touch do; a Put conditional on its own key, what
+        compare_and_set does. Other conditional batches take two round trips: lock and
+        read the expected keys (then check them here), then write and commit.
+        """
+        if not expect:
+            if len(changes) == 1:
+                return self._apply_one(scope, changes[0], now)
+            if not changes:
+                return 0
+        elif len(expect) == 1 and len(changes) == 1 and _is_cas(changes[0], expect[0]):
+            return self._apply_cas(scope, cast(Put, changes[0]), now, expect[0])
+        elif not changes:
+            statement = self._sql["APPLY_CHECK"]
+            params = {"scope": scope, "now": now, "ekeys": sorted({c.key for c in expect})}
+            rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
+            live = {row[0]: _record(row) for row in rows}
+            return 0 if all(holds(live.get(c.key), c) for c in expect) else None
+        return self._run(lambda conn: self._apply_in(conn, scope, changes, now, expect))
+
+    def _apply_one(self, scope: str, change: Change, now: float) -> int:
+        """One unconditional change: the statement put, delete_many or touch runs."""
+        params: dict[str, Any] = {"scope": scope, "key": change.key, "now": now}
+        if isinstance(change, Put):
+            params.update(value=change.value, expires_at=change.expires_at)
+            row = self._one("PUT_IF_ABSENT" if change.if_absent else "PUT", params)
+            return int(row is not None and row[0] == 1)
+        if isinstance(change, Delete):
+            return self._count("DELETE", params)
+        params["expires_at"] = change.expires_at
+        return self._count("TOUCH", params)
+
+    def _apply_cas(self, scope: str, change: Put, now: float, condition: Expect) -> int | None:
+        """A Put conditional on its own key (see _is_cas): compare_and_set's statement."""
+        params = {"scope": scope, "key": change.key, "value": change.value, "now": now,
+                  "expires_at": change.expires_at, "version": condition.version,
+                  "created": condition.created_at}  # fmt: skip
+        if condition.version is None:  # the insert is the check: it writes only if absent
+            return None if self._one("PUT_IF_ABSENT", params) is None else 1
+        return 0 if self._count("SET_IF_VERSION", params) == 1 else None
+
+    def _apply_in(
+        self,
+        conn: psycopg.Connection[Any],
+        scope: str,
+        changes: Sequence[Change],
+        now: float,
+        expect: Sequence[Expect],
+    ) -> int | None:
+        """Run a batch on `conn`, starting again (it wrote nothing) when it lost a race:
+        a deadlock with another batch, or an expected key inserted while being locked."""
+        for attempt in range(APPLY_ATTEMPTS):
+            try:
+                if not expect:
+                    statement, params = self._apply_write(scope, changes, now, set())
+                    row = conn.execute(statement, params).fetchone()
+                    return int(row[0]) if row else 0
+                return self._apply_checked(conn, scope, changes, now, expect)
+            except _Failed:
+                return None
+            except (_Raced, psycopg.errors.DeadlockDetected):
+                if attempt == APPLY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _apply_checked(
+        self,
+        conn: psycopg.Connection[Any],
+        scope: str,
+        changes: Sequence[Change],
+        now: float,
+        expect: Sequence[Expect],
+    ) -> int | None:
+        """A conditional batch in one transaction, in two round trips: BEGIN and the lock,
+        then the write and COMMIT (sent together: once locked, no condition can fail).
+        BEGIN and COMMIT are sent by hand: conn.transaction() waits for each."""
+        expected = sorted({c.key for c in expect})
+        lock_params = {"scope": scope, "now": now, "ekeys": expected}
+        cursor: psycopg.Cursor[Any] | None = None
+
+        def run(statement: str, params: dict[str, Any] | None = None) -> psycopg.Cursor[Any]:
+            # Never prepared: psycopg counts a statement as prepared once queued, so one
+            # queued behind an error (a deadlock) would be missing from then on.
+            return conn.execute(statement, params, prepare=False)
+
+        try:
+            with conn.pipeline():
+                run("BEGIN")
+                rows = run(self._sql["APPLY_LOCK"], lock_params).fetchall()
+                held = {row[0]: row for row in rows}
+                found = {
+                    key: None if row[6] or (row[4] is not None and row[4] <= now) else _record(row)
+                    for key, row in held.items()
+                }
+                unhold = {key for key, row in held.items() if row[6]}
+                raced = len(held) != len(expected)
+                if raced or not all(holds(found[c.key], c) for c in expect):
+                    # Nothing is written but the placeholders: free them and COMMIT,
+                    # not ROLLBACK, after which psycopg forgets its prepared statements.
+                    statement, params = self._apply_write(scope, (), now, unhold)
+                    if statement:
+                        run(statement, params)
+                    run("COMMIT")  # sent with the pipeline's closing sync
+                    raise _Raced if raced else _Failed
+                # A Delete or Touch of a key held absent does nothing; placeholders the
+                # batch does not overwrite are freed.
+                absent = {key for key in held if found[key] is None}
+                changes = [c for c in changes if isinstance(c, Put) or c.key not in absent]
+                unhold.difference_update(c.key for c in changes if isinstance(c, Put))
+                statement, params = self._apply_write(scope, changes, now, unhold)
+                cursor = run(statement, params) if statement else None
+                run("COMMIT")
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+        row = None if cursor is None else cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    def _apply_write(
+        self, scope: str, changes: Sequence[Change], now: float, unhold: set[str]
+    ) -> tuple[str, dict[str, Any]]:
+        """The statement (cached per batch shape) and parameters that make `changes`
+        and free the placeholders of `unhold`; its one row is the count."""
+        puts: list[Put] = []
+        adds: list[Put] = []
+        deletes: list[str] = []
+        touches: list[Touch] = []
+        for change in changes:
+            if isinstance(change, Put):
+                (adds if change.if_absent else puts).append(change)
+            elif isinstance(change, Delete):
+                deletes.append(change.key)
+            else:
+                touches.append(change)
+        params: dict[str, Any] = {"scope": scope, "now": now}
+        parts = []
+        for name, batch in (("p", puts), ("a", adds)):
+            if batch:
+                parts.append(name)
+                params[f"{name}keys"] = [c.key for c in batch]
+                params[f"{name}values"] = [c.value for c in batch]
+                params[f"{name}exp"] = [c.expires_at for c in batch]
+        if deletes:
+            parts.append("d")
+            params["dkeys"] = sorted(deletes)
+        if touches:
+            parts.append("h")
+            params["hkeys"] = [c.key for c in touches]
+            params["hexp"] = [c.expires_at for c in touches]
+        if unhold:
+            parts.append("x")
+            params["xkeys"] = sorted(unhold)
+        if not parts:
+            return "", params
+        shape = "".join(parts)
+        statement = self._apply_sql.get(shape)
+        if statement is None:
+            statement = self._apply_sql[shape] = self._apply_statement(parts)
+        return statement, params
+
+    def _apply_statement(self, parts: list[str]) -> str:
+        names = {"p": "APPLY_PUT", "a": "APPLY_ADD", "d": "APPLY_DELETE", "h": "APPLY_TOUCH",
+                 "x": "APPLY_UNHOLD"}  # fmt: skip
+        counts = [APPLY_COUNTS[part] for part in parts if part in APPLY_COUNTS]
+        ctes = ",".join(self._sql[names[part]] for part in parts)
+        return f"WITH{ctes}\nSELECT {' + '.join(counts) or '0'}"
+
     def put(
         self,
         scope: str,
@@ -937,8 +1204,10 @@ class PostgresBackend(Backend):
                                f"{chunks} chunks are missing")  # fmt: skip
                 if expected_version not in (ANY_VERSION, None):
                     found = conn.execute(self._sql["BLOB_VERSION"], params).fetchone()
-                    if found is None or found[0] != expected_version or (
-                        found[1] is not None and found[1] <= now
+                    if (
+                        found is None
+                        or found[0] != expected_version
+                        or (found[1] is not None and found[1] <= now)
                     ):
                         raise changed()
                 row = conn.execute(commit, params).fetchone()
