@@ -29,8 +29,9 @@ import support_postgres
 import support_redis
 import support_server
 from conftest import ENGINES
+from satchel.backends.base import Delete, Expect, Put, Touch
 from satchel.engines import connect
-from satchel.errors import BackendError
+from satchel.errors import BackendError, QuotaExceeded
 from satchel.keys import RESERVED_SCOPE
 from satchel.server import Config
 from satchel.server.ledger import LEDGER_SCOPE
@@ -398,3 +399,65 @@ def test_an_empty_chunk_is_refused(running):
         assert answer.status_code == 400 and "empty" in answer.json()["error"]["message"]
         assert c.get("/v1/usage").json()["bytes"] == 0
         assert not running.service.staged
+
+
+# -- /v1/apply: one quota check for the whole batch ------------------------------------------
+
+
+def _apply_setup(running: support_server.Running, **quota: int) -> tuple[Any, Any, Any]:
+    """A tenant with `quota`, its engine over HTTP holding k (1 KB) and gone, and its usage."""
+    token = running.tenant(name="shop", **quota)
+    tenant = running.service.config.tenants["shop"]
+    backend = connect(f"{running.url}?token={token}", {})
+    now = time.time()
+    assert backend.apply("s", [Put("k", b"a" * 1000), Put("gone", b"g")], now) == 2
+    return backend, tenant, running.service.usage(tenant)
+
+
+def test_an_apply_batch_over_quota_writes_nothing(running):
+    backend, tenant, before = _apply_setup(running, quota_bytes=20_000, quota_keys=10)
+    used = (before.bytes, before.keys)
+    now = time.time()
+    # The delete frees room, but not enough for the put: the batch is refused whole.
+    batch = [Put("new", b"n" * 20_000), Delete("gone"), Touch("k", now + 60)]
+    with pytest.raises(QuotaExceeded, match="nothing was written"):
+        backend.apply("s", batch, now)
+    found = backend.get_many("s", ["k", "new", "gone"], time.time())
+    assert sorted(found) == ["gone", "k"]
+    assert found["k"].value == b"a" * 1000 and found["k"].expires_at is None
+    usage = running.service.usage(tenant)
+    assert (usage.bytes, usage.keys) == used
+    # Too many keys: refused as well, though the bytes fit.
+    with pytest.raises(QuotaExceeded, match="keys"):
+        backend.apply("s", [Put(f"n{i}", b"") for i in range(9)], time.time())
+    assert backend.count("s", time.time()) == 2
+    # Net of what it deletes, a batch that fits goes through and is counted.
+    assert backend.apply("s", [Delete("k"), Put("new", b"n" * 10_000)], time.time()) == 2
+    counted = running.service.usage(tenant)
+    assert counted.bytes > used[0] + 7_000 and counted.keys == 2
+    running.service.accounts.forget(tenant)
+    recounted = running.service.usage(tenant)
+    backend.close()
+    assert (counted.bytes, counted.keys) == (recounted.bytes, recounted.keys)
+
+
+def test_an_apply_whose_condition_fails_charges_nothing(running):
+    backend, tenant, before = _apply_setup(running)
+    used = (before.bytes, before.keys)
+    k = backend.get("s", "k", time.time())
+    assert k is not None
+    batch = [Put("k", b"b" * 50_000), Put("new", b"n" * 50_000), Delete("gone")]
+    for stale in (Expect("k", k.version + 1), Expect("k", None), Expect("new", 1)):
+        assert backend.apply("s", batch, time.time(), [stale]) is None
+        usage = running.service.usage(tenant)
+        assert (usage.bytes, usage.keys) == used  # not charged, and no delete credited
+    assert sorted(backend.get_many("s", ["k", "new", "gone"], time.time())) == ["gone", "k"]
+    # With the condition met, the same batch is charged what a recount finds.
+    held = Expect("k", k.version, k.created_at)
+    assert backend.apply("s", batch, time.time(), [held]) == 2
+    counted = running.service.usage(tenant)
+    assert counted.bytes > used[0] + 95_000 and counted.keys == 2
+    running.service.accounts.forget(tenant)
+    recounted = running.service.usage(tenant)
+    backend.close()
+    assert (counted.bytes, counted.keys) == (recounted.bytes, recounted.keys)

@@ -34,7 +34,7 @@ from ..errors import (
     ReadOnlyError,
     ValueChanged,
 )
-from .base import ANY_VERSION, Backend, EventState, Record
+from .base import ANY_VERSION, Backend, Change, Delete, EventState, Expect, Put, Record
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
@@ -63,6 +63,22 @@ def _record(item: dict[str, Any]) -> Record:
 
 def _expires_in(expires_at: float | None, now: float) -> float | None:
     return None if expires_at is None else expires_at - now
+
+
+def _change(change: Change, now: float) -> dict[str, Any]:
+    """`change` as /v1/apply takes it (defaults left out: batches are large)."""
+    out: dict[str, Any] = {"op": "delete", "key": change.key}
+    if isinstance(change, Delete):
+        return out
+    if isinstance(change, Put):
+        out["op"], out["value"] = "put", _b64(change.value)
+        if change.if_absent:
+            out["if_absent"] = True
+    else:
+        out["op"] = "touch"
+    if change.expires_at is not None:
+        out["expires_in"] = change.expires_at - now
+    return out
 
 
 class HTTPBackend(Backend):
@@ -96,9 +112,7 @@ class HTTPBackend(Backend):
         except httpx.TimeoutException as exc:
             raise BackendUnavailable(f"the server timed out: {exc}", engine=self.engine) from exc
         except httpx.TransportError as exc:
-            raise BackendUnavailable(
-                f"cannot reach the server: {exc}", engine=self.engine
-            ) from exc
+            raise BackendUnavailable(f"cannot reach the server: {exc}", engine=self.engine) from exc
         except RuntimeError as exc:  # a request on a closed client
             raise BackendUnavailable(str(exc), engine=self.engine) from exc
 
@@ -167,6 +181,20 @@ class HTTPBackend(Backend):
             return {}
         found = self._post("/v1/get", {"scope": scope, "keys": list(keys)}, read=True)
         return {item["key"]: _record(item) for item in found["records"]}
+
+    def apply(
+        self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
+    ) -> int | None:
+        if not changes and not expect:
+            return 0
+        body = {
+            "scope": scope,
+            "changes": [_change(c, now) for c in changes],
+            "expect": [{"key": e.key, "version": e.version, "created_at": e.created_at}
+                       for e in expect],
+        }  # fmt: skip
+        count = self._post("/v1/apply", body)["count"]
+        return None if count is None else int(count)
 
     def put(
         self,
@@ -329,9 +357,7 @@ class HTTPBackend(Backend):
     def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
         self._post("/v1/blobs/discard", {"scope": scope, "key": key, "blob_id": blob_id})
 
-    def blob_read(
-        self, scope: str, key: str, blob_id: str, index: int, now: float
-    ) -> bytes | None:
+    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
         params = {"scope": scope, "key": key, "blob_id": blob_id, "index": index}
         try:
             data = self._call("GET", "/v1/blobs/chunk", params=params, read=True,
@@ -430,9 +456,12 @@ class HTTPBackend(Backend):
     ) -> int:
         if not events and not states:
             return 0
-        body = {"scope": scope, "name": name,
-                "events": [{"seq": s, "old": _b64(o), "new": _b64(n)} for s, o, n in events],
-                "states": [{"which": w, "old": _b64(o), "new": _b64(n)} for w, o, n in states]}
+        body = {
+            "scope": scope,
+            "name": name,
+            "events": [{"seq": s, "old": _b64(o), "new": _b64(n)} for s, o, n in events],
+            "states": [{"which": w, "old": _b64(o), "new": _b64(n)} for w, o, n in states],
+        }
         return int(self._post("/v1/events/reseal", body)["count"])
 
 

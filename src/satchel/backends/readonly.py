@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn
 
 from ..errors import ReadOnlyError
-from .base import Backend, EventState, Modifier, Record
+from .base import Backend, Change, EventState, Expect, Modifier, Record
 
 
 class ReadOnlyBackend(Backend):
@@ -43,6 +43,10 @@ class ReadOnlyBackend(Backend):
 
     def purge_expired(self, now: float, limit: int) -> int:
         return 0  # housekeeping is a write; expired records stay invisible anyway
+
+    def apply(self, scope: str, changes: Sequence[Change], now: float,
+              expect: Sequence[Expect] = ()) -> int | None:  # fmt: skip
+        self._refuse()
 
     def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
             if_absent: bool) -> bool:  # fmt: skip

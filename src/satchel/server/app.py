@@ -35,6 +35,8 @@ from ..errors import (
 from . import extras, human, ui
 from .deps import RESPONSES, T
 from .models import (
+    Applied,
+    ApplyBody,
     CasBody,
     Count,
     GetBody,
@@ -249,6 +251,14 @@ def routes(app: FastAPI, service: Service) -> None:
         """The live records of those keys that have one."""
         found = service.get_many(t, body.scope, body.keys)
         return Records(records=[record_out(r, body.values) for r in found.values()])
+
+    @post("/v1/apply", responses=RESPONSES, tags=["records"])
+    def apply(body: ApplyBody, t: T) -> Applied:
+        """Make the changes (distinct keys) in one atomic step if every condition in
+        `expect` holds. `count`: the puts that created a record, and the deletes and
+        touches that found one; null if a condition failed (nothing was written). 413
+        if the batch does not fit the quota (nothing was written)."""
+        return Applied(count=service.apply(t, body.scope, body.changes, body.expect))
 
     @post("/v1/put", responses=RESPONSES, tags=["records"])
     def put(body: PutBody, t: T) -> Written:

@@ -77,6 +77,50 @@ class TouchBody(ScopeBody):
     expires_in: ExpiresIn = None
 
 
+class PutChange(_Body):
+    """Write `value` under `key`; with `if_absent`, leave a live record alone."""
+
+    op: Literal["put"]
+    key: Name
+    value: B64
+    expires_in: ExpiresIn = None
+    if_absent: bool = False
+
+
+class DeleteChange(_Body):
+    """Delete the record of `key`."""
+
+    op: Literal["delete"]
+    key: Name
+
+
+class TouchChange(_Body):
+    """Set the expiry of the live record of `key` (null: never expires)."""
+
+    op: Literal["touch"]
+    key: Name
+    expires_in: ExpiresIn = None
+
+
+ChangeIn = Annotated[PutChange | DeleteChange | TouchChange, Field(discriminator="op")]
+
+
+class ExpectIn(_Body):
+    """A condition: the live record of `key` has `version` (null: there is none) and,
+    unless `created_at` is null, was created then."""
+
+    key: Name
+    version: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
+    created_at: Annotated[float | None, Field(ge=0, le=MAX_TIME)] = None
+
+
+class ApplyBody(ScopeBody):
+    """Changes (distinct keys) made in one atomic step if every condition holds."""
+
+    changes: Annotated[list[ChangeIn], Field(max_length=MAX_BATCH)] = []
+    expect: Annotated[list[ExpectIn], Field(max_length=MAX_BATCH)] = []
+
+
 class ScanBody(ScopeBody):
     prefix: Annotated[str, Field(max_length=1024)] = ""
     after: Annotated[str | None, Field(max_length=1024)] = None
@@ -137,6 +181,12 @@ class Written(BaseModel):
 
 class Count(BaseModel):
     count: int
+
+
+class Applied(BaseModel):
+    """What `Backend.apply` returned: null if a condition failed (nothing was written)."""
+
+    count: int | None
 
 
 class Records(BaseModel):

@@ -12,15 +12,24 @@ import binascii
 import contextlib
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backends.base import STAGED_LIFETIME, Backend, Record
+from ..backends.base import (
+    STAGED_LIFETIME,
+    Backend,
+    Change,
+    Delete,
+    Expect,
+    Put,
+    Record,
+    Touch,
+)
 from ..errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from ..keys import check_key
 from .ledger import LEDGER_SCOPE, Ledger
-from .models import MAX_TIME, RecordOut
+from .models import MAX_TIME, ChangeIn, DeleteChange, ExpectIn, PutChange, RecordOut
 from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
 
 PURGE_EVERY = 60.0
@@ -319,6 +328,90 @@ class Service:
         checked = list(dict.fromkeys(check_key(k) for k in keys))
         return self.backend.get_many(full, checked, time.time()) if checked else {}
 
+    def apply(
+        self,
+        tenant: Tenant,
+        scope: str,
+        changes: Sequence[ChangeIn],
+        expect: Sequence[ExpectIn] = (),
+    ) -> int | None:
+        """`Backend.apply` on the tenant's scope, with its quota; values are base64 and
+        expiries seconds from the server's now.
+
+        None if a condition failed: nothing written, nothing charged. QuotaExceeded,
+        nothing written, if what the batch adds does not fit. InvalidInput if a key
+        appears twice among `changes`.
+        """
+        full = self.writable(tenant, scope)
+        keys = [check_key(c.key) for c in changes]
+        if len(set(keys)) != len(keys):
+            raise InvalidInput("a batch names the same key twice")
+        # Decoded before taking the lock: a 64 MiB batch takes a while.
+        values = [b64decode(c.value) if isinstance(c, PutChange) else b"" for c in changes]
+        conditions = [Expect(check_key(e.key), e.version, e.created_at) for e in expect]
+
+        def made(now: float) -> list[Change]:
+            out: list[Change] = []
+            for change, key, value in zip(changes, keys, values, strict=True):
+                if isinstance(change, PutChange):
+                    out.append(Put(key, value, expiry(change.expires_in, now), change.if_absent))
+                elif isinstance(change, DeleteChange):
+                    out.append(Delete(key))
+                else:
+                    out.append(Touch(key, expiry(change.expires_in, now)))
+            return out
+
+        return self._apply(tenant, full, made, conditions)
+
+    def _apply(
+        self,
+        tenant: Tenant,
+        full: str,
+        changes: Callable[[float], Sequence[Change]],
+        expect: Sequence[Expect] = (),
+    ) -> int | None:
+        """`Backend.apply` of `changes(now)` (distinct, checked keys) on server-side scope
+        `full`, charged to the tenant once for the whole batch: every write of records
+        is charged here. `now` is taken under the tenant's lock, so its writes see time
+        move forward."""
+        with self.accounts.lock(tenant):
+            now = time.time()
+            made = changes(now)
+            if not made and not expect:
+                return 0
+            usage, grow, add_keys = self._charge_for(tenant, full, made, now)
+            count = self.backend.apply(full, made, now, expect)
+            if count is not None and usage is not None:
+                usage.bytes += grow
+                usage.keys += add_keys
+        self._housekeeping(now)
+        return count
+
+    def _charge_for(
+        self, tenant: Tenant, full: str, changes: Sequence[Change], now: float
+    ) -> tuple[Usage | None, int, int]:
+        """Charge the bytes and keys `changes` add, net of what their deletes free (lock
+        held): (the tenant's usage, bytes, keys); (None, 0, 0) without a read if they
+        only touch (a touch costs nothing)."""
+        sized = [c for c in changes if type(c) is not Touch]
+        if not sized:
+            return None, 0, 0
+        old = self.backend.get_many(full, [c.key for c in sized], now)
+        grow = add_keys = 0
+        for change in sized:
+            before = old.get(change.key)
+            if type(change) is Put:
+                if before is None or not change.if_absent:  # else left alone: no change
+                    grow += self.record_growth(full, change.key, change.value, before)
+                    add_keys += int(before is None)
+            elif before is not None:
+                grow -= self.record_cost(full, change.key, before.value)
+                add_keys -= 1
+        return self.charge(tenant, grow, add_keys), grow, add_keys
+
+    # The calls below each make one kind of change through `_apply` (the http engine's
+    # older endpoints; they go once it sends every write to /v1/apply).
+
     def put(
         self,
         tenant: Tenant,
@@ -332,45 +425,20 @@ class Service:
         decoded = {check_key(k): b64decode(v) for k, v in items}
         if len(decoded) != len(items):
             raise InvalidInput("a batch names the same key twice")
-        with self.accounts.lock(tenant):
-            now = time.time()
-            old = self.backend.get_many(full, list(decoded), now)
-            grow = keys = 0
-            for key, value in decoded.items():
-                before = old.get(key)
-                if before is None or not if_absent:
-                    grow += self.record_growth(full, key, value, before)
-                    keys += int(before is None)
-            usage = self.charge(tenant, grow, keys)
-            expires_at = expiry(expires_in, now)
-            if len(decoded) == 1:
-                ((key, value),) = decoded.items()
-                new = self.backend.put(full, key, value, expires_at, now, if_absent)
-                written = int(new or not if_absent)
-            else:
-                written = self.backend.put_many(
-                    full, list(decoded.items()), expires_at, now, if_absent
-                )
-                new = False
-            if written:
-                usage.bytes += grow
-                usage.keys += keys
-        self._housekeeping(now)
-        return written, new
+
+        def puts(now: float) -> list[Change]:
+            at = expiry(expires_in, now)
+            return [Put(key, value, at, if_absent) for key, value in decoded.items()]
+
+        created = self._apply(tenant, full, puts) or 0
+        written = created if if_absent else len(decoded)
+        return written, len(decoded) == 1 and created == 1
 
     def delete_many(self, tenant: Tenant, scope: str, keys: Sequence[str]) -> int:
+        """Delete `keys` (repeats allowed); return how many had a live record."""
         full = self.writable(tenant, scope)
         checked = list(dict.fromkeys(check_key(k) for k in keys))
-        if not checked:
-            return 0
-        with self.accounts.lock(tenant):
-            now = time.time()
-            usage = self.accounts.usage(tenant)
-            old = self.backend.get_many(full, checked, now)
-            deleted = self.backend.delete_many(full, checked, now)
-            usage.bytes -= sum(self.record_cost(full, r.key, r.value) for r in old.values())
-            usage.keys -= len(old)
-        return deleted
+        return self._apply(tenant, full, lambda now: [Delete(k) for k in checked]) or 0
 
     def pop(self, tenant: Tenant, scope: str, key: str, sha256: str) -> bool:
         """Delete `key` if its value still has digest `sha256`; False if it has no value.
@@ -379,19 +447,15 @@ class Service:
         """
         full = self.writable(tenant, scope)
         key = check_key(key)
-
-        def same(data: bytes) -> bytes:
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise Changed("the value changed since it was read")
-            return data
-
-        with self.accounts.lock(tenant):
-            usage = self.accounts.usage(tenant)
-            found = self.backend.pop(full, key, time.time(), same)
-            if found is None:
-                return False
-            usage.bytes -= self.record_cost(full, key, found[0])
-            usage.keys -= 1
+        found = self.backend.get(full, key, time.time())
+        if found is None:
+            return False
+        if hashlib.sha256(found.value).hexdigest() != sha256:
+            raise Changed("the value changed since it was read")
+        # Deleted only if it is still the record whose digest was checked.
+        same = Expect(key, found.version, found.created_at)
+        if self._apply(tenant, full, lambda now: [Delete(key)], [same]) is None:
+            raise Changed("the value changed since it was read")
         return True
 
     def compare_and_set(
@@ -406,24 +470,17 @@ class Service:
     ) -> bool:
         full = self.writable(tenant, scope)
         key, value = check_key(key), b64decode(value_b64)
-        with self.accounts.lock(tenant):
-            now = time.time()
-            old = self.backend.get(full, key, now)
-            grow = self.record_growth(full, key, value, old)
-            usage = self.charge(tenant, grow, int(old is None))
-            written = self.backend.compare_and_set(
-                full, key, expected_version, value, expiry(expires_in, now), now,
-                expected_created_at=expected_created_at,
-            )  # fmt: skip
-            if written:
-                usage.bytes += grow
-                usage.keys += int(old is None)
-        return written
+        condition = Expect(key, expected_version, expected_created_at)
+
+        def put(now: float) -> list[Change]:
+            return [Put(key, value, expiry(expires_in, now))]
+
+        return self._apply(tenant, full, put, [condition]) is not None
 
     def touch(self, tenant: Tenant, scope: str, key: str, expires_in: float | None) -> bool:
         full = self.writable(tenant, scope)
-        now = time.time()
-        return self.backend.touch(full, check_key(key), expiry(expires_in, now), now)
+        key = check_key(key)
+        return bool(self._apply(tenant, full, lambda now: [Touch(key, expiry(expires_in, now))]))
 
     def scan(
         self, tenant: Tenant, scope: str, prefix: str, after: str | None, limit: int, values: bool
