@@ -13,14 +13,19 @@ Expiry: a record with a TTL also gets ``PEXPIREAT``, so Redis drops it by itself
 client's clock decides: every read and script treats ``expires_at <= now`` (the `now`
 the Store passes) as absent. So `purge_expired` has only stale staged blobs to free.
 
-Atomicity: a single operation is one round trip, an ``HMGET`` (`get_value`) or one Lua
-script (``EVALSHA``) that keeps ``created_at`` and bumps ``version``. `pop` reads,
-decodes, then deletes only if the version is unchanged (two round trips: a value that
-cannot be decoded is never deleted); `modify` is the base class's get + compare-and-set
-loop. On plain Redis a batch is one script call: fully atomic. On a cluster it is one
-script call per hash slot, pipelined: atomic per slot only (a prefix with a hash tag,
-``prefix={app}:``, puts every key in one slot, which makes batches atomic again at the
-price of scale-out). Nothing is retried after a lost connection, so a write is never
+Atomicity: every write is `apply`, one Lua script (``EVALSHA``, one round trip) that
+first checks every condition against the live records (returning nil, having written
+nothing, if one fails), then makes the changes: a put keeps ``created_at`` and bumps
+``version``, a delete or touch acts on a live record only; `get_value` is one ``HMGET``.
+put, put_many, delete_many, compare_and_set, touch and `pop` (read, decode, then delete
+if the record is unchanged: a value that cannot be decoded is never deleted) are `apply`
+calls; `modify` is the base class's get + compare-and-set loop. On plain Redis a batch is
+one script call: fully atomic. On a cluster a script can only touch one hash slot: a batch
+without conditions is one script call per slot, pipelined, so atomic per slot only; a
+batch with conditions must have all its keys (changes and conditions) in one slot, else
+`apply` raises BackendError and writes nothing. A prefix with a hash tag,
+``prefix={app}:``, puts every key in one slot, which makes every batch atomic again at the
+price of scale-out. Nothing is retried after a lost connection, so a write is never
 applied twice; the caller gets BackendUnavailable.
 
 Scans: ``SCAN`` (on every primary of a cluster) with ``MATCH`` on the escaped name
@@ -42,12 +47,12 @@ deletes the previous blob's chunks, writes the manifest as the value like any wr
 sets the fields ``blob`` (the id) and ``chunks``. No chunk is copied: the staged fields
 simply become the current blob's, so a 1 GiB blob never passes through one Lua call (nor
 the client's memory). `blob_read` is one ``HMGET`` of ``blob``, ``expires_at`` and the
-chunk. Every write script drops the chunks of the blob it replaces; `delete_many` and
-`pop` keep the chunks staged by a writer still at work when they see the mark (its commit
-then finds them; the mark goes once nothing is staged); `clear` and a native expiry
-re-armed by a plain write do not, and that commit raises. `purge_expired` frees staged
-blobs older than STAGED_LIFETIME found in ``{prefix}~staged`` (up to `limit` per call),
-giving the record back its native expiry.
+chunk. Every write drops the chunks of the blob it replaces; a delete keeps the chunks
+staged by a writer still at work when it sees the mark (its commit then finds them; the
+mark goes once nothing is staged); `clear` and a native expiry re-armed by a plain write
+do not, and that commit raises. `purge_expired` frees staged blobs older than
+STAGED_LIFETIME found in ``{prefix}~staged`` (up to `limit` per call), giving the record
+back its native expiry.
 
 Time series: one sorted set per series, ``{prefix}~s:{len(scope)}:{scope}:{name}``, every
 member ``t8 + value`` with score 0, where t8 is t + 2**63 as 8 big-endian bytes: byte
@@ -108,8 +113,13 @@ from .base import (
     STAGED_LIFETIME,
     Backend,
     BlobSealed,
+    Change,
+    Delete,
     EventState,
+    Expect,
+    Put,
     Record,
+    Touch,
 )
 
 DEFAULT_PREFIX = "satchel:"
@@ -123,12 +133,16 @@ T_MAX = T_OFFSET - 1
 
 # live_version(name, now, field): the version of the live record at `name` (or nil), and
 # the stored {version, expires_at, `field`} (each false if absent), live or not.
+# holds(name, version, condition): whether the live record at `name` (its version from
+# live_version) meets `condition`: '0' no live record, 'N' live at version N, 'N@T' and
+# also created at T.
 # drop_blob(name, blob): delete the chunks of committed blob `blob` and its fields.
 # remove(name, found): delete the record at `name` (`found`: live_version's, with field
 # 'staging') and its blob, but not the chunks staged by a writer at work.
-# write(...): store a value if `condition` holds ('' always; '0' if no live record; 'N'
-# if the live version is N; 'N@T' if that record was also created at T); returns 0
+# write(...): store a value if `condition` holds ('' always, else as holds()); returns 0
 # (not written), 1 (new record) or 2 (overwrote).
+# delete(name, now) / touch(name, now, expires_at, expire_ms): 1 if `name` had a live
+# record (deleted / its expiry set), else 0.
 LUA_COMMON = (
     f"\nlocal TOLERANCE = {CREATED_AT_TOLERANCE!r}"
     + """
@@ -139,6 +153,15 @@ local function live_version(name, now, field)
   if not version then error({err = 'ERR not a satchel record: ' .. name}) end
   if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found end
   return version, found
+end
+local function holds(name, version, condition)
+  local want, created = string.match(condition, '^(%d+)@?(.*)$')
+  if tonumber(want) ~= (version or 0) then return false end
+  if version and created ~= '' then
+    local have = tonumber(redis.call('HGET', name, 'created_at'))
+    if not have or math.abs(have - tonumber(created)) > TOLERANCE then return false end
+  end
+  return true
 end
 local function drop_blob(name, blob)
   local chunks = tonumber(redis.call('HGET', name, 'chunks')) or 0
@@ -172,14 +195,7 @@ end
 local function write(name, value, now, expires_at, expire_ms, condition, keep_blob)
   local version, found = live_version(name, now, 'blob')
   local old_expires_at, blob = found[2], found[3]
-  if condition ~= '' then
-    local want, created = string.match(condition, '^(%d+)@?(.*)$')
-    if tonumber(want) ~= (version or 0) then return 0 end
-    if version and created ~= '' then
-      local have = tonumber(redis.call('HGET', name, 'created_at'))
-      if not have or math.abs(have - tonumber(created)) > TOLERANCE then return 0 end
-    end
-  end
+  if condition ~= '' and not holds(name, version, condition) then return 0 end
   if blob and blob ~= keep_blob then drop_blob(name, blob) end
   if version then
     redis.call('HSET', name, 'value', value, 'updated_at', now,
@@ -191,40 +207,60 @@ local function write(name, value, now, expires_at, expire_ms, condition, keep_bl
   set_expiry(name, expires_at, expire_ms, old_expires_at)
   return version and 2 or 1
 end
+local function delete(name, now)
+  -- expired records go too: nothing of them may outlive a delete
+  local version, found = live_version(name, now, 'staging')
+  remove(name, found)
+  return version and 1 or 0
+end
+local function touch(name, now, expires_at, expire_ms)
+  local version, found = live_version(name, now, 'version')
+  if not version then return 0 end
+  set_expiry(name, expires_at, expire_ms, found[2])
+  return 1
+end
 """
 )
-# KEYS[1]; ARGV: value, now, expires_at, expire_ms, condition
-WRITE = LUA_COMMON + "return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])"
-# KEYS: names; ARGV: now, expires_at, expire_ms, condition, then one value per name
-WRITE_MANY = f"""{LUA_COMMON}
-local written = 0
-for i, name in ipairs(KEYS) do
-  if write(name, ARGV[4 + i], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) > 0 then
-    written = written + 1
+# Backend.apply. KEYS: the names of the conditions, then those of the changes. ARGV: now,
+# the number of conditions, one condition per name (as holds()), then the changes in
+# runs of one kind and expiry: op ('P' put, 'A' put if absent, 'D' delete, 'T' touch)
+# and how many, as one argument ('P3'), expires_at ('': none), then for puts one value
+# per name. So a batch of N puts with one expiry passes N + 4 arguments, a single put 5,
+# as many as the scripts apply replaced (every argument costs the client time). Returns
+# the count of Backend.apply, or nil if a condition fails (then nothing is written: they
+# are all checked first).
+APPLY = f"""{LUA_COMMON}
+local now, conditions = ARGV[1], tonumber(ARGV[2])
+for i = 1, conditions do
+  local version = live_version(KEYS[i], now, 'version')
+  if not holds(KEYS[i], version, ARGV[2 + i]) then return false end
+end
+local count, key, arg = 0, conditions, conditions + 3
+while arg <= #ARGV do
+  local op, n = string.sub(ARGV[arg], 1, 1), tonumber(string.sub(ARGV[arg], 2))
+  local expires_at, expire_ms = ARGV[arg + 1], ''
+  if expires_at ~= '' then
+    -- the client's math.ceil(expires_at * 1000): the same double product, the same ceil
+    expire_ms = string.format('%d', math.ceil(tonumber(expires_at) * 1000))
   end
+  arg = arg + 2
+  if op == 'D' then
+    for i = key + 1, key + n do count = count + delete(KEYS[i], now) end
+  elseif op == 'T' then
+    for i = key + 1, key + n do count = count + touch(KEYS[i], now, expires_at, expire_ms) end
+  else
+    local condition = op == 'A' and '0' or ''
+    for i = 1, n do
+      if write(KEYS[key + i], ARGV[arg + i - 1], now, expires_at, expire_ms,
+               condition) == 1 then
+        count = count + 1
+      end
+    end
+    arg = arg + n
+  end
+  key = key + n
 end
-return written"""
-# KEYS: names; ARGV: now. Deletes them all (expired ones too); returns how many were live.
-DELETE_MANY = f"""{LUA_COMMON}
-local deleted = 0
-for _, name in ipairs(KEYS) do
-  local version, found = live_version(name, ARGV[1], 'staging')
-  if version then deleted = deleted + 1 end
-  remove(name, found)
-end
-return deleted"""
-# KEYS[1]; ARGV: now, version. Deletes the record if it is live at that version.
-DELETE_IF_VERSION = f"""{LUA_COMMON}
-local version, found = live_version(KEYS[1], ARGV[1], 'staging')
-if version ~= tonumber(ARGV[2]) then return 0 end
-remove(KEYS[1], found)
-return 1"""
-# KEYS[1]; ARGV: now, expires_at, expire_ms. Sets the expiry of a live record.
-TOUCH = f"""{LUA_COMMON}
-local version, found = live_version(KEYS[1], ARGV[1], 'version')
-if not version then return 0 end
-set_expiry(KEYS[1], ARGV[2], ARGV[3], found[2])
-return 1"""
+return count"""
 # KEYS: names; ARGV: now, with_values ('1'/'0'). For each name false (no live record) or
 # one string 'version created_at updated_at expires_at|- value' (value '' without
 # with_values): far cheaper to parse in Python than five fields per record.
@@ -383,11 +419,7 @@ for i = 1, #ARGV, 3 do
 end
 return n"""
 SCRIPTS = (
-    WRITE,
-    WRITE_MANY,
-    DELETE_MANY,
-    DELETE_IF_VERSION,
-    TOUCH,
+    APPLY,
     GET_MANY,
     BLOB_COMMIT,
     BLOB_DISCARD,
@@ -446,6 +478,41 @@ def _expire_args(expires_at: float | None) -> tuple[float | str, int | str]:
     return ("", "") if expires_at is None else (expires_at, math.ceil(expires_at * 1000))
 
 
+def _condition(version: int | None, created_at: float | None) -> str:
+    """A condition as the Lua holds() reads it."""
+    if version is None:
+        return "0"
+    return str(version) if created_at is None else f"{version}@{created_at!r}"
+
+
+def _runs(changes: Sequence[Change], indexes: Sequence[int]) -> list[Any]:
+    """The ARGV tail of APPLY for ``changes[i] for i in indexes``: runs of one op and
+    expiry, each op and count (``b"P3"``), expires_at, then the values of its puts."""
+    args: list[Any] = []
+    op: bytes = b""  # of the current run, with its expiry
+    expires: float | None = None
+    at = count = 0  # where the op and count of the current run go; its length so far
+    for i in indexes:
+        change = changes[i]
+        if isinstance(change, Put):
+            kind, expires_at = b"A" if change.if_absent else b"P", change.expires_at
+        elif isinstance(change, Delete):
+            kind, expires_at = b"D", None
+        else:
+            kind, expires_at = b"T", change.expires_at
+        if kind != op or expires_at != expires:
+            if op:
+                args[at] = b"%s%d" % (op, count)
+            op, expires, at, count = kind, expires_at, len(args), 0
+            args += (b"", b"" if expires_at is None else expires_at)
+        count += 1
+        if isinstance(change, Put):
+            args.append(change.value)
+    if op:
+        args[at] = b"%s%d" % (op, count)
+    return args
+
+
 def _t8(t: int) -> bytes:
     """`t` (a signed 64-bit int) as 8 bytes whose byte order is the order of t."""
     try:
@@ -475,10 +542,10 @@ class RedisBackend(Backend):
         self._scans_lock = threading.Lock()
         self._staged = self._prefix + b"~staged"  # sorted set: staged blob -> time staged
         scripts = [client.register_script(text) for text in SCRIPTS]
-        self._write, self._write_many, self._delete_many, self._delete_if, self._touch = scripts[:5]
-        self._get_many, self._blob_commit, self._blob_discard, self._series_put = scripts[5:9]
-        self._events_append, self._events_read, self._events_compact = scripts[9:12]
-        self._series_reseal, self._events_reseal, self._blob_stage = scripts[12:]
+        self._apply, self._get_many, self._blob_commit, self._blob_discard = scripts[:4]
+        self._series_put, self._events_append, self._events_read = scripts[4:7]
+        self._events_compact, self._series_reseal, self._events_reseal = scripts[7:10]
+        self._blob_stage = scripts[10]
         if not self._cluster:  # load them now: one round trip that also checks the server
             with errors:
                 pipe = client.pipeline(transaction=False)
@@ -513,24 +580,24 @@ class RedisBackend(Backend):
         )
 
     def _per_slot(
-        self, script: Script, names: list[bytes], head: list[Any], tail: Sequence[bytes] = ()
+        self, script: Script, names: list[bytes], args: Callable[[Sequence[int]], list[Any]]
     ) -> list[tuple[Sequence[int], Any]]:
-        """Run `script` with KEYS `names` and ARGV `head` + `tail` (one item per name, or
-        none): in one call on Redis, one call per hash slot (pipelined) on a cluster.
+        """Run `script` with KEYS `names` and ARGV ``args(indexes of those names)``: in one
+        call on Redis, one call per hash slot (pipelined) on a cluster.
         Return ``(indexes of the names it got, its result)`` per call."""
         groups: dict[int, list[int]] = {}
         if self._cluster:
             for i, name in enumerate(names):
                 groups.setdefault(key_slot(name), []).append(i)
         if len(groups) <= 1:
-            return [(range(len(names)), script(keys=names, args=[*head, *tail]))] if names else []
+            every = range(len(names))
+            return [(every, script(keys=names, args=args(every)))] if names else []
         pending, done = list(groups.values()), list[tuple[Sequence[int], Any]]()
         for _ in range(2):  # the second round reruns what failed with NOSCRIPT
             pipe = self._client.pipeline(transaction=False)
             for group in pending:
-                values = [tail[i] for i in group] if tail else []
                 pipe.execute_command(  # EVALSHA by hand: a cluster pipeline blocks .evalsha()
-                    "EVALSHA", script.sha, len(group), *[names[i] for i in group], *head, *values
+                    "EVALSHA", script.sha, len(group), *[names[i] for i in group], *args(group)
                 )
             missing = []
             for group, result in zip(pending, pipe.execute(raise_on_error=False), strict=True):
@@ -553,7 +620,8 @@ class RedisBackend(Backend):
         (on a cluster one per slot)."""
         names = [base + (key if isinstance(key, bytes) else key.encode()) for key in keys]
         packed: list[bytes | None] = [None] * len(names)
-        for indexes, results in self._per_slot(self._get_many, names, [now, int(values)]):
+        head = [now, int(values)]
+        for indexes, results in self._per_slot(self._get_many, names, lambda _: head):
             for i, result in zip(indexes, results, strict=True):
                 packed[i] = result
         found = []
@@ -608,6 +676,42 @@ class RedisBackend(Backend):
                 record.key: record for record in self._fetch(keys, self._base(scope), now, True)
             }
 
+    def apply(
+        self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
+    ) -> int | None:
+        """See Backend.apply. One script call; on a cluster, one per hash slot without
+        conditions (atomic per slot), and BackendError, writing nothing, for a batch with
+        conditions whose keys span slots."""
+        base = self._base(scope)
+        names = [base + change.key.encode() for change in changes]
+        if self._cluster and not expect and len(names) > 1:
+            # one script per hash slot, pipelined: atomic per slot (see Atomicity above)
+            with self._errors:
+                results = self._per_slot(
+                    self._apply, names, lambda group: [now, 0, *_runs(changes, group)]
+                )
+            return sum(int(result) for _, result in results)
+        conditions: list[str] = []
+        if expect:
+            if any(c.version is not None and c.version < 1 for c in expect):
+                return None  # versions start at 1: no record ever has this one
+            conditions = [_condition(c.version, c.created_at) for c in expect]
+            names = [*(base + c.key.encode() for c in expect), *names]
+        if not names:
+            return 0
+        if self._cluster and expect and len({key_slot(name) for name in names}) > 1:
+            raise BackendError(
+                "a batch with conditions must keep all its keys in one hash slot of the "
+                "Redis Cluster to be atomic; open the store with a hash-tag prefix "
+                "(prefix={app}:) to put every key in one slot",
+                scope=scope,
+                engine=self.engine,
+            )
+        args = [now, len(conditions), *conditions, *_runs(changes, range(len(changes)))]
+        with self._errors:
+            result = self._apply(keys=names, args=args)
+        return None if result is None else int(result)
+
     def put(
         self,
         scope: str,
@@ -617,9 +721,7 @@ class RedisBackend(Backend):
         now: float,
         if_absent: bool,
     ) -> bool:
-        args = [value, now, *_expire_args(expires_at), "0" if if_absent else ""]
-        with self._errors:
-            return int(self._write(keys=[self._name(scope, key)], args=args)) == 1
+        return self.apply(scope, (Put(key, value, expires_at, if_absent),), now) == 1
 
     def put_many(
         self,
@@ -629,18 +731,12 @@ class RedisBackend(Backend):
         now: float,
         if_absent: bool,
     ) -> int:
-        base = self._base(scope)
-        names = [base + key.encode() for key, _ in items]
-        head = [now, *_expire_args(expires_at), "0" if if_absent else ""]
-        with self._errors:
-            results = self._per_slot(self._write_many, names, head, [v for _, v in items])
-        return sum(int(result) for _, result in results)
+        changes = [Put(key, value, expires_at, if_absent) for key, value in items]
+        created = self.apply(scope, changes, now) or 0
+        return created if if_absent else len(items)  # without if_absent every item is written
 
     def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        base = self._base(scope)
-        with self._errors:
-            results = self._per_slot(self._delete_many, [base + k.encode() for k in keys], [now])
-        return sum(int(result) for _, result in results)
+        return self.apply(scope, [Delete(key) for key in keys], now) or 0
 
     def pop(
         self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
@@ -650,9 +746,9 @@ class RedisBackend(Backend):
             if record is None:
                 return None
             value = decode(record.value)  # raises before anything is deleted
-            with self._errors:
-                if self._delete_if(keys=[self._name(scope, key)], args=[now, record.version]):
-                    return (value,)
+            unchanged = Expect(key, record.version, record.created_at)
+            if self.apply(scope, (Delete(key),), now, (unchanged,)) is not None:
+                return (value,)
             # another writer got in between: read again
 
     def compare_and_set(
@@ -666,17 +762,11 @@ class RedisBackend(Backend):
         *,
         expected_created_at: float | None = None,
     ) -> bool:
-        condition = str(expected_version or 0)
-        if expected_version is not None and expected_created_at is not None:
-            condition += f"@{expected_created_at!r}"
-        args = [value, now, *_expire_args(expires_at), condition]
-        with self._errors:
-            return int(self._write(keys=[self._name(scope, key)], args=args)) > 0
+        unchanged = Expect(key, expected_version, expected_created_at)
+        return self.apply(scope, (Put(key, value, expires_at),), now, (unchanged,)) is not None
 
     def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        with self._errors:
-            args = [now, *_expire_args(expires_at)]
-            return bool(self._touch(keys=[self._name(scope, key)], args=args))
+        return self.apply(scope, (Touch(key, expires_at),), now) == 1
 
     def scan(
         self,
