@@ -16,6 +16,7 @@ import pytest
 import satchel
 import support_server
 from satchel import AccessDenied, BackendUnavailable, InvalidInput, KeyNotFound, ReadOnlyError
+from satchel.backends.base import Put
 from satchel.codecs import get_codec
 from satchel.server import Config
 
@@ -34,11 +35,19 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+TWICE = [{"op": "put", "key": "k", "value": ""}, {"op": "delete", "key": "k"}]  # one key twice
+
+
+def put(scope: str, key: str, value: str = "") -> dict[str, object]:
+    """The /v1/apply body of one put of base64 `value`."""
+    return {"scope": scope, "changes": [{"op": "put", "key": key, "value": value}]}
+
+
 def test_healthz_and_openapi_need_no_token(server):
     with client(server, None) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         spec = c.get("/openapi.json").json()
-        assert "/v1/put" in spec["paths"] and "/v1/keys" in spec["paths"]
+        assert "/v1/apply" in spec["paths"] and "/v1/keys" in spec["paths"]
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer nope", "Basic dXNlcjpwYXNz", "Bearer"])
@@ -48,7 +57,7 @@ def test_401_without_a_good_token(server, auth):
         for method, path, body in [
             ("GET", "/v1/scopes", None),
             ("POST", "/v1/get", {"scope": "s", "keys": ["k"]}),
-            ("POST", "/v1/put", {"scope": "s", "items": [{"key": "k", "value": ""}]}),
+            ("POST", "/v1/apply", put("s", "k")),
             ("GET", "/v1/keys?scope=s", None),
             ("GET", "/v1/tenants", None),
         ]:
@@ -70,11 +79,10 @@ def test_engine_with_a_wrong_token_raises_access_denied_without_the_token(server
 def test_403_forbidden_scope(server):
     token = server.tenant(scopes=["app*"])
     with client(server, token) as c:
-        assert c.post("/v1/put", json={"scope": "app1", "items": [
-            {"key": "k", "value": b64(b"x")}]}).status_code == 200  # fmt: skip
+        assert c.post("/v1/apply", json=put("app1", "k", b64(b"x"))).status_code == 200
         for path, body in [
             ("/v1/get", {"scope": "other", "keys": ["k"]}),
-            ("/v1/put", {"scope": "other", "items": [{"key": "k", "value": ""}]}),
+            ("/v1/apply", put("other", "k")),
             ("/v1/scan", {"scope": "other"}),
         ]:
             r = c.post(path, json=body)
@@ -88,7 +96,7 @@ def test_403_forbidden_scope(server):
 def test_403_read_only_tenant_reads_but_never_writes(server):
     reader = server.tenant(prefix="ro-tenant:", readonly=True)
     record = get_codec("typed").encode({"a": 1})  # put there by the operator, server-side
-    server.service.backend.put("ro-tenant:default", "k", record, None, time.time(), False)
+    server.service.backend.apply("ro-tenant:default", [Put("k", record)], time.time())
     with satchel.open(f"{server.url}?token={reader}") as r:
         assert r.get("k") == {"a": 1}
         with pytest.raises(ReadOnlyError):
@@ -98,7 +106,8 @@ def test_403_read_only_tenant_reads_but_never_writes(server):
         with pytest.raises(ReadOnlyError):
             r.clear()
     with client(server, reader) as c:
-        r = c.post("/v1/delete", json={"scope": "default", "keys": ["k"]})
+        delete = {"scope": "default", "changes": [{"op": "delete", "key": "k"}]}
+        r = c.post("/v1/apply", json=delete)
         assert r.status_code == 403 and r.json()["error"]["code"] == "read_only"
 
 
@@ -120,10 +129,10 @@ def test_404_missing_key_and_unknown_paths(server):
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        ("/v1/put", {"scope": "s", "items": [{"key": "a\x00b", "value": ""}]}),
-        ("/v1/put", {"scope": "s", "items": [{"key": "k", "value": "not base64!"}]}),
-        ("/v1/put", {"scope": "s", "items": [{"key": "k", "value": ""}, {"key": "k",
-                                                                       "value": ""}]}),
+        ("/v1/apply", put("s", "a\x00b")),
+        ("/v1/apply", put("s", "k", "not base64!")),
+        ("/v1/apply", {"scope": "s", "changes": TWICE}),
+        ("/v1/apply", {"scope": "s", "expect": [{"key": "a\x00b", "version": None}]}),
         ("/v1/get", {"scope": "__satchel__\x00", "keys": ["k"]}),
         ("/v1/get", {"scope": "s", "keys": ["é" * 600]}),
     ],
@@ -138,13 +147,16 @@ def test_400_bad_input(server, path, body):
 @pytest.mark.parametrize(
     ("path", "body"),
     [
-        ("/v1/put", {"scope": "s", "items": []}),
-        ("/v1/put", {"scope": "", "items": [{"key": "k", "value": ""}]}),
-        ("/v1/put", {"scope": "s", "items": [{"key": "", "value": ""}]}),
+        ("/v1/apply", {"scope": "s", "changes": [{"op": "pop", "key": "k"}]}),
+        ("/v1/apply", {"scope": "s", "changes": {"op": "delete", "key": "k"}}),
+        ("/v1/apply", put("", "k")),
+        ("/v1/apply", put("s", "")),
+        ("/v1/apply", {"scope": "s", "changes": [{"op": "put", "key": "k"}]}),  # no value
         ("/v1/get", {"scope": "s", "keys": "k"}),
         ("/v1/get", {"scope": "s", "scopes": ["a", "b"], "keys": ["k"]}),  # no mixed scopes
         ("/v1/scan", {"scope": "s", "limit": 0}),
-        ("/v1/cas", {"scope": "s", "key": "k", "value": "", "expected_version": -1}),
+        ("/v1/apply", {"scope": "s", "expect": [{"key": "k", "version": -1}]}),
+        ("/v1/apply", {"scope": "s", "changes": [], "items": []}),  # the old put's field
     ],
 )
 def test_422_malformed_body(server, path, body):
@@ -169,15 +181,14 @@ def test_413_body_too_large():
     try:
         token = running.tenant()
         with client(running, token) as c:
-            big = {"scope": "s", "items": [{"key": "k", "value": b64(b"x" * 8000)}]}
-            r = c.post("/v1/put", json=big)
+            r = c.post("/v1/apply", json=put("s", "k", b64(b"x" * 8000)))
             assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
 
             def chunks():  # no Content-Length: counted as it arrives
                 for _ in range(10):
                     yield b"x" * 1000
 
-            r = c.post("/v1/put", content=chunks(), headers={"Content-Type": "application/json"})
+            r = c.post("/v1/apply", content=chunks(), headers={"Content-Type": "application/json"})
             assert r.status_code == 413
             assert c.get("/healthz").status_code == 200
         assert running.service.backend.scopes(0) == []
@@ -189,10 +200,10 @@ def test_server_survives_cut_requests_and_token_floods(server):
     host, port = server.url.removeprefix("http://").split(":")
     for _ in range(20):  # a client that promises a body and goes away mid-way
         with socket.create_connection((host, int(port))) as s:
-            s.sendall(b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            s.sendall(b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       b"Content-Length: 100000\r\n\r\n{\"scope\": \"s\", ")  # fmt: skip
     token = server.tenant()
-    for path in ("/v1/blobs/chunk?scope=s&key=k&blob_id=b&index=0", "/v1/put"):
+    for path in ("/v1/blobs/chunk?scope=s&key=k&blob_id=b&index=0", "/v1/apply"):
         with socket.create_connection((host, int(port))) as s:  # authorised, cut mid-body
             method = b"PUT" if "blobs" in path else b"POST"
             s.sendall(method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
@@ -288,7 +299,7 @@ def test_error_messages_show_neither_the_engine_nor_the_prefix(server) -> None:
     token = server.tenant()
     name = server.service.tenant_for(token).name
     with client(server, token) as c:
-        r = c.post("/v1/put", json={"scope": "s", "items": [{"key": "a\x00b", "value": ""}]})
+        r = c.post("/v1/apply", json=put("s", "a\x00b"))
         message = r.json()["error"]["message"]
         assert "NUL" in message and "a\\x00b" in message
         for text in (message, c.post("/v1/blobs/commit", json={
@@ -306,7 +317,7 @@ def test_an_engine_failure_is_503_naming_nothing_of_the_engine(tmp_path, caplog)
         holder.execute("BEGIN EXCLUSIVE")  # every write now waits, then fails
         try:
             with client(running, token) as c, caplog.at_level("WARNING", "satchel.server"):
-                r = c.post("/v1/put", json={"scope": "s", "items": [{"key": "k", "value": ""}]})
+                r = c.post("/v1/apply", json=put("s", "k"))
         finally:
             holder.execute("ROLLBACK")
             holder.close()

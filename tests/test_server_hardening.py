@@ -41,8 +41,8 @@ def _client(url: str, token: str | None, timeout: float = 10) -> httpx.Client:
 def _put(c: httpx.Client, scope: str, key: str, value: Any) -> None:
     """Store `value` as the typed codec makes it, past the Store (which would make a large
     one a blob): the record the server is asked to show."""
-    item = {"key": key, "value": base64.b64encode(typed.encode(value)).decode()}
-    r = c.post("/v1/put", json={"scope": scope, "items": [item]})
+    item = {"op": "put", "key": key, "value": base64.b64encode(typed.encode(value)).decode()}
+    r = c.post("/v1/apply", json={"scope": scope, "changes": [item]})
     assert r.status_code == 200, r.text
 
 
@@ -181,7 +181,7 @@ def _status_line(sock: socket.socket) -> tuple[bytes, bytes]:
 @pytest.mark.parametrize(
     "request_line",
     [
-        b"POST /v1/put",
+        b"POST /v1/apply",
         b"PUT /v1/value?scope=s&key=k",
         b"PUT /v1/blobs/chunk?scope=s&key=k&blob_id=b&index=0",
     ],
@@ -214,7 +214,7 @@ def test_a_trickled_body_is_cut_within_the_stated_time(tmp_path) -> None:
         host, port = running.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=limit + 3) as sock:
             began = time.monotonic()
-            sock.sendall(b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            sock.sendall(b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
                          b"\r\nAuthorization: Bearer " + token.encode() + b"\r\n"
                          b"Content-Length: 1048576\r\n\r\n")  # fmt: skip
             sock.setblocking(False)

@@ -61,13 +61,19 @@ def _every_data_call(c: httpx.Client, scope: str) -> Iterator[tuple[str, httpx.R
     s, one = {"scope": scope}, [{"t": 1, "value": b64(b"v")}]
     blob = {**s, "key": "k", "blob_id": "b"}
     q = {"scope": scope, "key": "server-ledger:x"}
+    put = {"op": "put", "key": "server-ledger:x", "value": b64(b"forged")}
+    expect = [{"key": "server-ledger:x", "version": 1}]
+    applies = [  # each kind of change, and a conditional write (the old cas and pop)
+        {**s, "changes": [put]},
+        {**s, "changes": [{"op": "delete", "key": "server-ledger:x"}]},
+        {**s, "changes": [{"op": "touch", "key": "server-ledger:x", "expires_in": 1}]},
+        {**s, "changes": [put], "expect": expect},
+        {**s, "changes": [], "expect": expect},
+    ]
+    for body in applies:
+        yield f"/v1/apply {body}", c.post("/v1/apply", json=body)
     posts = {
         "/v1/get": {**s, "keys": ["server-ledger:x"]},
-        "/v1/put": {**s, "items": [{"key": "server-ledger:x", "value": b64(b"forged")}]},
-        "/v1/delete": {**s, "keys": ["server-ledger:x"]},
-        "/v1/pop": {**s, "key": "server-ledger:x", "sha256": "0" * 64},
-        "/v1/cas": {**s, "key": "server-ledger:x", "expected_version": 1, "value": b64(b"x")},
-        "/v1/touch": {**s, "key": "server-ledger:x", "expires_in": 1},
         "/v1/scan": {**s, "prefix": ""},
         "/v1/count": s,
         "/v1/clear": s,
@@ -141,8 +147,9 @@ def test_ledger_entries_of_an_older_server_move_out_of_reach(tmp_path):
     backend = connect(url, {})
     old = {"server-ledger:shop:shop:m": b"", "server-blobs:shop:6:shop:m:big": b"\x95"}
     for key, value in old.items():
-        backend.put(RESERVED_SCOPE, key, value, None, time.time(), True)
-    backend.put(RESERVED_SCOPE, "encryption-salt", b"\x01b\x00salt", None, time.time(), True)
+        backend.apply(RESERVED_SCOPE, [Put(key, value, None, True)], time.time())
+    salt = Put("encryption-salt", b"\x01b\x00salt", None, True)
+    backend.apply(RESERVED_SCOPE, [salt], time.time())
     Service(backend, Config(tenants={}))
     left = [r.key for r in backend.scan(RESERVED_SCOPE, "", None, 100, time.time())]
     assert left == ["encryption-salt"]  # a Store's salt stays where Stores look for it
@@ -161,7 +168,7 @@ def test_an_engine_refuses_chunks_for_a_committed_blob(name, tmp_path):
     backend = connect(url, {})
     try:
         now = time.time()
-        backend.put("s", "k", b"old", now + 3600, now, False)
+        backend.apply("s", [Put("k", b"old", now + 3600)], now)
         for i in range(2):
             backend.blob_write("s", "k", "b1", i, b"%d" % i * 10, now)
         backend.blob_commit("s", "k", "b1", 2, b"manifest", now + 3600, now)
@@ -295,8 +302,8 @@ def _workloads(
         assert answer.status_code in (200, 204), answer.text
 
     def records(scope: str, keys: list[str], value: bytes) -> Callable[[], None]:
-        items = [{"key": k, "value": b64(value)} for k in keys]
-        return lambda: ok(c.post("/v1/put", json={"scope": scope, "items": items}))
+        changes = [{"op": "put", "key": k, "value": b64(value)} for k in keys]
+        return lambda: ok(c.post("/v1/apply", json={"scope": scope, "changes": changes}))
 
     def points(name: str, n: int, series: int = 1) -> Callable[[], None]:
         def write() -> None:
@@ -323,8 +330,8 @@ def _workloads(
         return write
 
     def scopes(n: int) -> Callable[[], None]:
-        return lambda: [ok(c.post("/v1/put", json={"scope": f"s{i}", "items": [
-            {"key": "k", "value": b64(b"v")}]})) for i in range(n)]  # fmt: skip
+        return lambda: [ok(c.post("/v1/apply", json={"scope": f"s{i}", "changes": [
+            {"op": "put", "key": "k", "value": b64(b"v")}]})) for i in range(n)]  # fmt: skip
 
     yield "records", n, records("r", [f"key{i:05d}" for i in range(n)], b"v")
     yield "records, 1000-byte keys", n, records("r", [f"{i:04d}{LONG}" for i in range(n)], b"")
@@ -346,7 +353,8 @@ def _workloads(
 def _warm_up(c: httpx.Client) -> None:
     """What the first write of a kind makes once (tables, folders) is made before measuring."""
     for scope in ("r", "v", "p", "e", "b"):
-        c.post("/v1/put", json={"scope": scope, "items": [{"key": "w", "value": ""}]})
+        c.post("/v1/apply", json={"scope": scope, "changes": [{"op": "put", "key": "w",
+                                                               "value": ""}]})  # fmt: skip
     one = [{"t": 0, "value": ""}]
     c.post("/v1/series/put", json={"scope": "p", "name": "w", "points": one})
     c.post("/v1/events/append", json={"scope": "e", "name": "w", "after_seq": 0, "events": one,

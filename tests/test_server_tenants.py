@@ -67,7 +67,8 @@ def test_bob_reaches_nothing_of_alice_through_any_endpoint(server, alice, scope)
         assert c.post("/v1/events/names", json={"scope": scope}).json()["names"] == []
         got = c.post("/v1/events/read", json={"scope": scope, "name": "log"}).json()
         assert got["events"] == []
-        assert c.post("/v1/delete", json={"scope": scope, "keys": ["k"]}).json() == {"count": 0}
+        delete = {"scope": scope, "changes": [{"op": "delete", "key": "k"}]}
+        assert c.post("/v1/apply", json=delete).json() == {"count": 0}
         assert c.post("/v1/clear", json={"scope": scope}).status_code == 200
         assert c.get("/v1/tenants").status_code == 403
         usage = c.get("/v1/usage").json()
@@ -138,8 +139,8 @@ def test_over_quota_bytes_is_413_and_stores_nothing(server):
             f.write(b"z" * (3 << 20))
         assert not store.exists("big")
     with _c(server, token) as c:
-        r = c.post("/v1/put", json={"scope": "default", "items": [
-            {"key": "e", "value": b64(b"x" * 9000)}]})  # fmt: skip
+        r = c.post("/v1/apply", json={"scope": "default", "changes": [
+            {"op": "put", "key": "e", "value": b64(b"x" * 9000)}]})  # fmt: skip
         assert r.status_code == 413 and r.json()["error"]["code"] == "over_quota"
         assert "nothing was written" in r.json()["error"]["message"]
         usage = c.get("/v1/usage").json()
@@ -231,8 +232,8 @@ def test_an_abandoned_upload_leaves_the_count_after_its_lifetime(server, monkeyp
         monkeypatch.setattr(service_module, "PURGE_EVERY", 0.0)
         monkeypatch.setattr(server.service, "_next_purge", 0.0)  # housekeeping is due
         time.sleep(0.3)
-        item = {"key": "small", "value": b64(b"x" * 100)}
-        assert c.post("/v1/put", json={"scope": "s", "items": [item]}).status_code == 200
+        item = {"op": "put", "key": "small", "value": b64(b"x" * 100)}
+        assert c.post("/v1/apply", json={"scope": "s", "changes": [item]}).status_code == 200
         assert c.get("/v1/usage").json()["bytes"] < 10_000  # the upload no longer counts
         assert _stage(c, "next", 90_000).status_code == 204
         commit = {"scope": "s", "key": "k", "blob_id": "gone", "chunks": 1, "manifest": ""}
@@ -251,8 +252,8 @@ def test_a_forged_manifest_does_not_shrink_the_count(server):
         assert c.post("/v1/blobs/commit", json=commit).status_code == 200
         assert c.post("/v1/clear", json={"scope": "empty"}).status_code == 200  # recounts
         assert c.get("/v1/usage").json()["bytes"] >= 90_000
-        item = {"key": "e", "value": b64(b"x" * 20_000)}
-        assert c.post("/v1/put", json={"scope": "s", "items": [item]}).status_code == 413
+        item = {"op": "put", "key": "e", "value": b64(b"x" * 20_000)}
+        assert c.post("/v1/apply", json={"scope": "s", "changes": [item]}).status_code == 413
         unknown = {**commit, "blob_id": "never-uploaded-here"}
         assert c.post("/v1/blobs/commit", json=unknown).status_code == 409
 

@@ -271,12 +271,13 @@ def test_ten_thousand_wrong_tokens_are_401_and_a_keeps_writing(server, long_run)
         b"Authorization: Bearer \xff\xfe\x80\r\n",
         b"Authorization: Bearer " + b"x" * 4000 + b"\r\n",
     ]
-    put = b'{"scope": "a", "items": [{"key": "intruder", "value": "aW50cnVkZXI="}]}'
+    put = (b'{"scope": "a", "changes": [{"op": "put", "key": "intruder", '
+           b'"value": "aW50cnVkZXI="}]}')  # fmt: skip
     requests = [
         ("GET", "/v1/scopes", b""),
         ("GET", "/v1/keys?scope=a", b""),
         ("GET", "/v1/usage", b""),
-        ("POST", "/v1/put", put),
+        ("POST", "/v1/apply", put),
         ("POST", "/v1/get", b'{"scope": "a", "keys": ["n0000000"]}'),
         ("PUT", "/v1/blobs/chunk?scope=a&key=intruder&blob_id=x&index=0", b"chunk"),
         ("POST", "/v1/clear", b'{"scope": "a"}'),
@@ -334,9 +335,9 @@ def test_clients_cut_mid_request_leave_nothing_and_leak_no_quota(server, long_ru
     rounds, threads = (5000 if long_run else 1000), 8
 
     def cuts(i: int) -> list[bytes]:
-        put = (b'{"scope": "a", "items": [{"key": "cut-%d", "value": "' % i
+        put = (b'{"scope": "a", "changes": [{"op": "put", "key": "cut-%d", "value": "' % i
                + base64.b64encode(b"v" * 30000) + b'"}]}')  # fmt: skip
-        put_head = (b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        put_head = (b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     + auth + b"Content-Length: %d\r\n\r\n" % len(put))  # fmt: skip
         chunk_head = (b"PUT /v1/blobs/chunk?scope=a&key=cut-blob-%d&blob_id=cut%d&index=0 "
                       b"HTTP/1.1\r\nHost: x\r\n" % (i, i) + auth
@@ -423,14 +424,14 @@ def test_slow_clients_do_not_starve_a_and_are_cut_off(tmp_path):
     try:
         tenants = _Tenants(running)
         auth = b"Authorization: Bearer " + tenants.a.encode() + b"\r\n"
-        head = (b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head = (b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 + auth + b"Content-Length: 100000\r\n\r\n")  # fmt: skip
         chunk = (b"PUT /v1/blobs/chunk?scope=a&key=slow&blob_id=slow&index=0 HTTP/1.1\r\n"
                  b"Host: x\r\n" + auth + b"Content-Length: 100000\r\n\r\n")  # fmt: skip
         kinds = {
             "idle": (b"", b""),  # connects, sends nothing
             "headers": (b"", head),  # the headers a byte at a time
-            "body": (head, b'{"scope": "a", "items": [' + b" " * 1000),  # the body likewise
+            "body": (head, b'{"scope": "a", "changes": [' + b" " * 1000),  # the body likewise
             "chunk": (chunk, b"c" * 1000),
         }
         slow = [_Slow(tenants.port, *kinds[k]) for k in kinds for _ in range(20)]
@@ -503,7 +504,8 @@ def test_oversized_bodies_are_413_and_store_nothing(tmp_path):
         value = base64.b64encode(b"o" * (limit * 2))
 
         def put(i: int) -> bytes:
-            return b'{"scope": "a", "items": [{"key": "over-%d", "value": "%s"}]}' % (i, value)
+            return (b'{"scope": "a", "changes": [{"op": "put", "key": "over-%d", "value": "%s"}]}'
+                    % (i, value))  # fmt: skip
 
         def pieces(data: bytes) -> Iterator[bytes]:
             for at in range(0, len(data), 65536):
@@ -514,7 +516,7 @@ def test_oversized_bodies_are_413_and_store_nothing(tmp_path):
                 yield b"%x\r\n%s\r\n" % (len(piece), piece)
             yield b"0\r\n\r\n"
 
-        post = b"POST /v1/put HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
+        post = b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
         chunk = (b"PUT /v1/blobs/chunk?scope=a&key=over&blob_id=over%d&index=0 HTTP/1.1\r\n"
                  b"Host: x\r\n" + auth)  # fmt: skip
         statuses: collections.Counter[int] = collections.Counter()

@@ -1,10 +1,10 @@
 """The ASGI app: the record-level JSON API under /v1, /healthz, /openapi.json and /ui.
 
 Status codes: 401 missing or wrong token (before any of the body is read), 403 forbidden
-scope or read-only tenant, 404 missing key, 400/422 bad input, 409 changed under a
-conditional write, 413 over quota or body too large, 408 a body that came too slowly,
-503 the engine failed, or the server's config file is unreadable (then every token is
-refused until it is fixed: it may hold a revocation).
+scope or read-only tenant, 404 missing key, 400/422 bad input, 409 a conflict (a large
+value changed, or its upload is incomplete), 413 over quota or body too large, 408 a
+body that came too slowly, 503 the engine failed, or the server's config file is
+unreadable (then every token is refused until it is fixed: it may hold a revocation).
 """
 
 from __future__ import annotations
@@ -34,23 +34,8 @@ from ..errors import (
 )
 from . import extras, human, ui
 from .deps import RESPONSES, T
-from .models import (
-    Applied,
-    ApplyBody,
-    CasBody,
-    Count,
-    GetBody,
-    KeysBody,
-    PopBody,
-    PutBody,
-    Records,
-    ScanBody,
-    ScopeBody,
-    Scopes,
-    TouchBody,
-    Written,
-)
-from .service import Changed, Service, record_out
+from .models import Applied, ApplyBody, Count, GetBody, Records, ScanBody, ScopeBody, Scopes
+from .service import Service, record_out
 from .tenants import ConfigUnreadable
 
 MAX_BODY = 64 * 1024 * 1024 + 1024 * 1024  # a 64 MiB base64 batch and some JSON around it
@@ -67,7 +52,6 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (ReadOnlyError, 403, "read_only"),
     (PermissionError, 403, "forbidden"),
     (QuotaExceeded, 413, "over_quota"),
-    (Changed, 409, "changed"),
     (extras.Incomplete, 409, "incomplete"),
     (ValueChanged, 409, "value_changed"),
     (InvalidInput, 400, "invalid"),
@@ -259,37 +243,6 @@ def routes(app: FastAPI, service: Service) -> None:
         touches that found one; null if a condition failed (nothing was written). 413
         if the batch does not fit the quota (nothing was written)."""
         return Applied(count=service.apply(t, body.scope, body.changes, body.expect))
-
-    @post("/v1/put", responses=RESPONSES, tags=["records"])
-    def put(body: PutBody, t: T) -> Written:
-        """Write a batch atomically; `new`: the single key had no live record."""
-        items = [(i.key, i.value) for i in body.items]
-        written, new = service.put(t, body.scope, items, body.expires_in, body.if_absent)
-        return Written(written=written, new=new)
-
-    @post("/v1/delete", responses=RESPONSES, tags=["records"])
-    def delete(body: KeysBody, t: T) -> Count:
-        """Delete keys; `count`: how many had a live record."""
-        return Count(count=service.delete_many(t, body.scope, body.keys))
-
-    @post("/v1/pop", responses=RESPONSES, tags=["records"])
-    def pop(body: PopBody, t: T) -> Count:
-        """Delete `key` if its value has this SHA-256 (409 if it changed); `count` 0 or 1."""
-        return Count(count=int(service.pop(t, body.scope, body.key, body.sha256)))
-
-    @post("/v1/cas", responses=RESPONSES, tags=["records"])
-    def cas(body: CasBody, t: T) -> Written:
-        """Write if the live version (and created_at) are as expected."""
-        ok = service.compare_and_set(
-            t, body.scope, body.key, body.expected_version, body.expected_created_at,
-            body.value, body.expires_in,
-        )  # fmt: skip
-        return Written(written=int(ok))
-
-    @post("/v1/touch", responses=RESPONSES, tags=["records"])
-    def touch(body: TouchBody, t: T) -> Count:
-        """Set the expiry of a live record; `count` 0 or 1."""
-        return Count(count=int(service.touch(t, body.scope, body.key, body.expires_in)))
 
     @post("/v1/scan", responses=RESPONSES, tags=["records"])
     def scan(body: ScanBody, t: T) -> Records:

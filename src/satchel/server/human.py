@@ -32,10 +32,13 @@ from ..keys import check_key, compile_pattern
 from .deps import RESPONSES, T
 from .models import (
     Count,
+    DeleteChange,
+    ExpectIn,
     IncrBody,
     ItemPage,
     KeyEntry,
     KeyPage,
+    PutChange,
     Tenants,
     UsageOut,
     ValueBody,
@@ -190,6 +193,14 @@ def _json_exact(value: Any) -> bool:
     return True
 
 
+def _put(key: str, value: Any, ttl: float | None) -> PutChange:
+    """A put of `value` encoded with the typed codec. Built unchecked: `key` passed the
+    endpoint's checks, and the base64 of a value near the body limit may pass B64's."""
+    encoded = base64.b64encode(_typed.encode(value)).decode()
+    return PutChange.model_construct(op="put", key=key, value=encoded, expires_in=ttl,
+                                     if_absent=False)  # fmt: skip
+
+
 def routes(app: FastAPI, service: Service) -> None:
     """Register the endpoints that decode values with the typed codec."""
 
@@ -254,14 +265,12 @@ def routes(app: FastAPI, service: Service) -> None:
         """Store a JSON value (or a str) with the typed codec; `count` 1 if the key was new."""
         if body.kind == "str" and not isinstance(body.value, str):
             raise InvalidInput("a value of kind str must be a JSON string")
-        encoded = base64.b64encode(_typed.encode(body.value)).decode()
-        _, new = service.put(t, scope, [(key, encoded)], body.ttl, False)
-        return Count(count=int(new))
+        return Count(count=service.apply(t, scope, [_put(key, body.value, body.ttl)]) or 0)
 
     @app.delete("/v1/value", responses=RESPONSES, tags=["people"])
     def delete_value(t: T, scope: ScopeQ, key: KeyQ) -> Count:
         """Delete a key; 404 if it had no value."""
-        if not service.delete_many(t, scope, [key]):
+        if not service.apply(t, scope, [DeleteChange(op="delete", key=key)]):
             raise KeyNotFound(f"key {key!r} not found")
         return Count(count=1)
 
@@ -280,13 +289,13 @@ def routes(app: FastAPI, service: Service) -> None:
             if not -INT64 <= new < INT64:  # and its JSON answer would be slow to write
                 raise InvalidInput(f"/v1/incr adds to 64-bit ints only, and key {body.key!r} "
                                    f"would pass 64 bits; use Store.incr")  # fmt: skip
-            encoded = base64.b64encode(_typed.encode(new)).decode()
             version = None if record is None else record.version
             created = None if record is None else record.created_at
-            ttl = None if record is None or record.expires_at is None else (
-                record.expires_at - service.now()
-            )
-            if service.compare_and_set(t, body.scope, body.key, version, created, encoded, ttl):
+            ttl = None
+            if record is not None and record.expires_at is not None:
+                ttl = record.expires_at - service.now()
+            same = ExpectIn(key=body.key, version=version, created_at=created)
+            if service.apply(t, body.scope, [_put(body.key, new, ttl)], [same]) is not None:
                 return Count(count=new)
         raise HTTPException(409, "the value kept changing; try again")
 

@@ -44,39 +44,6 @@ class GetBody(ScopeBody):
     values: bool = True
 
 
-class Item(_Body):
-    key: Name
-    value: B64
-
-
-class PutBody(ScopeBody):
-    items: Annotated[list[Item], Field(min_length=1, max_length=MAX_BATCH)]
-    expires_in: ExpiresIn = None
-    if_absent: bool = False
-
-
-class KeysBody(ScopeBody):
-    keys: Annotated[list[Name], Field(max_length=MAX_BATCH)]
-
-
-class PopBody(ScopeBody):
-    key: Name
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-
-class CasBody(ScopeBody):
-    key: Name
-    expected_version: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = None
-    expected_created_at: Annotated[float | None, Field(ge=0, le=MAX_TIME)] = None
-    value: B64
-    expires_in: ExpiresIn = None
-
-
-class TouchBody(ScopeBody):
-    key: Name
-    expires_in: ExpiresIn = None
-
-
 class PutChange(_Body):
     """Write `value` under `key`; with `if_absent`, leave a live record alone."""
 
@@ -172,11 +139,6 @@ class ValueBody(_Body):
     value: Any
     kind: Literal["json", "str"] = "json"
     ttl: Annotated[float | None, Field(gt=0, le=MAX_TIME)] = None
-
-
-class Written(BaseModel):
-    written: int
-    new: bool = False
 
 
 class Count(BaseModel):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,10 +33,6 @@ from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
 
 PURGE_EVERY = 60.0
 SCAN_BYTES = 8 * 1024 * 1024  # a scan page stops growing past this many value bytes
-
-
-class Changed(SatchelError):
-    """The record changed between the client's read and its conditional write."""
 
 
 class Incomplete(SatchelError):
@@ -408,79 +403,6 @@ class Service:
                 grow -= self.record_cost(full, change.key, before.value)
                 add_keys -= 1
         return self.charge(tenant, grow, add_keys), grow, add_keys
-
-    # The calls below each make one kind of change through `_apply` (the http engine's
-    # older endpoints; they go once it sends every write to /v1/apply).
-
-    def put(
-        self,
-        tenant: Tenant,
-        scope: str,
-        items: Sequence[tuple[str, str]],
-        expires_in: float | None,
-        if_absent: bool,
-    ) -> tuple[int, bool]:
-        """Write `items` (key, base64 value); return (how many written, first key was new)."""
-        full = self.writable(tenant, scope)
-        decoded = {check_key(k): b64decode(v) for k, v in items}
-        if len(decoded) != len(items):
-            raise InvalidInput("a batch names the same key twice")
-
-        def puts(now: float) -> list[Change]:
-            at = expiry(expires_in, now)
-            return [Put(key, value, at, if_absent) for key, value in decoded.items()]
-
-        created = self._apply(tenant, full, puts) or 0
-        written = created if if_absent else len(decoded)
-        return written, len(decoded) == 1 and created == 1
-
-    def delete_many(self, tenant: Tenant, scope: str, keys: Sequence[str]) -> int:
-        """Delete `keys` (repeats allowed); return how many had a live record."""
-        full = self.writable(tenant, scope)
-        checked = list(dict.fromkeys(check_key(k) for k in keys))
-        return self._apply(tenant, full, lambda now: [Delete(k) for k in checked]) or 0
-
-    def pop(self, tenant: Tenant, scope: str, key: str, sha256: str) -> bool:
-        """Delete `key` if its value still has digest `sha256`; False if it has no value.
-
-        Raises Changed if it holds another value (the client reads again and retries).
-        """
-        full = self.writable(tenant, scope)
-        key = check_key(key)
-        found = self.backend.get(full, key, time.time())
-        if found is None:
-            return False
-        if hashlib.sha256(found.value).hexdigest() != sha256:
-            raise Changed("the value changed since it was read")
-        # Deleted only if it is still the record whose digest was checked.
-        same = Expect(key, found.version, found.created_at)
-        if self._apply(tenant, full, lambda now: [Delete(key)], [same]) is None:
-            raise Changed("the value changed since it was read")
-        return True
-
-    def compare_and_set(
-        self,
-        tenant: Tenant,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        expected_created_at: float | None,
-        value_b64: str,
-        expires_in: float | None,
-    ) -> bool:
-        full = self.writable(tenant, scope)
-        key, value = check_key(key), b64decode(value_b64)
-        condition = Expect(key, expected_version, expected_created_at)
-
-        def put(now: float) -> list[Change]:
-            return [Put(key, value, expiry(expires_in, now))]
-
-        return self._apply(tenant, full, put, [condition]) is not None
-
-    def touch(self, tenant: Tenant, scope: str, key: str, expires_in: float | None) -> bool:
-        full = self.writable(tenant, scope)
-        key = check_key(key)
-        return bool(self._apply(tenant, full, lambda now: [Touch(key, expiry(expires_in, now))]))
 
     def scan(
         self, tenant: Tenant, scope: str, prefix: str, after: str | None, limit: int, values: bool
