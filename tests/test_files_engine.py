@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import satchel
 from satchel.backends import files
-from satchel.backends.base import STAGED_LIFETIME
+from satchel.backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
 from satchel.backends.files import FilesBackend, escape_name, unescape_name
 from satchel.codecs import HEADER_SIZE
 
@@ -545,8 +545,8 @@ def test_the_directory_removed_under_an_open_store(tmp_path: Path) -> None:
 def test_expired_records_are_purged_physically(tmp_path: Path) -> None:
     backend = FilesBackend(tmp_path / "kv")
     now = time.time()
-    backend.put_many("s", [(f"k{i}", b"\x01b\x00") for i in range(5)], now + 10, now, False)
-    backend.put("s", "kept", b"\x01b\x00", None, now, False)
+    backend.apply("s", [Put(f"k{i}", b"\x01b\x00", now + 10) for i in range(5)], now)
+    backend.apply("s", [Put("kept", b"\x01b\x00")], now)
     assert backend.purge_expired(now, 100) == 0
     assert backend.purge_expired(now + 20, 3) == 3
     assert backend.purge_expired(now + 20, 100) == 2
@@ -626,7 +626,7 @@ def test_blob_layout_and_commit(tmp_path: Path) -> None:
     assert backend.blob_read("s", "k", "other", 0, now) is None
     meta = json.loads((root / "s" / "k").read_bytes().splitlines()[-1])
     assert meta["blob"] == "b1" and meta["chunks"] == 2 and meta["version"] == 1
-    assert backend.touch("s", "k", now + 100, now)  # keeps the blob
+    assert backend.apply("s", [Touch("k", now + 100)], now)  # keeps the blob
     assert backend.blob_read("s", "k", "b1", 0, now) == b"b1:0"
     assert not _commit(backend, "k", "b2", now + 1)  # overwrite: not new
     record = backend.get("s", "k", now + 1)
@@ -645,15 +645,15 @@ def test_a_replaced_blob_is_freed(tmp_path: Path, how: str) -> None:
     _commit(backend, "other", "kept", now)
     _stage(backend, "k", "staged", 1, now)  # a writer still at work keeps its chunks
     if how == "put":
-        backend.put("s", "k", b"v", None, now, False)
+        backend.apply("s", [Put("k", b"v")], now)
     elif how == "put_many":
-        backend.put_many("s", [("k", b"v"), ("x", b"v")], None, now, False)
+        backend.apply("s", [Put("k", b"v"), Put("x", b"v")], now)
     elif how == "delete":
-        assert backend.delete_many("s", ["k", "x"], now) == 1
+        assert backend.apply("s", [Delete("k"), Delete("x")], now) == 1
     elif how == "pop":
-        assert backend.pop("s", "k", now, bytes) == (b"old",)
+        assert backend.apply("s", [Delete("k")], now, [Expect("k", 1)]) == 1
     elif how == "cas":
-        assert backend.compare_and_set("s", "k", 1, b"v", None, now)
+        assert backend.apply("s", [Put("k", b"v")], now, [Expect("k", 1)]) == 0
     elif how == "clear":
         backend.clear("s")
         assert _blob_dirs(root) == ["staged"]
@@ -707,13 +707,13 @@ def test_commit_with_a_missing_chunk_writes_nothing(tmp_path: Path) -> None:
 
 
 BLOB_WRITER = """
-import sys, time
+import os, sys, time
 from satchel.backends.files import FilesBackend
 backend = FilesBackend(sys.argv[1])
 n = 0
 while True:
     n += 1
-    blob_id = f"b{n}"
+    blob_id = f"b{os.getpid()}-{n}"
     for i in range(8):
         backend.blob_write("s", "k", blob_id, i, blob_id.encode() * 5000, time.time())
     backend.blob_commit("s", "k", blob_id, 8, blob_id.encode(), None, time.time())
@@ -994,7 +994,7 @@ def test_blobs_left_by_a_batch_that_died_are_freed_by_purge(
 
     monkeypatch.setattr(FilesBackend, "_apply", staticmethod(half_then_die))
     with pytest.raises(_Crash):
-        backend.put_many("s", [("a", b"1"), ("b", b"2")], None, now, False)
+        backend.apply("s", [Put("a", b"1"), Put("b", b"2")], now)
     monkeypatch.undo()
     assert (root / ".journal").exists()
     got = backend.get_many("s", ["a", "b"], now)  # rolled forward: new values, no blob

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import satchel
+from satchel.backends.base import Put
 from satchel.backends.files import FilesBackend
 from satchel.blobs import CHUNK_SIZE
 
@@ -175,8 +176,8 @@ def test_housekeeping_passes_a_linked_scope_folder_by(tmp_path: Path, outside: P
     root = tmp_path / "kv"
     backend = FilesBackend(root)
     now = time.time()
-    backend.put_many("s", [("old", b"\x01b\x00"), ("k", b"\x01b\x00")], now + 1, now, False)
-    backend.put("t", "old", b"\x01b\x00", now + 1, now, False)
+    backend.apply("s", [Put("old", b"\x01b\x00", now + 1), Put("k", b"\x01b\x00", now + 1)], now)
+    backend.apply("t", [Put("old", b"\x01b\x00", now + 1)], now)
     before = _plant(root, "s", outside)
     assert backend.purge_expired(now + FAR, 100) == 1  # scope t only
     assert backend.scopes(now) == []
@@ -211,7 +212,7 @@ def test_purge_passes_a_linked_record_by(tmp_path: Path, outside: Path) -> None:
     root = tmp_path / "kv"
     backend = FilesBackend(root)
     now = time.time()
-    backend.put_many("s", [("k", b"\x01b\x00"), ("x", b"\x01b\x00")], now + 1, now, False)
+    backend.apply("s", [Put("k", b"\x01b\x00", now + 1), Put("x", b"\x01b\x00", now + 1)], now)
     before = _plant(root, "s/k", outside)
     assert backend.purge_expired(now + FAR, 100) == 1
     assert (root / "s" / "k").is_symlink()

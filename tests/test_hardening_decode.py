@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 import satchel
 from satchel import codecs, crypto, exchange
+from satchel.backends.base import Put
 from satchel.cli import cli
 from satchel.codecs import COUNT_FROM, MAX_SAME_HASH, get_codec
 from satchel.crypto import Keyring, unseal
@@ -70,7 +71,7 @@ def peak_memory() -> Iterator[list[int]]:
 
 def plant(store: satchel.Store, key: str, data: bytes) -> None:
     """Write raw bytes under `key`, bypassing the Store (an attacker editing the database)."""
-    store._shared.backend.put(store.scope_name, key, data, None, time.time(), False)
+    store._shared.backend.apply(store.scope_name, [Put(key, data)], time.time())
 
 
 # --- 11: every decode failure is CorruptData -------------------------------------------
@@ -431,7 +432,8 @@ PASSPHRASE = "correct horse battery staple"
 
 def _plant_salt(path: Path, data: bytes) -> None:
     with satchel.open(path) as store:
-        store._shared.backend.put("__satchel__", "encryption-salt", data, None, time.time(), True)
+        salt = Put("encryption-salt", data, None, True)
+        store._shared.backend.apply("__satchel__", [salt], time.time())
 
 
 def _stored_salt(path: Path) -> bytes:

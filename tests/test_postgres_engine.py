@@ -15,7 +15,7 @@ import pytest
 
 import satchel
 import support_postgres
-from satchel.backends.base import STAGED_LIFETIME
+from satchel.backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
 from satchel.backends.postgres import SCAN, SCHEMA_VERSION, PostgresBackend
 
 
@@ -99,7 +99,7 @@ def test_write_on_a_killed_connection_says_it_may_not_have_applied(url):
         store.set("n", 10)
         assert _kill_satchel_sessions() >= 1
         with pytest.raises(satchel.BackendUnavailable, match="may or may not"):
-            store.incr("n")
+            store.set("n", 20)
         assert store.get("n") == 10  # never retried behind the user's back
         assert store.incr("n") == 11  # the pool replaced the connection
 
@@ -229,14 +229,13 @@ NOW = 1_800_000_000.0
 
 # Every write that replaces or removes the record: afterwards no chunk of its blob is left.
 FREEING = {
-    "put": lambda b: b.put("s", "k", b"v", None, NOW, False),
-    "put_many": lambda b: b.put_many("s", [("k", b"v"), ("x", b"v")], None, NOW, False),
-    "delete": lambda b: b.delete_many("s", ["k"], NOW),
-    "delete_many": lambda b: b.delete_many("s", ["k", "x"], NOW),
-    "pop": lambda b: b.pop("s", "k", NOW, bytes),
+    "put": lambda b: b.apply("s", [Put("k", b"v")], NOW),
+    "put_many": lambda b: b.apply("s", [Put("k", b"v"), Put("x", b"v")], NOW),
+    "delete": lambda b: b.apply("s", [Delete("k")], NOW),
+    "delete_many": lambda b: b.apply("s", [Delete("k"), Delete("x")], NOW),
+    "conditional delete": lambda b: b.apply("s", [Delete("k")], NOW, [Expect("k", 1)]),
     "clear": lambda b: b.clear("s"),
-    "compare_and_set": lambda b: b.compare_and_set("s", "k", 1, b"v", None, NOW),
-    "modify": lambda b: b.modify("s", "k", lambda r: (b"v", None), NOW),
+    "compare_and_set": lambda b: b.apply("s", [Put("k", b"v")], NOW, [Expect("k", 1)]),
     "blob_commit": lambda b: _write_blob(b, "k", "other", 2, NOW),
 }
 
@@ -258,7 +257,7 @@ def test_blob_chunks_are_freed_when_the_record_goes(url, write):
 def test_touch_keeps_the_blob(url):
     with _backend(url) as b:
         _write_blob(b, "k", "b1", 2, NOW)
-        assert b.touch("s", "k", NOW + 100, NOW)
+        assert b.apply("s", [Touch("k", NOW + 100)], NOW)
         assert b.blob_read("s", "k", "b1", 1, NOW) == b"\x01" * 1000
     assert _rows(url, "satchel_kv_chunks") == 2
 
@@ -413,7 +412,7 @@ def test_tables_of_two_stores_in_one_schema_are_separate(url):
         assert b.blob_read("s", "k", "b1", 0, NOW) is None
         assert b.series_names("s") == [] and b.events_names("s") == []
         _write_blob(b, "k", "b2", 1, NOW)
-        b.put("s", "k", b"v", None, NOW, False)  # frees b's blob only
+        b.apply("s", [Put("k", b"v")], NOW)  # frees b's blob only
         assert a.blob_read("s", "k", "b1", 0, NOW) is not None
     with _admin() as conn:
         names = [
@@ -583,7 +582,7 @@ def test_a_table_name_with_quotes_and_dollars_works(url):
         _write_blob(b, "k", "b1", 2, NOW)
         b.series_put("s", "x", [(1, b"a")])
         assert b.events_append("s", "e", 0, [(1, b"a")], b"h")
-        b.put("s", "k", b"v", None, NOW, False)
+        b.apply("s", [Put("k", b"v")], NOW)
         assert b.blob_read("s", "k", "b1", 0, NOW) is None
     assert _rows(url, "we\"\"ird $$ 'name'_chunks") == 0
 
@@ -627,7 +626,7 @@ def test_racing_chunk_writes_discards_and_commits_leave_no_orphan_chunks(url):
         for w in workers:
             w.join(120)
         assert not errors, errors
-        backends[0].put("s", "k", b"v", None, NOW, False)  # frees the committed blob
+        backends[0].apply("s", [Put("k", b"v")], NOW)  # frees the committed blob
         backends[0].purge_expired(NOW + 2 * STAGED_LIFETIME, 10_000)  # and the staged ones
     finally:
         for b in backends:

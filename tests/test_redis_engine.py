@@ -27,7 +27,7 @@ from redis.crc import key_slot
 import satchel
 import support_redis
 from conftest import ENGINES, require_service
-from satchel.backends.base import STAGED_LIFETIME
+from satchel.backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
 from satchel.backends.redis import RedisBackend, open_redis
 from satchel.keys import compile_pattern
 
@@ -649,16 +649,9 @@ def test_blob_chunks_live_in_the_record_and_go_with_it(url: str, backend: RedisB
     assert backend.get("default", "k", now).version == 2  # type: ignore[union-attr]
     # any plain write drops them
     for write in (
-        lambda: backend.put("default", "k", b"plain", None, now, False),
-        lambda: backend.put_many("default", [("k", b"plain")], None, now, False),
-        lambda: backend.compare_and_set(
-            "default",
-            "k",
-            backend.get("default", "k", now).version,
-            b"plain",
-            None,
-            now,  # type: ignore[union-attr]
-        ),
+        lambda: backend.apply("default", [Put("k", b"plain")], now),
+        lambda: backend.apply("default", [Put("k", b"plain")], now),
+        lambda: backend.apply("default", [Put("k", b"plain")], now, [_current(backend, "k", now)]),
     ):
         _stage(backend, "k", "b3", 2, now)
         backend.blob_commit("default", "k", "b3", 2, b"manifest3", None, now)
@@ -668,6 +661,12 @@ def test_blob_chunks_live_in_the_record_and_go_with_it(url: str, backend: RedisB
         assert backend.blob_read("default", "k", "b3", 0, now) is None
 
 
+def _current(backend: RedisBackend, key: str, now: float) -> Expect:
+    record = backend.get("default", key, now)
+    assert record is not None
+    return Expect(key, record.version)
+
+
 def test_blob_chunks_go_with_delete_pop_clear_and_expiry(url: str, backend: RedisBackend) -> None:
     now = time.time()
     raw = _raw(url)
@@ -675,8 +674,8 @@ def test_blob_chunks_go_with_delete_pop_clear_and_expiry(url: str, backend: Redi
         _stage(backend, key, "b", 2, now)
         expires = now + 0.3 if key == "expiring" else None
         backend.blob_commit("default", key, "b", 2, b"m", expires, now)
-    assert backend.delete_many("default", ["deleted"], now) == 1
-    assert backend.pop("default", "popped", now, lambda v: v) == (b"m",)
+    assert backend.apply("default", [Delete("deleted")], now) == 1
+    assert backend.apply("default", [Delete("popped")], now, [Expect("popped", 1)]) == 1
     assert not raw.exists(_name(url, "default", "deleted"), _name(url, "default", "popped"))
     assert 0 < raw.pttl(_name(url, "default", "expiring")) <= 301
     assert backend.blob_read("default", "expiring", "b", 1, now + 1) is None  # client's clock
@@ -692,14 +691,14 @@ def test_touch_gives_the_chunks_the_records_expiry(url: str, backend: RedisBacke
     now = time.time()
     _stage(backend, "k", "b", 2, now)
     backend.blob_commit("default", "k", "b", 2, b"m", None, now)
-    assert backend.touch("default", "k", now + 60, now)
+    assert backend.apply("default", [Touch("k", now + 60)], now)
     assert 0 < _raw(url).pttl(_name(url, "default", "k")) <= 60_001
     assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
 
 
 def test_staged_blob_is_freed_by_discard_and_by_purge(url: str, backend: RedisBackend) -> None:
     now = time.time()
-    backend.put("default", "k", b"old", None, now, False)
+    backend.apply("default", [Put("k", b"old")], now)
     _stage(backend, "k", "gone", 3, now)
     backend.blob_discard("default", "k", "gone")
     assert _fields(url, "k") == META
@@ -734,7 +733,7 @@ def test_purge_is_bounded_by_its_limit(url: str, backend: RedisBackend) -> None:
 
 def test_commit_with_a_missing_chunk_writes_nothing(url: str, backend: RedisBackend) -> None:
     now = time.time()
-    backend.put("default", "k", b"old", None, now, False)
+    backend.apply("default", [Put("k", b"old")], now)
     _stage(backend, "k", "b", 3, now)
     _raw(url).hdel(_name(url, "default", "k"), "#b:1")
     with pytest.raises(satchel.BackendError) as caught:
@@ -755,8 +754,8 @@ def test_commit_with_a_missing_chunk_writes_nothing(url: str, backend: RedisBack
 def test_delete_and_pop_while_a_blob_is_staged_keep_it(url: str, backend: RedisBackend) -> None:
     now = time.time()
     for remove in (
-        lambda: backend.delete_many("default", ["k"], now),
-        lambda: backend.pop("default", "k", now, lambda v: v),
+        lambda: backend.apply("default", [Delete("k")], now),
+        lambda: backend.apply("default", [Delete("k")], now, [Expect("k", 1)]),
     ):
         _stage(backend, "k", "old", 2, now)
         backend.blob_commit("default", "k", "old", 2, b"m-old", now + 60, now)
@@ -768,16 +767,16 @@ def test_delete_and_pop_while_a_blob_is_staged_keep_it(url: str, backend: RedisB
         assert backend.blob_commit("default", "k", "new", 2, b"m-new", None, now) is True
         assert backend.blob_read("default", "k", "new", 1, now) == b"1" + CHUNK
         assert backend.get("default", "k", now).version == 1  # type: ignore[union-attr]
-        backend.delete_many("default", ["k"], now)
+        backend.apply("default", [Delete("k")], now)
         assert not _raw(url).exists(_name(url, "default", "k"))
     # a key with no record and nothing staged is just gone
-    assert backend.delete_many("default", ["k"], now) == 0
+    assert backend.apply("default", [Delete("k")], now) == 0
 
 
 def test_staging_outlives_the_old_records_native_expiry(url: str, backend: RedisBackend) -> None:
     raw, name = _raw(url), _name(url, "default", "k")
     now = time.time()
-    backend.put("default", "k", b"old", now + 0.2, now, False)
+    backend.apply("default", [Put("k", b"old", now + 0.2)], now)
     _stage(backend, "k", "b", 2, now)
     assert raw.pttl(name) == -1  # lifted while staged; expires_at still counts
     time.sleep(0.3)
@@ -787,7 +786,7 @@ def test_staging_outlives_the_old_records_native_expiry(url: str, backend: Redis
     assert 0 < raw.pttl(name) <= 201
     assert backend.blob_read("default", "k", "b", 1, later) == b"1" + CHUNK
     # a discard (or purge) gives the record its native expiry back
-    backend.put("default", "k", b"plain", later + 60, later, False)
+    backend.apply("default", [Put("k", b"plain", later + 60)], later)
     _stage(backend, "k", "b2", 1, later)
     assert raw.pttl(name) == -1 and b"staging" in _fields(url, "k")
     backend.blob_discard("default", "k", "b2")
@@ -801,18 +800,18 @@ def test_a_commit_leaves_other_staged_blobs_marked(url: str, backend: RedisBacke
     _stage(backend, "k", "two", 2, now)
     backend.blob_commit("default", "k", "one", 2, b"m1", None, now)
     assert b"staging" in _fields(url, "k")
-    assert backend.delete_many("default", ["k"], now) == 1
+    assert backend.apply("default", [Delete("k")], now) == 1
     assert _fields(url, "k") == [b"#two:0", b"#two:1", b"staging"]
     assert backend.blob_commit("default", "k", "two", 2, b"m2", None, now) is True
     assert b"staging" not in _fields(url, "k")
-    assert backend.delete_many("default", ["k"], now) == 1
+    assert backend.apply("default", [Delete("k")], now) == 1
     assert not _raw(url).exists(_name(url, "default", "k"))
 
 
 def test_plain_write_while_a_blob_is_staged_keeps_it(url: str, backend: RedisBackend) -> None:
     now = time.time()
     _stage(backend, "k", "b", 2, now)
-    assert backend.put("default", "k", b"plain", None, now, False) is True
+    assert backend.apply("default", [Put("k", b"plain")], now) == 1
     assert backend.blob_commit("default", "k", "b", 2, b"m", None, now) is False
     assert backend.get("default", "k", now).version == 2  # type: ignore[union-attr]
     assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
@@ -821,7 +820,7 @@ def test_plain_write_while_a_blob_is_staged_keeps_it(url: str, backend: RedisBac
 def test_record_scans_never_see_blobs_series_or_events(url: str, backend: RedisBackend) -> None:
     now = time.time()
     for scope in ("default", "s"):
-        backend.put(scope, "rec", b"v", None, now, False)
+        backend.apply(scope, [Put("rec", b"v")], now)
         _stage(backend, "staged", "b", 1, now)
         backend.series_put(scope, "temps", [(1, b"a")])
         backend.events_append(scope, "log", 0, [(5, b"e")], b"head")

@@ -7,6 +7,7 @@
 2
 """
 
+from ._core import KeyInfo
 from .codecs import UserCodec
 from .errors import (
     AccessDenied,
@@ -25,7 +26,7 @@ from .errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from .store import KeyInfo, Store, open
+from .store import Store, open
 
 __all__ = [
     "AccessDenied",

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from .backends.base import ANY_VERSION
-from .codecs import BLOB, H_BLOB, H_BYTES, HEADER_SIZE
+from .backends.base import ANY_VERSION, Expect, Put
+from .codecs import H_BLOB, H_BYTES, HEADER_SIZE, is_blob
 from .crypto import unseal
 from .errors import (
     CorruptData,
@@ -35,7 +35,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ._core import Core
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise a round trip, small enough for RAM
 MAX_CHUNK_SIZE = 64 << 20  # what a manifest may claim: a reader holds one chunk in memory
@@ -55,11 +55,6 @@ class Manifest:
     def pack(self) -> bytes:
         fields = [self.blob_id, self.size, self.chunk_size, self.chunks, self.checksum, self.sealed]
         return H_BLOB + msgpack.packb(fields)
-
-
-def is_manifest(record: bytes) -> bool:
-    """True if `record` (unsealed) is the manifest of a large value."""
-    return record[1:2] == BLOB
 
 
 def read_manifest(record: bytes) -> Manifest:
@@ -106,10 +101,10 @@ class BlobWriter(io.RawIOBase):
     """
 
     def __init__(
-        self, store: Store, key: str, ttl: float | None, expected_version: int | None = ANY_VERSION
+        self, core: Core, key: str, ttl: float | None, expected_version: int | None = ANY_VERSION
     ) -> None:
         super().__init__()
-        self._store, self._key, self._ttl = store, key, ttl
+        self._core, self._key, self._ttl = core, key, ttl
         self._expected = expected_version  # ValueChanged at close unless the key is at it
         self._blob_id = uuid.uuid4().hex
         self._buffer = bytearray()
@@ -124,7 +119,7 @@ class BlobWriter(io.RawIOBase):
     def write(self, data: Any) -> int:
         """Append `data` (bytes-like); return how many bytes were taken (all of them)."""
         if self._done:
-            raise self._store._tag(_closed(self._key))
+            raise self._core.tag(_closed(self._key))
         view = memoryview(data).cast("B")
         self._hash.update(view)
         self._buffer += view
@@ -135,16 +130,16 @@ class BlobWriter(io.RawIOBase):
         return len(view)
 
     def _flush_chunk(self, chunk: bytes) -> None:
-        store = self._store
-        sealer, scope = store._sealer, store._scope
+        core = self._core
+        sealer, scope = core.sealer, core.scope
         if sealer is not None:
             chunk = sealer.seal(H_BYTES + chunk, scope, chunk_name(self._key, self._blob_id,
                                                                   self._chunks))  # fmt: skip
         try:
-            store._shared.backend.blob_write(scope, self._key, self._blob_id, self._chunks,
+            core.backend.blob_write(scope, self._key, self._blob_id, self._chunks,
                                              chunk, time())  # fmt: skip
         except SatchelError as exc:
-            raise store._tag(exc, self._key) from exc.__cause__
+            raise core.tag(exc, self._key) from exc.__cause__
         self._chunks += 1
 
     def discard(self) -> None:
@@ -155,10 +150,10 @@ class BlobWriter(io.RawIOBase):
         self._buffer = bytearray()
         try:
             if self._chunks:
-                backend = self._store._shared.backend
-                backend.blob_discard(self._store._scope, self._key, self._blob_id)
+                backend = self._core.backend
+                backend.blob_discard(self._core.scope, self._key, self._blob_id)
         except SatchelError as exc:
-            raise self._store._tag(exc, self._key) from exc.__cause__
+            raise self._core.tag(exc, self._key) from exc.__cause__
         finally:
             super().close()
 
@@ -167,34 +162,31 @@ class BlobWriter(io.RawIOBase):
         if self._done:
             return
         self._done = True
-        store, key = self._store, self._key
-        backend, scope = store._shared.backend, store._scope
+        core, key = self._core, self._key
+        backend, scope = core.backend, core.scope
         try:
             now = time()
             expires_at = None if self._ttl is None else now + self._ttl
             if not self._chunks:  # fits in one chunk: an ordinary bytes value, any codec
-                record = store._seal(H_BYTES + bytes(self._buffer), key)
-                if self._expected == ANY_VERSION:
-                    backend.put(scope, key, record, expires_at, now, False)
-                elif not backend.compare_and_set(
-                    scope, key, self._expected, record, expires_at, now
-                ):
+                record = core.seal(H_BYTES + bytes(self._buffer), key)
+                expect = () if self._expected == ANY_VERSION else (Expect(key, self._expected),)
+                if backend.apply(scope, (Put(key, record, expires_at),), now, expect) is None:
                     raise ValueChanged("the key changed before the value was committed")
                 return
             if self._buffer:
                 self._flush_chunk(bytes(self._buffer))
             self._buffer = bytearray()
             manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
-                                self._hash.hexdigest(), store._sealer is not None)  # fmt: skip
+                                self._hash.hexdigest(), core.sealer is not None)  # fmt: skip
             backend.blob_commit(scope, key, self._blob_id, self._chunks,
-                                store._seal(manifest.pack(), key), expires_at, now,
+                                core.seal(manifest.pack(), key), expires_at, now,
                                 self._expected)  # fmt: skip
         except BaseException as exc:
             if self._chunks:
                 with contextlib.suppress(Exception):  # the first error is the one to report
                     backend.blob_discard(scope, key, self._blob_id)
             if isinstance(exc, SatchelError):
-                store._tag(exc, key)
+                core.tag(exc, key)
             raise
         finally:
             super().close()
@@ -223,9 +215,9 @@ class BlobReader(io.RawIOBase):
     a mismatch). If the value is replaced or deleted meanwhile, reading raises ValueChanged.
     """
 
-    def __init__(self, store: Store, key: str, manifest: Manifest) -> None:
+    def __init__(self, core: Core, key: str, manifest: Manifest) -> None:
         super().__init__()
-        self._store, self._key, self._manifest = store, key, manifest
+        self._core, self._key, self._manifest = core, key, manifest
         self._pos = 0
         self._cached: tuple[int, bytes] | None = None
         self._hash: Any = _checksum()  # None once a seek breaks the sequential read
@@ -257,8 +249,8 @@ class BlobReader(io.RawIOBase):
     def _chunk(self, index: int) -> bytes:
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1]
-        store, manifest = self._store, self._manifest
-        scope, backend = store._scope, store._shared.backend
+        core, manifest = self._core, self._manifest
+        scope, backend = core.scope, core.backend
         data = backend.blob_read(scope, self._key, manifest.blob_id, index, time())
         if data is None:
             if self._still_current():
@@ -266,7 +258,7 @@ class BlobReader(io.RawIOBase):
                                   "is missing", key=self._key, scope=scope)  # fmt: skip
             raise ValueChanged("the value was replaced or deleted while it was read",
                                key=self._key, scope=scope, engine=backend.engine)  # fmt: skip
-        keyring = store._keyring
+        keyring = core.keyring
         try:
             if manifest.sealed:
                 name = chunk_name(self._key, manifest.blob_id, index)
@@ -274,7 +266,7 @@ class BlobReader(io.RawIOBase):
             elif keyring is not None:  # chunks in the clear, though the store has a key
                 keyring.refuse_plaintext()
         except SatchelError as exc:
-            raise store._tag(exc, self._key) from exc.__cause__
+            raise core.tag(exc, self._key) from exc.__cause__
         expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
         if len(data) != expected:
             raise CorruptData(f"chunk {index} holds {len(data)} bytes, not {expected}",
@@ -285,12 +277,12 @@ class BlobReader(io.RawIOBase):
     def _still_current(self) -> bool:
         """True if the key's live value is still this blob: then a chunk it lacks is lost,
         not replaced (an engine frees a blob's chunks only after its manifest is gone)."""
-        store = self._store
-        data = store._shared.backend.get_value(store._scope, self._key, time())
+        core = self._core
+        data = core.backend.get_value(core.scope, self._key, time())
         if data is None:
             return False
-        data = store._plain(data, self._key)
-        return is_manifest(data) and read_manifest(data).blob_id == self._manifest.blob_id
+        data = core.plain(data, self._key)
+        return is_blob(data) and read_manifest(data).blob_id == self._manifest.blob_id
 
     def readinto(self, buffer: Any) -> int:
         if self.closed:
@@ -315,7 +307,7 @@ class BlobReader(io.RawIOBase):
         if self._hash is not None and self._hashed == self._manifest.size:
             if self._hash.hexdigest() != self._manifest.checksum:
                 raise CorruptData("the value does not match its checksum", key=self._key,
-                                  scope=self._store._scope)  # fmt: skip
+                                  scope=self._core.scope)  # fmt: skip
             self._hash = None  # checked once
 
     def readall(self) -> bytes:
@@ -332,25 +324,25 @@ class BlobReader(io.RawIOBase):
         return f"<satchel.BlobReader key={self._key!r} size={self._manifest.size}>"
 
 
-def open_reader(store: Store, key: str) -> io.BufferedReader:
+def open_reader(core: Core, key: str) -> io.BufferedReader:
     """A buffered binary reader over the bytes value of `key`, large or small."""
-    backend = store._shared.backend
-    data = backend.get_value(store._scope, key, time())
+    backend = core.backend
+    data = backend.get_value(core.scope, key, time())
     if data is None:
         raise KeyNotFound("key not found")
-    data = store._plain(data, key)
-    if is_manifest(data):
+    data = core.plain(data, key)
+    if is_blob(data):
         manifest = read_manifest(data)
-        return io.BufferedReader(BlobReader(store, key, manifest), buffer_size=65536)
-    value = store._shared.codec.decode(data)
+        return io.BufferedReader(BlobReader(core, key, manifest), buffer_size=65536)
+    value = core.codec.decode(data)
     if not isinstance(value, bytes):
         raise UnsupportedValue(f"the key holds a {type(value).__name__} value, not bytes")
     return io.BufferedReader(io.BytesIO(value))
 
 
-def read_whole(store: Store, key: str, manifest: Manifest) -> bytes:
+def read_whole(core: Core, key: str, manifest: Manifest) -> bytes:
     """All the bytes of a large value."""
-    with BlobReader(store, key, manifest) as reader:
+    with BlobReader(core, key, manifest) as reader:
         return reader.readall()
 
 

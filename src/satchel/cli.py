@@ -28,6 +28,7 @@ import click
 
 from . import __version__
 from . import open as open_store
+from ._core import KeyInfo
 from .engines import password, redact
 from .errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue
 from .exchange import (
@@ -40,7 +41,7 @@ from .exchange import (
     import_lines,
     loads,
 )
-from .store import KeyInfo, Store
+from .store import Store
 
 OK, NOT_FOUND, USAGE, FAILED = 0, 1, 2, 3
 BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE

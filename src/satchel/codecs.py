@@ -41,6 +41,17 @@ BLOB = b"B"
 _KNOWN_IDS = frozenset(BYTES + STR + TYPED + JSON + PICKLE + CUSTOM)
 
 
+def is_sealed(record: bytes) -> bool:
+    """True if the header of `record` has flags (encrypted or compressed): `crypto.unseal`
+    reads it."""
+    return len(record) > 2 and record[2] != 0
+
+
+def is_blob(record: bytes) -> bool:
+    """True if `record` (unsealed) is the manifest of a large value (codec id ``B``)."""
+    return record[1:2] == BLOB
+
+
 class UserCodec(Protocol):
     """Any object with these two methods can be passed as ``codec=``."""
 

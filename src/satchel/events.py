@@ -19,7 +19,7 @@ from .errors import InvalidInput, InvalidInputType, SatchelError
 from .keys import check_key
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ._core import Core
 
 PAGE = 1000  # events per round trip when replaying
 
@@ -139,10 +139,10 @@ class Events:
     {'apples': 2}
     """
 
-    __slots__ = ("_name", "_store")
+    __slots__ = ("_core", "_name")
 
-    def __init__(self, store: Store, name: str) -> None:
-        self._store = store
+    def __init__(self, core: Core, name: str) -> None:
+        self._core = core
         self._name = check_key(name)
 
     @property
@@ -151,38 +151,38 @@ class Events:
         return self._name
 
     def _guard(self, exc: SatchelError) -> SatchelError:
-        return self._store._tag(exc, self._name)
+        return self._core.tag(exc, self._name)
 
     def _seal_name(self, tag: str) -> str:
         return f"{self._name}\x00{tag}"  # no key holds a NUL: never a record's name
 
     def _dump(self, value: Any, tag: str) -> bytes:
-        store = self._store
-        return store._seal(store._encode(value), self._seal_name(tag))
+        core = self._core
+        return core.seal(core.encode(value), self._seal_name(tag))
 
     def _state(self, which: Literal["head", "base"]) -> tuple[int, int, dict[Any, Any]]:
-        store = self._store
-        found = store._shared.backend.events_state(store._scope, self._name, which)
+        core = self._core
+        found = core.backend.events_state(core.scope, self._name, which)
         if found is None:
             return 0, 0, {}
         seq, ts, data = found
-        return seq, ts, store._load_small(data, self._seal_name(f"{which}{seq}@{ts}"))
+        return seq, ts, core.load_small(data, self._seal_name(f"{which}{seq}@{ts}"))
 
     def _pages(self, after_seq: int) -> Iterator[list[tuple[int, int, bytes]]]:
         """The stored events after `after_seq`, a page at a time."""
-        store = self._store
+        core = self._core
         while True:
-            page = store._shared.backend.events_read(store._scope, self._name, after_seq, PAGE)
+            page = core.backend.events_read(core.scope, self._name, after_seq, PAGE)
             yield page
             if len(page) < PAGE:
                 return
             after_seq = page[-1][0]
 
     def _events(self, after_seq: int) -> Iterator[Event]:
-        store = self._store
+        core = self._core
         for page in self._pages(after_seq):
             for seq, ts, data in page:
-                item, op, value = store._load_small(data, self._seal_name(f"e{seq}@{ts}"))
+                item, op, value = core.load_small(data, self._seal_name(f"e{seq}@{ts}"))
                 yield Event(ts, seq, item, op, value)
 
     def apply(self, changes: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -195,12 +195,12 @@ class Events:
         A missing item counts as 0, an empty list, set or dict. An unknown op or a type
         mismatch raises InvalidInput (a ValueError) and records nothing.
         """
-        store = self._store
+        core = self._core
         try:
             if not isinstance(changes, Mapping):
                 raise InvalidInput(f"changes must be a mapping, not {type(changes).__name__}")
             parsed = [(item, *_parse(change)) for item, change in changes.items()]
-            if store._shared.codec.name == "json" and any(type(i) is not str for i, *_ in parsed):
+            if core.codec.name == "json" and any(type(i) is not str for i, *_ in parsed):
                 raise InvalidInput("with the json codec, items must be str (JSON object keys)")
             while True:
                 seq, ts, state = self._state("head")
@@ -214,8 +214,8 @@ class Events:
                     for i, (item, op, value) in enumerate(parsed, 1)
                 ]
                 head = self._dump(state, f"head{seq + len(parsed)}@{now}")
-                if store._shared.backend.events_append(
-                    store._scope, self._name, seq, events, head
+                if core.backend.events_append(
+                    core.scope, self._name, seq, events, head
                 ):
                     return state
         except SatchelError as exc:
@@ -263,7 +263,7 @@ class Events:
     def compact(self, before: int | None = None) -> int:
         """Fold the events older than `before` ms (None: all) into a snapshot; return how
         many were folded. `current()` and `at()` from the snapshot on are unchanged."""
-        store = self._store
+        core = self._core
         _check_ms(before, "before", self._guard)
         try:
             seq, ts, state = self._state("base")
@@ -275,7 +275,7 @@ class Events:
                 seq, ts, folded = event.seq, event.timestamp_ms, folded + 1
             if folded:
                 base = (seq, ts, self._dump(state, f"base{seq}@{ts}"))
-                store._shared.backend.events_compact(store._scope, self._name, base)
+                core.backend.events_compact(core.scope, self._name, base)
             return folded
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
@@ -283,8 +283,8 @@ class Events:
     def _reseal(self, reseal: Callable[[bytes, str], bytes | None]) -> tuple[int, int]:
         """Rewrite each event, then the snapshots, as ``reseal(data, seal name)`` gives them
         (None: left as it is), unless they changed meanwhile; return (checked, rewritten)."""
-        store = self._store
-        backend, scope, name = store._shared.backend, store._scope, self._name
+        core = self._core
+        backend, scope, name = core.backend, core.scope, self._name
         checked = rewritten = 0
         try:
             for page in self._pages(0):
@@ -309,9 +309,9 @@ class Events:
 
     def delete(self) -> bool:
         """Delete the sequence, events and snapshots; False if it did not exist."""
-        store = self._store
+        core = self._core
         try:
-            return store._shared.backend.events_delete(store._scope, self._name)
+            return core.backend.events_delete(core.scope, self._name)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
@@ -323,4 +323,4 @@ class Events:
             raise self._guard(exc) from exc.__cause__
 
     def __repr__(self) -> str:
-        return f"<satchel.Events {self._name!r} scope={self._store.scope_name!r}>"
+        return f"<satchel.Events {self._name!r} scope={self._core.scope!r}>"

@@ -63,9 +63,10 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # not in type
 from time import time
 from typing import Any
 
+from ._core import KeyInfo
 from .backends.base import ANY_VERSION
-from .blobs import CHUNK_SIZE, BlobWriter, is_manifest
-from .codecs import MAX_SAME_HASH, floods
+from .blobs import CHUNK_SIZE, BlobWriter
+from .codecs import MAX_SAME_HASH, floods, is_blob
 from .errors import (
     CorruptData,
     DecryptionError,
@@ -76,7 +77,7 @@ from .errors import (
     ValueChanged,
 )
 from .keys import check_key
-from .store import KeyInfo, Store
+from .store import Store, core_of
 
 BATCH = 500  # records per round of reading and set_many when importing or copying
 SAFE_INT = 2**53  # beyond this, JavaScript and jq readers round integers
@@ -611,7 +612,7 @@ def export_lines(
         try:
             yield export_line(key, value, info)
         except UnsupportedValue as exc:
-            skipped(store._tag(exc, key))
+            skipped(core_of(store).tag(exc, key))
 
 
 def _moment(data: Any, field: str) -> float | None:
@@ -681,23 +682,24 @@ def read_records(
     that cannot be read raises, naming its key; with `skipped`, that error is passed to
     it instead and the value left out.
     """
-    for record in store._records(pattern, values=True):
+    core = core_of(store)
+    for record in core.records(pattern, values=True):
         try:
-            info, plain = store._info(record)
-            if not is_manifest(plain):
-                yield record.key, store._decode(plain), info
+            info, plain = core.info(record)
+            if not is_blob(plain):
+                yield record.key, core.decode(plain), info
             elif large:
                 yield record.key, LARGE, info
             else:
-                yield record.key, store._large(plain, record.key), info
+                yield record.key, core.large(plain, record.key), info
         except (KeyNotFound, ValueChanged):  # replaced or deleted meanwhile
             continue
         except (CorruptData, DecryptionError, UnsupportedValue) as exc:
             if skipped is None:
-                raise store._tag(exc, record.key) from exc.__cause__
-            skipped(store._tag(exc, record.key))
+                raise core.tag(exc, record.key) from exc.__cause__
+            skipped(core.tag(exc, record.key))
         except SatchelError as exc:  # the engine failed: no use going on
-            raise store._tag(exc, record.key) from exc.__cause__
+            raise core.tag(exc, record.key) from exc.__cause__
 
 
 @dataclass(slots=True)
@@ -806,9 +808,11 @@ def _copy_large(
         tally.existing += 1
         return
     try:
-        with src.open_blob(key) as source, BlobWriter(
-            dst, key, ttl, expected_version=None if if_absent else ANY_VERSION
-        ) as target:
+        expected = None if if_absent else ANY_VERSION
+        with (
+            src.open_blob(key) as source,
+            BlobWriter(core_of(dst), key, ttl, expected_version=expected) as target,
+        ):
             shutil.copyfileobj(source, target, CHUNK_SIZE)
     except ValueChanged:
         if if_absent and dst.exists(key):

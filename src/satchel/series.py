@@ -9,7 +9,7 @@ from .errors import InvalidInput, InvalidInputType, SatchelError
 from .keys import check_key
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ._core import Core
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 PAGE = 1000  # points per round trip when iterating
@@ -40,10 +40,10 @@ class Series:
     [(2, 21.0)]
     """
 
-    __slots__ = ("_name", "_store")
+    __slots__ = ("_core", "_name")
 
-    def __init__(self, store: Store, name: str) -> None:
-        self._store = store
+    def __init__(self, core: Core, name: str) -> None:
+        self._core = core
         self._name = check_key(name)
 
     @property
@@ -55,7 +55,7 @@ class Series:
         return f"{self._name}\x00t{t}"  # no key holds a NUL: never a record's name
 
     def _guard(self, exc: SatchelError) -> SatchelError:
-        return self._store._tag(exc, self._name)
+        return self._core.tag(exc, self._name)
 
     def add(self, t: int, value: Any) -> None:
         """Store `value` at time `t`, replacing any value there."""
@@ -65,16 +65,16 @@ class Series:
         """Store every ``(t, value)`` of `points` in one batch (a later one wins at the same
         t); return how many were given. Everything is checked first: one bad point raises
         and nothing is stored."""
-        store = self._store
+        core = self._core
         pairs = points.items() if isinstance(points, Mapping) else points
         try:
             encoded: dict[int, bytes] = {}
             for point in pairs:
                 t, value = point
                 t = check_time(t)
-                encoded[t] = store._seal(store._encode(value), self._seal_name(t))
+                encoded[t] = core.seal(core.encode(value), self._seal_name(t))
             if encoded:
-                store._shared.backend.series_put(store._scope, self._name, list(encoded.items()))
+                core.backend.series_put(core.scope, self._name, list(encoded.items()))
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
         except (TypeError, ValueError) as exc:  # not a pair
@@ -83,17 +83,17 @@ class Series:
 
     def _decode(self, t: int, data: bytes) -> Any:
         try:
-            return self._store._load_small(data, self._seal_name(t))
+            return self._core.load_small(data, self._seal_name(t))
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
     def _pages(
         self, start: int | None, stop: int | None, values: bool
     ) -> Iterator[list[tuple[int, bytes]]]:
-        store = self._store
+        core = self._core
         while True:
-            page = store._shared.backend.series_range(
-                store._scope, self._name, start, stop, PAGE, values=values
+            page = core.backend.series_range(
+                core.scope, self._name, start, stop, PAGE, values=values
             )
             if page:
                 yield page
@@ -104,7 +104,7 @@ class Series:
     def _reseal(self, reseal: Callable[[bytes, str], bytes | None]) -> tuple[int, int]:
         """Rewrite each point as ``reseal(data, seal name)`` gives it (None: left as it is),
         unless it changed meanwhile; return (points checked, points rewritten)."""
-        store = self._store
+        core = self._core
         checked = rewritten = 0
         try:
             for page in self._pages(None, None, True):
@@ -112,8 +112,8 @@ class Series:
                 changes = [(t, data, new) for t, data in page
                            if (new := reseal(data, self._seal_name(t))) is not None]  # fmt: skip
                 if changes:
-                    backend = store._shared.backend
-                    rewritten += backend.series_reseal(store._scope, self._name, changes)
+                    backend = core.backend
+                    rewritten += backend.series_reseal(core.scope, self._name, changes)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
         return checked, rewritten
@@ -131,9 +131,9 @@ class Series:
         return self.range()
 
     def _edge(self, reverse: bool) -> tuple[int, Any] | None:
-        store = self._store
-        found = store._shared.backend.series_range(
-            store._scope, self._name, None, None, 1, reverse=reverse
+        core = self._core
+        found = core.backend.series_range(
+            core.scope, self._name, None, None, 1, reverse=reverse
         )
         return None if not found else (found[0][0], self._decode(*found[0]))
 
@@ -165,19 +165,19 @@ class Series:
 
     def remove(self, start: int | None = None, stop: int | None = None) -> int:
         """Delete the points with ``start <= t < stop`` (None: unbounded); return how many."""
-        store = self._store
+        core = self._core
         try:
             low, high = _bound(start, "start"), _bound(stop, "stop")
-            return store._shared.backend.series_remove(store._scope, self._name, low, high)
+            return core.backend.series_remove(core.scope, self._name, low, high)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
     def __len__(self) -> int:
-        store = self._store
+        core = self._core
         try:
-            return store._shared.backend.series_count(store._scope, self._name)
+            return core.backend.series_count(core.scope, self._name)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
     def __repr__(self) -> str:
-        return f"<satchel.Series {self._name!r} scope={self._store.scope_name!r}>"
+        return f"<satchel.Series {self._name!r} scope={self._core.scope!r}>"

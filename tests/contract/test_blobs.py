@@ -300,19 +300,21 @@ def test_ttl_counts_from_close(store):
 
 def test_conditional_commit_writes_nothing_when_the_key_moved(store):
     from satchel.blobs import BlobWriter
+    from satchel.store import core_of
 
+    core = core_of(store)  # the writer works on the store's private core
     store.set("k", b"first")
     version = store.info("k").version
     store.set("k", b"second")  # moves past `version`
     for data in (BIG, b"small"):
-        with pytest.raises(ValueChanged), BlobWriter(store, "k", None, version) as f:
+        with pytest.raises(ValueChanged), BlobWriter(core, "k", None, version) as f:
             f.write(data)
-        with pytest.raises(ValueChanged), BlobWriter(store, "k", None, None) as f:
+        with pytest.raises(ValueChanged), BlobWriter(core, "k", None, None) as f:
             f.write(data)  # None: only if the key has no value
         assert store.get("k") == b"second"
-    with BlobWriter(store, "k", None, store.info("k").version) as f:
+    with BlobWriter(core, "k", None, store.info("k").version) as f:
         f.write(BIG)
-    with BlobWriter(store, "new", None, None) as f:
+    with BlobWriter(core, "new", None, None) as f:
         f.write(BIG)
     assert store.get("k") == BIG and store.get("new") == BIG
 

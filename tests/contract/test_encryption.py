@@ -10,6 +10,7 @@ import pytest
 
 import satchel
 from satchel import DecryptionError, ReadOnlyError
+from satchel.backends.base import Put
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -26,7 +27,7 @@ def _stored(store: satchel.Store, key: str) -> bytes:
 def _plant(store: satchel.Store, key: str, data: bytes, scope: str | None = None) -> None:
     """Write raw bytes under `key`, bypassing the Store (an attacker editing the database)."""
     backend = store._shared.backend
-    backend.put(scope or store.scope_name, key, data, None, time.time(), False)
+    backend.apply(scope or store.scope_name, [Put(key, data)], time.time())
 
 
 def test_values_are_encrypted_at_rest_and_read_back(make_store):

@@ -13,8 +13,10 @@ import pytest
 
 import satchel
 from satchel import CorruptData, DecryptionError
+from satchel.backends.base import Put
 from satchel.blobs import CHUNK_SIZE, BlobWriter, Manifest, read_manifest
 from satchel.codecs import HEADER_SIZE, get_codec
+from satchel.store import core_of
 
 KEY = bytes(range(32))
 BIG = bytes(range(256)) * (CHUNK_SIZE // 256) * 2 + b"tail"  # three chunks
@@ -29,7 +31,7 @@ def _stored(store: satchel.Store, key: str) -> bytes:
 
 def _plant(store: satchel.Store, key: str, data: bytes) -> None:
     """Write raw bytes under `key`, bypassing the Store (an attacker editing the database)."""
-    store._shared.backend.put(store.scope_name, key, data, None, time.time(), False)
+    store._shared.backend.apply(store.scope_name, [Put(key, data)], time.time())
 
 
 def _refused(call: Callable[[], Any]) -> DecryptionError:
@@ -97,7 +99,7 @@ def test_a_plaintext_chunk_is_refused_on_seek_and_read(make_store):
         part = BIG[index * CHUNK_SIZE : (index + 1) * CHUNK_SIZE]
         backend.blob_write(scope, "big", blob_id, index, b"\x01b\x00" + part, now)
     manifest = Manifest(blob_id, len(BIG), CHUNK_SIZE, 3, "0" * 32, True)
-    backend.blob_commit(scope, "big", blob_id, 3, keyed._seal(manifest.pack(), "big"), None,
+    backend.blob_commit(scope, "big", blob_id, 3, core_of(keyed).seal(manifest.pack(), "big"), None,
                         now)  # fmt: skip
     with keyed.open_blob("big") as reader:
         reader.seek(CHUNK_SIZE + 10)
@@ -125,7 +127,7 @@ def _finishes(call: Callable[[], Any], seconds: float = 20.0) -> BaseException |
 
 
 def test_a_manifest_naming_a_missing_chunk_is_corrupt_data(store):
-    with BlobWriter(store, "big", None) as f:
+    with BlobWriter(core_of(store), "big", None) as f:
         f.write(BIG)
     manifest = read_manifest(_stored(store, "big"))
     fields = [manifest.blob_id, manifest.size + CHUNK_SIZE, manifest.chunk_size,

@@ -110,13 +110,13 @@ elif mode == "blob":
 else:
     batch = {f"b{rnd}-{i}": expected_value(rnd, i, small=True) for i in range(count)}
     backend = store._shared.backend  # say "begin" when the values go to the engine
-    put_many = backend.put_many
+    apply = backend.apply
     def traced(*args, **kwargs):
         global start
         start = time.monotonic()
         say("begin")
-        return put_many(*args, **kwargs)
-    backend.put_many = traced
+        return apply(*args, **kwargs)
+    backend.apply = traced
     say("ready")
     store.set_many(batch)
     say(f"done {time.monotonic() - start:.6f}")

@@ -44,6 +44,7 @@ from satchel import (
     KeyNotFound,
     UnsupportedValue,
 )
+from satchel.backends.base import Put
 
 ALLOWED = (InvalidInput, InvalidInputType, UnsupportedValue, KeyNotFound)
 EXAMPLES = 100  # per engine; x10 under --long
@@ -616,7 +617,7 @@ def test_tampered_records_never_execute(name: str, tmp_path: Path, long_run: boo
     backend = root._shared.backend
     try:
         for key, data in records.items():
-            backend.put("default", key, data, None, time.time(), False)
+            backend.apply("default", [Put(key, data)], time.time())
         for key in records:
             try:
                 root.get(key)

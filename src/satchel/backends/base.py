@@ -18,9 +18,9 @@ large values (blobs), time series points, and event sequences. See the sections 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
 from ..errors import BackendError
 
@@ -37,7 +37,8 @@ class Record:
     version: int
 
 
-class Put(NamedTuple):
+@dataclass(slots=True)
+class Put:
     """Write `value` under `key`, expiring at `expires_at` (None: never).
 
     Overwriting a live record keeps its ``created_at`` and adds one to its version; a
@@ -51,20 +52,23 @@ class Put(NamedTuple):
     if_absent: bool = False
 
 
-class Delete(NamedTuple):
+@dataclass(slots=True)
+class Delete:
     """Delete the record of `key` (nothing if it has no live record)."""
 
     key: str
 
 
-class Touch(NamedTuple):
+@dataclass(slots=True)
+class Touch:
     """Set the expiry of the live record of `key` (value, version, updated_at unchanged)."""
 
     key: str
     expires_at: float | None
 
 
-class Expect(NamedTuple):
+@dataclass(slots=True)
+class Expect:
     """A condition of `Backend.apply`: the live record of `key` has `version` (None: the
     key has no live record) and, unless `created_at` is None, was created then (within
     CREATED_AT_TOLERANCE: versions restart at 1 when a key is deleted and created
@@ -101,9 +105,6 @@ STAGED_LIFETIME = 86400.0
 # An event sequence state: (seq of the last event it includes, its timestamp in ms, bytes).
 EventState = tuple[int, int, bytes]
 
-# Given the live record (or None), return the new value and expiry to store.
-Modifier = Callable[[Record | None], tuple[bytes, float | None]]
-
 
 class BlobSealed(BackendError):
     """`blob_write` named a blob that is committed (or, where ids are store-wide, staged for
@@ -119,6 +120,7 @@ class Backend(ABC):
     def get_many(self, scope: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         """Live records for those of `keys` that have one."""
 
+    @abstractmethod
     def apply(
         self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
     ) -> int | None:
@@ -129,9 +131,11 @@ class Backend(ABC):
         changes that found their key without a live record (a Put that created a record:
         with ``if_absent``, exactly the Puts written) plus those that found one (a Delete
         that deleted, a Touch that touched). A key appears at most once in `changes`
-        (it may also appear in `expect`); `changes` may be empty (a pure check).
+        (it may also appear in `expect`); `changes` may be empty (a pure check). An
+        engine that spreads keys over partitions (Redis Cluster) makes a batch with
+        conditions atomic only within one; it refuses one that spans several
+        (BackendError, nothing written).
         """
-        raise self._unsupported("apply")
 
     def get(self, scope: str, key: str, now: float) -> Record | None:
         """The live record for `key`, or None. Engines may override for speed."""
@@ -141,82 +145,6 @@ class Backend(ABC):
         """The live value of `key`, or None: the hot path of ``Store.get``."""
         record = self.get(scope, key, now)
         return None if record is None else record.value
-
-    @abstractmethod
-    def put(
-        self,
-        scope: str,
-        key: str,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> bool:
-        """Write one value; True if the key had no live record (with `if_absent`: if written)."""
-
-    @abstractmethod
-    def put_many(
-        self,
-        scope: str,
-        items: Sequence[tuple[str, bytes]],
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> int:
-        """Write all `items` in one transaction (keys are distinct); return how many written."""
-
-    @abstractmethod
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        """Delete `keys`; return how many had a live record."""
-
-    @abstractmethod
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        """Delete `key` and return ``(decode(value),)``, or None if it had no live record.
-
-        Atomic; if `decode` raises, nothing is deleted and the exception propagates.
-        """
-
-    @abstractmethod
-    def compare_and_set(
-        self,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        *,
-        expected_created_at: float | None = None,
-    ) -> bool:
-        """Write if the live version is `expected_version` (None: no live record).
-
-        With `expected_created_at`, the live record must also have been created then
-        (within CREATED_AT_TOLERANCE): versions restart at 1 when a key is deleted and
-        created again, so the version alone could match a record the caller never saw.
-        """
-
-    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        """Read the live record, call `fn`, write what it returns, all atomically.
-
-        An exception from `fn` leaves the record as it was and propagates. This default
-        retries an optimistic read + `compare_and_set`; engines with transactions or
-        locks may do better.
-        """
-        while True:
-            record = self.get(scope, key, now)
-            value, expires_at = fn(record)
-            version = None if record is None else record.version
-            created = None if record is None else record.created_at
-            if self.compare_and_set(
-                scope, key, version, value, expires_at, now, expected_created_at=created
-            ):
-                return
-
-    @abstractmethod
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        """Set the expiry of a live record (value, version, updated_at unchanged)."""
 
     @abstractmethod
     def scan(

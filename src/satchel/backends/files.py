@@ -80,12 +80,12 @@ import weakref
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar, cast
+from typing import BinaryIO, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 from ..errors import (
@@ -106,7 +106,6 @@ from .base import (
     Delete,
     EventState,
     Expect,
-    Modifier,
     Put,
     Record,
     Touch,
@@ -902,75 +901,6 @@ class FilesBackend(Backend):
             for blob_dir in freed:
                 self._free(blob_dir)
             return hits
-
-    def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
-            if_absent: bool) -> bool:  # fmt: skip
-        with self._locked(exclusive=True):
-            only = None if if_absent else ANY
-            return self._put(scope, ((key, value),), expires_at, now, only)[1] == 1
-
-    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]],
-                 expires_at: float | None, now: float, if_absent: bool) -> int:  # fmt: skip
-        with self._locked(exclusive=True):
-            return self._put(scope, items, expires_at, now, None if if_absent else ANY)[0]
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        with self._locked(exclusive=True):
-            directory = self._dir(scope)
-            steps: list[Step] = []
-            blobs = []
-            live = 0
-            for key in keys:
-                path = os.path.join(directory, escape_name(key))
-                record, blob = self._read(path, values=False, key=key)
-                if record is not None:  # an expired record goes too, uncounted
-                    steps.append((None, path))
-                    live += _live(record, now) is not None
-                    if blob is not None:
-                        blobs.append(self._blob_dir(scope, key, blob[0]))
-            self._commit(steps)
-            for blob_dir in blobs:
-                self._free(blob_dir)
-            return live
-
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        with self._locked(exclusive=True):
-            path = os.path.join(self._dir(scope), escape_name(key))
-            stored, blob = self._read(path, key=key)
-            record = _live(stored, now)
-            if record is None:
-                return None
-            value = decode(record.value)  # if it raises, nothing is deleted
-            self._commit([(None, path)])
-            if blob is not None:
-                self._free(self._blob_dir(scope, key, blob[0]))
-            return (value,)
-
-    def compare_and_set(self, scope: str, key: str, expected_version: int | None, value: bytes,
-                        expires_at: float | None, now: float, *,
-                        expected_created_at: float | None = None) -> bool:  # fmt: skip
-        with self._locked(exclusive=True):
-            only, born = expected_version, expected_created_at
-            return self._put(scope, ((key, value),), expires_at, now, only, born)[0] == 1
-
-    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        with self._locked(exclusive=True):
-            path = os.path.join(self._dir(scope), escape_name(key))
-            value, expires_at = fn(_live(self._load(path, key=key), now))
-            self._put(scope, ((key, value),), expires_at, now, ANY)
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        with self._locked(exclusive=True):
-            path = os.path.join(self._dir(scope), escape_name(key))
-            stored, blob = self._read(path, key=key)
-            record = _live(stored, now)
-            if record is None:
-                return False
-            record.expires_at = expires_at  # value, version, updated_at and blob stay
-            self._commit([(self._stage(record.value, _meta_line(record, blob), sync=False), path)])
-            return True
 
     def scan(self, scope: str, prefix: str, after: str | None, limit: int, now: float,
              values: bool = True) -> list[Record]:  # fmt: skip

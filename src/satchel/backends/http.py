@@ -13,10 +13,9 @@ appears in messages.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
@@ -39,10 +38,6 @@ from .base import ANY_VERSION, Backend, Change, Delete, EventState, Expect, Put,
 READ_RETRIES = 2
 SCAN_PAGE = 1000
 CHUNK_TIMEOUT = 120.0
-
-
-class _Changed(Exception):
-    """HTTP 409: the record changed under a conditional write; read again."""
 
 
 def _b64(data: bytes) -> str:
@@ -148,8 +143,6 @@ class HTTPBackend(Backend):
         except (ValueError, KeyError, TypeError):
             code, message = "", response.text[:200] or response.reason_phrase
         where = {"engine": self.engine}
-        if status == 409 and code == "changed":
-            raise _Changed(message)
         if status == 409 and code == "value_changed":
             raise ValueChanged(message, **where)
         if status == 404:
@@ -195,93 +188,6 @@ class HTTPBackend(Backend):
         }  # fmt: skip
         count = self._post("/v1/apply", body)["count"]
         return None if count is None else int(count)
-
-    def put(
-        self,
-        scope: str,
-        key: str,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> bool:
-        body = {
-            "scope": scope,
-            "items": [{"key": key, "value": _b64(value)}],
-            "expires_in": _expires_in(expires_at, now),
-            "if_absent": if_absent,
-        }
-        return bool(self._post("/v1/put", body)["new"])
-
-    def put_many(
-        self,
-        scope: str,
-        items: Sequence[tuple[str, bytes]],
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> int:
-        if not items:
-            return 0
-        if len(items) == 1:  # the server treats a batch of one as a single put
-            key, value = items[0]
-            new = self.put(scope, key, value, expires_at, now, if_absent)
-            return int(new or not if_absent)
-        body = {
-            "scope": scope,
-            "items": [{"key": k, "value": _b64(v)} for k, v in items],
-            "expires_in": _expires_in(expires_at, now),
-            "if_absent": if_absent,
-        }
-        return int(self._post("/v1/put", body)["written"])
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        if not keys:
-            return 0
-        return int(self._post("/v1/delete", {"scope": scope, "keys": list(keys)})["count"])
-
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        # Read, decode here (a failure deletes nothing), then delete only if the value
-        # is still the one decoded; if it changed in between, start again.
-        while True:
-            record = self.get(scope, key, now)
-            if record is None:
-                return None
-            value = decode(record.value)
-            digest = hashlib.sha256(record.value).hexdigest()
-            try:
-                body = {"scope": scope, "key": key, "sha256": digest}
-                popped = self._post("/v1/pop", body)["count"]
-            except _Changed:
-                continue
-            return (value,) if popped else None
-
-    def compare_and_set(
-        self,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        *,
-        expected_created_at: float | None = None,
-    ) -> bool:
-        body = {
-            "scope": scope,
-            "key": key,
-            "expected_version": expected_version,
-            "expected_created_at": expected_created_at,
-            "value": _b64(value),
-            "expires_in": _expires_in(expires_at, now),
-        }
-        return bool(self._post("/v1/cas", body)["written"])
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        body = {"scope": scope, "key": key, "expires_in": _expires_in(expires_at, now)}
-        return bool(self._post("/v1/touch", body)["count"])
 
     def scan(
         self,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import bisect
 import threading
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 from ..errors import BackendError, ValueChanged
 from .base import (
     ANY_VERSION,
-    CREATED_AT_TOLERANCE,
     STAGED_LIFETIME,
     Backend,
     BlobSealed,
@@ -19,9 +18,9 @@ from .base import (
     Delete,
     EventState,
     Expect,
-    Modifier,
     Put,
     Record,
+    Touch,
     holds,
 )
 
@@ -151,101 +150,12 @@ class MemoryBackend(Backend):
                     hits += self._write(s, key, change.value, change.expires_at, now)
                 elif type(change) is Delete:
                     hits += _live(self._remove(s, key), now) is not None
-                else:
+                elif type(change) is Touch:
                     record = _live(records.get(key), now)
                     if record is not None:
                         record.expires_at = change.expires_at
                         hits += 1
             return hits
-
-    def put(
-        self,
-        scope: str,
-        key: str,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> bool:
-        with self._lock:
-            s = self._scope(scope)
-            if if_absent and _live(s.records.get(key), now) is not None:
-                return False
-            return self._write(s, key, value, expires_at, now)
-
-    def put_many(
-        self,
-        scope: str,
-        items: Sequence[tuple[str, bytes]],
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> int:
-        with self._lock:
-            s = self._scope(scope)
-            written = 0
-            for key, value in items:
-                if if_absent and _live(s.records.get(key), now) is not None:
-                    continue
-                self._write(s, key, value, expires_at, now)
-                written += 1
-            return written
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        with self._lock:
-            s = self._scope(scope)
-            return sum(_live(self._remove(s, key), now) is not None for key in keys)
-
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        with self._lock:
-            s = self._scope(scope)
-            record = _live(s.records.get(key), now)
-            if record is None:
-                return None
-            value = decode(record.value)
-            self._remove(s, key)
-            return (value,)
-
-    def compare_and_set(
-        self,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        *,
-        expected_created_at: float | None = None,
-    ) -> bool:
-        with self._lock:
-            s = self._scope(scope)
-            old = _live(s.records.get(key), now)
-            if (None if old is None else old.version) != expected_version:
-                return False
-            if (
-                old is not None
-                and expected_created_at is not None
-                and abs(old.created_at - expected_created_at) > CREATED_AT_TOLERANCE
-            ):
-                return False
-            self._write(s, key, value, expires_at, now)
-            return True
-
-    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        with self._lock:
-            s = self._scope(scope)
-            value, expires_at = fn(_live(s.records.get(key), now))
-            self._write(s, key, value, expires_at, now)
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        with self._lock:
-            record = _live(self._scope(scope).records.get(key), now)
-            if record is None:
-                return False
-            record.expires_at = expires_at
-            return True
 
     def scan(
         self,

@@ -73,7 +73,6 @@ from .base import (
     Delete,
     EventState,
     Expect,
-    Modifier,
     Put,
     Record,
     Touch,
@@ -207,12 +206,6 @@ INSERT INTO {t} AS r (scope, key, value, created_at, updated_at, expires_at, ver
 VALUES (%(scope)s, %(key)s, %(value)s, %(now)s, %(now)s, %(expires_at)s, 1)"""
 PUT = _INSERT_ONE + _ON_CONFLICT + "\nRETURNING version"
 PUT_IF_ABSENT = _INSERT_ONE + _ON_CONFLICT_IF_EXPIRED + "\nRETURNING version"
-_INSERT_MANY = """
-INSERT INTO {t} AS r (scope, key, value, created_at, updated_at, expires_at, version)
-SELECT %(scope)s, k, v, %(now)s, %(now)s, %(expires_at)s, 1
-FROM unnest(%(keys)s::text[], %(values)s::bytea[]) AS u(k, v) ORDER BY k"""
-PUT_MANY = _INSERT_MANY + _ON_CONFLICT
-PUT_MANY_IF_ABSENT = _INSERT_MANY + _ON_CONFLICT_IF_EXPIRED
 SET_IF_VERSION = f"""
 UPDATE {{t}} SET value = %(value)s, blob = NULL, updated_at = %(now)s,
     expires_at = %(expires_at)s, version = version + 1
@@ -280,9 +273,6 @@ APPLY_CHECK = (
     f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(ekeys)s) AND {LIVE}"
 )
 DELETE = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
-DELETE_MANY = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(keys)s) AND {LIVE}"
-POP = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE} RETURNING value"
-LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtextextended(%(scope)s || chr(1) || %(key)s, 0))"
 TOUCH = f"""
 UPDATE {{t}} SET expires_at = %(expires_at)s
 WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"""
@@ -635,9 +625,9 @@ class PostgresBackend(Backend):
         }
         names = {
             "GET": GET, "GET_VALUE": GET_VALUE, "GET_MANY": GET_MANY, "PUT": PUT,
-            "PUT_IF_ABSENT": PUT_IF_ABSENT, "PUT_MANY": PUT_MANY,
-            "PUT_MANY_IF_ABSENT": PUT_MANY_IF_ABSENT, "SET_IF_VERSION": SET_IF_VERSION,
-            "DELETE": DELETE, "DELETE_MANY": DELETE_MANY, "POP": POP, "TOUCH": TOUCH,
+            "PUT_IF_ABSENT": PUT_IF_ABSENT,
+            "SET_IF_VERSION": SET_IF_VERSION,
+            "DELETE": DELETE, "TOUCH": TOUCH,
             "COUNT": COUNT, "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
             "BLOB_WRITE": BLOB_WRITE, "BLOB_LOCK": BLOB_LOCK, "BLOB_STAGE": BLOB_STAGE,
             "BLOB_COUNT": BLOB_COUNT, "BLOB_COMMIT": BLOB_COMMIT,
@@ -1027,85 +1017,6 @@ class PostgresBackend(Backend):
         counts = [APPLY_COUNTS[part] for part in parts if part in APPLY_COUNTS]
         ctes = ",".join(self._sql[names[part]] for part in parts)
         return f"WITH{ctes}\nSELECT {' + '.join(counts) or '0'}"
-
-    def put(
-        self,
-        scope: str,
-        key: str,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> bool:
-        params = {"scope": scope, "key": key, "value": value, "now": now,
-                  "expires_at": expires_at}  # fmt: skip
-        row = self._one("PUT_IF_ABSENT" if if_absent else "PUT", params)
-        return row is not None and row[0] == 1
-
-    def put_many(
-        self,
-        scope: str,
-        items: Sequence[tuple[str, bytes]],
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> int:
-        params = {"scope": scope, "keys": [k for k, _ in items], "values": [v for _, v in items],
-                  "now": now, "expires_at": expires_at}  # fmt: skip
-        return self._count("PUT_MANY_IF_ABSENT" if if_absent else "PUT_MANY", params)
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        if len(keys) == 1:  # the plain statement is a third cheaper than "= ANY"
-            return self._count("DELETE", {"scope": scope, "key": keys[0], "now": now})
-        return self._count("DELETE_MANY", {"scope": scope, "keys": sorted(keys), "now": now})
-
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        statement = self._sql["POP"]
-        params = {"scope": scope, "key": key, "now": now}
-
-        def pop_in(conn: psycopg.Connection[Any]) -> tuple[Any] | None:
-            with conn.transaction():  # a decode error rolls the delete back
-                row = conn.execute(statement, params).fetchone()
-                return None if row is None else (decode(row[0]),)
-
-        return self._run(pop_in)
-
-    def compare_and_set(
-        self,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        *,
-        expected_created_at: float | None = None,
-    ) -> bool:
-        params = {"scope": scope, "key": key, "value": value, "now": now,
-                  "expires_at": expires_at, "version": expected_version,
-                  "created": expected_created_at}  # fmt: skip
-        if expected_version is None:
-            return self._one("PUT_IF_ABSENT", params) is not None
-        return self._count("SET_IF_VERSION", params) == 1
-
-    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        get, put = self._sql["GET"], self._sql["PUT"]
-        params: dict[str, Any] = {"scope": scope, "key": key, "now": now}
-
-        def modify_in(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction():
-                conn.execute(LOCK_KEY, params)
-                row = conn.execute(get, params).fetchone()
-                value, expires_at = fn(None if row is None else _record(row))
-                conn.execute(put, {**params, "value": value, "expires_at": expires_at})
-
-        self._run(modify_in)
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        params = {"scope": scope, "key": key, "now": now, "expires_at": expires_at}
-        return self._count("TOUCH", params) == 1
 
     def scan(
         self,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Literal, NoReturn
+from collections.abc import Sequence
+from typing import Literal, NoReturn
 
 from ..errors import ReadOnlyError
-from .base import Backend, Change, EventState, Expect, Modifier, Record
+from .base import Backend, Change, EventState, Expect, Record
 
 
 class ReadOnlyBackend(Backend):
@@ -46,32 +46,6 @@ class ReadOnlyBackend(Backend):
 
     def apply(self, scope: str, changes: Sequence[Change], now: float,
               expect: Sequence[Expect] = ()) -> int | None:  # fmt: skip
-        self._refuse()
-
-    def put(self, scope: str, key: str, value: bytes, expires_at: float | None, now: float,
-            if_absent: bool) -> bool:  # fmt: skip
-        self._refuse()
-
-    def put_many(self, scope: str, items: Sequence[tuple[str, bytes]],
-                 expires_at: float | None, now: float, if_absent: bool) -> int:  # fmt: skip
-        self._refuse()
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        self._refuse()
-
-    def pop(self, scope: str, key: str, now: float,
-            decode: Callable[[bytes], Any]) -> tuple[Any] | None:  # fmt: skip
-        self._refuse()
-
-    def compare_and_set(self, scope: str, key: str, expected_version: int | None, value: bytes,
-                        expires_at: float | None, now: float, *,
-                        expected_created_at: float | None = None) -> bool:  # fmt: skip
-        self._refuse()
-
-    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        self._refuse()
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
         self._refuse()
 
     def clear(self, scope: str) -> None:

@@ -119,7 +119,6 @@ from .base import (
     Expect,
     Put,
     Record,
-    Touch,
 )
 
 DEFAULT_PREFIX = "satchel:"
@@ -712,61 +711,7 @@ class RedisBackend(Backend):
             result = self._apply(keys=names, args=args)
         return None if result is None else int(result)
 
-    def put(
-        self,
-        scope: str,
-        key: str,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> bool:
-        return self.apply(scope, (Put(key, value, expires_at, if_absent),), now) == 1
-
-    def put_many(
-        self,
-        scope: str,
-        items: Sequence[tuple[str, bytes]],
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> int:
-        changes = [Put(key, value, expires_at, if_absent) for key, value in items]
-        created = self.apply(scope, changes, now) or 0
-        return created if if_absent else len(items)  # without if_absent every item is written
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        return self.apply(scope, [Delete(key) for key in keys], now) or 0
-
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        while True:
-            record = self.get(scope, key, now)
-            if record is None:
-                return None
-            value = decode(record.value)  # raises before anything is deleted
-            unchanged = Expect(key, record.version, record.created_at)
-            if self.apply(scope, (Delete(key),), now, (unchanged,)) is not None:
-                return (value,)
             # another writer got in between: read again
-
-    def compare_and_set(
-        self,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        *,
-        expected_created_at: float | None = None,
-    ) -> bool:
-        unchanged = Expect(key, expected_version, expected_created_at)
-        return self.apply(scope, (Put(key, value, expires_at),), now, (unchanged,)) is not None
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        return self.apply(scope, (Touch(key, expires_at),), now) == 1
 
     def scan(
         self,

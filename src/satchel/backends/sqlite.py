@@ -51,7 +51,6 @@ from .base import (
     Delete,
     EventState,
     Expect,
-    Modifier,
     Put,
     Record,
     holds,
@@ -149,7 +148,6 @@ DELETE_IF_VERSION = f"""
 DELETE FROM satchel_kv
 WHERE scope = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3) AND version = ?4
     AND (?5 IS NULL OR abs(created_at - ?5) <= {CREATED_AT_TOLERANCE})"""
-POP = f"DELETE FROM satchel_kv WHERE scope = ? AND key = ? AND {LIVE} RETURNING value"
 TOUCH = f"UPDATE satchel_kv SET expires_at = ? WHERE scope = ? AND key = ? AND {LIVE}"
 COUNT = f"SELECT count(*) FROM satchel_kv WHERE scope = ? AND {LIVE}"
 SCOPES = f"SELECT DISTINCT scope FROM satchel_kv WHERE {LIVE} ORDER BY scope"
@@ -665,78 +663,6 @@ class SQLiteBackend(Backend):
             if not _all_hold(db, scope, expect, now):
                 return None  # _immediate commits a transaction that wrote nothing
             return _write(db, scope, changes, now)
-
-    def put(
-        self,
-        scope: str,
-        key: str,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> bool:
-        with self._guard as db:
-            if if_absent:
-                return db.execute(PUT_IF_ABSENT, (scope, key, value, now, expires_at)).rowcount == 1
-            version: int = db.execute(PUT, (scope, key, value, now, expires_at)).fetchone()[0]
-        return version == 1
-
-    def put_many(
-        self,
-        scope: str,
-        items: Sequence[tuple[str, bytes]],
-        expires_at: float | None,
-        now: float,
-        if_absent: bool,
-    ) -> int:
-        rows = [(scope, key, value, now, expires_at) for key, value in items]
-        with self._guard as db, _immediate(db):
-            return db.executemany(PUT_IF_ABSENT if if_absent else UPSERT, rows).rowcount
-
-    def delete_many(self, scope: str, keys: Sequence[str], now: float) -> int:
-        with self._guard as db:
-            if len(keys) == 1:
-                return db.execute(DELETE, (scope, keys[0], now)).rowcount
-            with _immediate(db):
-                return db.executemany(DELETE, [(scope, key, now) for key in keys]).rowcount
-
-    def pop(
-        self, scope: str, key: str, now: float, decode: Callable[[bytes], Any]
-    ) -> tuple[Any] | None:
-        with self._guard as db, _immediate(db):
-            row = db.execute(POP, (scope, key, now)).fetchone()
-            return None if row is None else (decode(row[0]),)
-
-    def compare_and_set(
-        self,
-        scope: str,
-        key: str,
-        expected_version: int | None,
-        value: bytes,
-        expires_at: float | None,
-        now: float,
-        *,
-        expected_created_at: float | None = None,
-    ) -> bool:
-        with self._guard as db:
-            if expected_version is None:
-                cursor = db.execute(PUT_IF_ABSENT, (scope, key, value, now, expires_at))
-            else:
-                cursor = db.execute(
-                    SET_IF_VERSION,
-                    (value, now, expires_at, scope, key, expected_version, expected_created_at),
-                )
-            return cursor.rowcount == 1
-
-    def modify(self, scope: str, key: str, fn: Modifier, now: float) -> None:
-        with self._guard as db, _immediate(db):
-            row = db.execute(GET, (scope, key, now)).fetchone()
-            value, expires_at = fn(None if row is None else _record(key, row))
-            db.execute(UPSERT, (scope, key, value, now, expires_at))
-
-    def touch(self, scope: str, key: str, expires_at: float | None, now: float) -> bool:
-        with self._guard as db:
-            return db.execute(TOUCH, (expires_at, scope, key, now)).rowcount == 1
 
     def scan(
         self,

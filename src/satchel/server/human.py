@@ -24,8 +24,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ..backends.base import Record
-from ..blobs import is_manifest, read_manifest
-from ..codecs import get_codec
+from ..blobs import read_manifest
+from ..codecs import get_codec, is_blob, is_sealed
 from ..errors import InvalidInput, KeyNotFound, SatchelError
 from ..exchange import SAFE_INT  # what a browser's JSON keeps exact
 from ..keys import check_key, compile_pattern
@@ -137,9 +137,9 @@ def describe(scope: str, key: str, record: Record) -> ValueOut:
         created_at=record.created_at, updated_at=record.updated_at,
         expires_at=record.expires_at, type="",
     )  # fmt: skip
-    if len(data) > 2 and data[2]:
+    if is_sealed(data):
         out.type = "sealed (encrypted or compressed)"
-    elif is_manifest(data):
+    elif is_blob(data):
         try:
             out.type, out.size = "large bytes (blob)", read_manifest(data).size
         except SatchelError:

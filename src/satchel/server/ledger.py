@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import msgpack
 
-from ..backends.base import Backend
+from ..backends.base import Backend, Delete, Put
 from ..errors import SatchelError
 from ..keys import RESERVED_SCOPE
 from ..series import INT64_MAX
@@ -60,9 +60,9 @@ class Ledger:
         for prefix in ("server-ledger:", "server-blobs:"):
             while page := b.scan(RESERVED_SCOPE, prefix, None, PAGE, time.time()):
                 # an entry already in LEDGER_SCOPE is newer: if_absent keeps it
-                for record in page:
-                    b.put(LEDGER_SCOPE, record.key, record.value, None, time.time(), True)
-                b.delete_many(RESERVED_SCOPE, [r.key for r in page], time.time())
+                moved = [Put(r.key, r.value, None, True) for r in page]
+                b.apply(LEDGER_SCOPE, moved, time.time())
+                b.apply(RESERVED_SCOPE, [Delete(r.key) for r in page], time.time())
 
     def note(self, tenant: str, full_scope: str) -> None:
         """Remember that `full_scope` of `tenant` holds series or events."""
@@ -70,7 +70,7 @@ class Ledger:
             if (tenant, full_scope) in self._noted:
                 return
         key = _prefix(tenant) + full_scope
-        self._backend.put(LEDGER_SCOPE, key, b"", None, time.time(), True)
+        self._backend.apply(LEDGER_SCOPE, (Put(key, b"", None, True),), time.time())
         with self._lock:
             self._noted.add((tenant, full_scope))
 
@@ -79,8 +79,8 @@ class Ledger:
     ) -> None:
         """Record that `key` (at `version`) owns large value `blob_id` of `size` bytes."""
         data = msgpack.packb([full_scope, key, version, size, blob_id])
-        self._backend.put(LEDGER_SCOPE, _blob_name(tenant, full_scope, key), data, None,
-                          time.time(), False)  # fmt: skip
+        entry = Put(_blob_name(tenant, full_scope, key), data)
+        self._backend.apply(LEDGER_SCOPE, (entry,), time.time())
 
     def committed_blob(self, tenant: str, full_scope: str, key: str) -> str | None:
         """The id of the large value last committed to `key`, if the ledger has it."""
@@ -105,7 +105,7 @@ class Ledger:
     def drop(self, names: list[str]) -> None:
         """Forget ledger entries (of large values that are gone)."""
         if names:
-            self._backend.delete_many(LEDGER_SCOPE, names, time.time())
+            self._backend.apply(LEDGER_SCOPE, [Delete(name) for name in names], time.time())
 
     def extra_bytes(self, tenant: str, size_of: Sizer) -> int:
         """What the series and events of the tenant's noted scopes cost."""
