@@ -65,7 +65,7 @@ from bench_core import (
     version_of,
 )
 from bench_servers import delete_redis_keys, source_state
-from satchel.blobs import CHUNK_SIZE, BlobWriter
+from satchel._blobs import CHUNK_SIZE, BlobWriter
 
 MIB = 1 << 20
 PIECE = MIB  # bytes per write and per read

@@ -60,8 +60,8 @@ from bench_core import (
     version_of,
 )
 from bench_servers import source_state
-from satchel.events import Events
-from satchel.series import Series
+from satchel._events import Events
+from satchel._series import Series
 
 SERIES_ENGINES: tuple[str, ...] = (MEMORY, SQLITE, POSTGRES, REDIS, FILES)
 NAME = "bench"  # the series' and the sequence's name

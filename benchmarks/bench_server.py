@@ -101,7 +101,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def start_server(engine_url: str, config: Path, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
+    command = [sys.executable, "-c", "from satchel._cli import main; main()", "serve",
                "--url", engine_url, "--port", str(port), "--config", str(config)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "UVICORN_LOG_LEVEL": "warning"})  # fmt: skip

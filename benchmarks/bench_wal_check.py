@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import satchel
-import satchel.backends.sqlite as sqlite_backend
+import satchel._backends.sqlite as sqlite_backend
 
 
 def crashed_store(folder: Path, mib: int) -> tuple[Path, int]:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from satchel.engines import redact
+from satchel._backends.urls import redact
 
 BASE_URL = os.environ.get("SATCHEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_HINT = (

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 import satchel
-from satchel.engines import connect
+from satchel._engines import connect
 
 
 @dataclass

@@ -31,9 +31,9 @@ from click.testing import CliRunner, Result
 import satchel
 import support_postgres
 import support_redis
-from satchel.blobs import CHUNK_SIZE
-from satchel.cli import cli
-from satchel.engines import ENGINES
+from satchel._blobs import CHUNK_SIZE
+from satchel._cli import cli
+from satchel._engines import ENGINES
 
 SATCHEL = shutil.which("satchel", path=str(Path(sys.executable).parent))  # this venv's script
 

@@ -1,6 +1,6 @@
 """Codecs: the record header, typed round trips, damaged records, codec choice, pickle safety.
 
-Most tests work on `satchel.codecs.get_codec(...)` directly; the ones about what is on
+Most tests work on `satchel._codecs.get_codec(...)` directly; the ones about what is on
 disk go through a SQLite store and read the database with a separate `sqlite3`
 connection. Cases that could crash the interpreter run in a subprocess.
 """
@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import satchel
-from satchel.codecs import FORMAT_VERSION, HEADER_SIZE, get_codec
+from satchel._codecs import FORMAT_VERSION, HEADER_SIZE, get_codec
 
 TYPED = get_codec("typed")
 
@@ -529,7 +529,7 @@ _DEPTH_SCRIPT = textwrap.dedent(
     """
     import sys
     import satchel
-    from satchel.codecs import get_codec
+    from satchel._codecs import get_codec
 
     kind, depth, leaf = sys.argv[1], int(sys.argv[2]), eval(sys.argv[3])
     wrap = {"list": list, "tuple": tuple, "frozenset": frozenset,
@@ -594,7 +594,7 @@ _CRAFTED_SCRIPT = textwrap.dedent(
     import sys
     import msgpack
     import satchel
-    from satchel.codecs import get_codec
+    from satchel._codecs import get_codec
 
     body = msgpack.packb(0)
     for _ in range(int(sys.argv[1])):  # tuple(tuple(...)) as typed extension 1

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import satchel
-from satchel.blobs import CHUNK_SIZE
+from satchel._blobs import CHUNK_SIZE
 from satchel.compat.anystore import AnyStore, DoesNotExist, _engine_url, get_store
 
 

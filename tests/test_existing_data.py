@@ -30,7 +30,7 @@ import redis
 import satchel
 import support_postgres
 import support_redis
-from satchel import exchange
+from satchel import _exchange as exchange
 
 FIXTURES = Path(__file__).parent / "fixtures" / "existing_data"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "expected.json").read_text())

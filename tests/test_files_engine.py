@@ -28,10 +28,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import satchel
-from satchel.backends import files
-from satchel.backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
-from satchel.backends.files import FilesBackend, escape_name, unescape_name
-from satchel.codecs import HEADER_SIZE
+from satchel._backends import files
+from satchel._backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
+from satchel._backends.files import FilesBackend, escape_name, unescape_name
+from satchel._codecs import HEADER_SIZE
 
 PROCESS_DEADLINE = 60.0  # seconds for one multi-process run
 
@@ -708,7 +708,7 @@ def test_commit_with_a_missing_chunk_writes_nothing(tmp_path: Path) -> None:
 
 BLOB_WRITER = """
 import os, sys, time
-from satchel.backends.files import FilesBackend
+from satchel._backends.files import FilesBackend
 backend = FilesBackend(sys.argv[1])
 n = 0
 while True:
@@ -926,7 +926,7 @@ def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> No
 
 
 def test_logs_match_the_memory_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from satchel.backends.memory import MemoryBackend
+    from satchel._backends.memory import MemoryBackend
 
     monkeypatch.setattr(files, "REWRITE_MIN", 300)  # rewrites happen often
     monkeypatch.setattr(files, "PART", 300)

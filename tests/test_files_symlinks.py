@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 import satchel
-from satchel.backends.base import Put
-from satchel.backends.files import FilesBackend
-from satchel.blobs import CHUNK_SIZE
+from satchel._backends.base import Put
+from satchel._backends.files import FilesBackend
+from satchel._blobs import CHUNK_SIZE
 
 BIG = b"0123456789" * (CHUNK_SIZE // 10 + 1)  # two chunks
 FAR = 10**6  # seconds: a purge this far ahead finds every record expired

@@ -32,11 +32,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import satchel
-from satchel import codecs, crypto, exchange
-from satchel.backends.base import Put
-from satchel.cli import cli
-from satchel.codecs import COUNT_FROM, MAX_SAME_HASH, get_codec
-from satchel.crypto import Keyring, unseal
+from satchel import _codecs as codecs
+from satchel import _crypto as crypto
+from satchel import _exchange as exchange
+from satchel._backends.base import Put
+from satchel._cli import cli
+from satchel._codecs import COUNT_FROM, MAX_SAME_HASH, get_codec
+from satchel._crypto import Keyring, unseal
 
 TYPED, JSON, RAW = get_codec("typed"), get_codec("json"), get_codec("raw")
 KEY = bytes(range(32))

@@ -11,13 +11,13 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import satchel
-from satchel.keys import (
+from satchel._backends.base import prefix_upper_bound
+from satchel._keys import (
     MAX_KEY_BYTES,
     MAX_SCOPE_BYTES,
     check_key,
     check_scope,
     compile_pattern,
-    prefix_upper_bound,
 )
 
 # --- check_key / check_scope ------------------------------------------------------------------

@@ -15,8 +15,8 @@ import pytest
 
 import satchel
 import support_postgres
-from satchel.backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
-from satchel.backends.postgres import SCAN, SCHEMA_VERSION, PostgresBackend
+from satchel._backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
+from satchel._backends.postgres import SCAN, SCHEMA_VERSION, PostgresBackend
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 import satchel
-import satchel.errors
+import satchel._errors
 
 PUBLIC = {
     "AccessDenied",
@@ -36,8 +36,8 @@ PUBLIC = {
 def _error_classes() -> list[type[BaseException]]:
     return [
         obj
-        for _, obj in inspect.getmembers(satchel.errors, inspect.isclass)
-        if issubclass(obj, BaseException) and obj.__module__ == satchel.errors.__name__
+        for _, obj in inspect.getmembers(satchel._errors, inspect.isclass)
+        if issubclass(obj, BaseException) and obj.__module__ == satchel._errors.__name__
     ]
 
 
@@ -69,10 +69,10 @@ def test_open_is_callable_and_store_is_a_class() -> None:
 
 def test_every_error_class_is_exported_and_listed() -> None:
     names = {cls.__name__ for cls in _error_classes()}
-    assert names == set(satchel.errors.__all__)
+    assert names == set(satchel._errors.__all__)
     assert names <= PUBLIC
     for name in names:
-        assert getattr(satchel, name) is getattr(satchel.errors, name)
+        assert getattr(satchel, name) is getattr(satchel._errors, name)
 
 
 def test_every_error_derives_from_satchel_error() -> None:
@@ -119,7 +119,7 @@ def test_unsupported_value_is_not_a_value_error() -> None:
 
 
 def test_errors_module_docstring_draws_every_error_class() -> None:
-    doc = satchel.errors.__doc__
+    doc = satchel._errors.__doc__
     assert doc
     for cls in _error_classes():
         assert cls.__name__ in doc, cls.__name__

@@ -27,9 +27,9 @@ from redis.crc import key_slot
 import satchel
 import support_redis
 from conftest import ENGINES, require_service
-from satchel.backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
-from satchel.backends.redis import RedisBackend, open_redis
-from satchel.keys import compile_pattern
+from satchel._backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
+from satchel._backends.redis import RedisBackend, open_redis
+from satchel._keys import compile_pattern
 
 PASSWORD = "s3cret-pw-9f4e"
 

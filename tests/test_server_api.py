@@ -16,8 +16,8 @@ import pytest
 import satchel
 import support_server
 from satchel import AccessDenied, BackendUnavailable, InvalidInput, KeyNotFound, ReadOnlyError
-from satchel.backends.base import Put
-from satchel.codecs import get_codec
+from satchel._backends.base import Put
+from satchel._codecs import get_codec
 from satchel.server import Config
 
 
@@ -332,7 +332,7 @@ def test_an_engine_failure_is_503_naming_nothing_of_the_engine(tmp_path, caplog)
 
 
 def test_the_engine_maps_each_answer_to_its_error() -> None:
-    import satchel.backends.http as http
+    import satchel._backends.http as http
 
     backend = http.HTTPBackend("http://127.0.0.1:1", "t")
     cases = [
@@ -367,7 +367,7 @@ def test_the_engine_maps_each_answer_to_its_error() -> None:
      (2**60, False), (float("nan"), False), ({"d": {"when": uuid.UUID(int=1)}}, False)],
 )  # fmt: skip
 def test_the_admin_page_edits_only_values_json_keeps_exactly(value, editable) -> None:
-    from satchel.backends.base import Record
+    from satchel._backends.base import Record
     from satchel.server.human import describe
 
     record = Record("k", get_codec("typed").encode(value), 0.0, 0.0, None, 1)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import satchel
 import support_server
 from satchel import AccessDenied
-from satchel.cli import cli
+from satchel._cli import cli
 from satchel.server.tenants import Config, digest
 
 
@@ -69,7 +69,7 @@ def test_serve_runs_the_server_and_sees_revocations(tmp_path: Path) -> None:
     token = run("token", "add", "alice", "--config", str(config))[1].strip()
     port = support_server.free_port()
     env = {**os.environ, "SATCHEL_SERVER_CONFIG": str(config)}
-    command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
+    command = [sys.executable, "-c", "from satchel._cli import main; main()", "serve",
                "--url", f"sqlite:///{tmp_path}/s.db", "--port", str(port)]  # fmt: skip
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -110,7 +110,7 @@ def test_core_and_cli_work_without_the_server_extra() -> None:
         "import sys\n"
         "for name in ('fastapi', 'uvicorn', 'httpx', 'starlette', 'pydantic'):\n"
         "    sys.modules[name] = None\n"
-        "import satchel, satchel.cli\n"
+        "import satchel, satchel._cli\n"
         "with satchel.open('memory://') as s:\n"
         "    s.set('k', 1)\n"
         "try:\n"
@@ -121,7 +121,7 @@ def test_core_and_cli_work_without_the_server_extra() -> None:
         "    raise SystemExit('no error')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-    serve = "import sys; sys.modules['uvicorn'] = None\nfrom satchel.cli import main; main()"
+    serve = "import sys; sys.modules['uvicorn'] = None\nfrom satchel._cli import main; main()"
     result = subprocess.run([sys.executable, "-c", serve, "serve"], capture_output=True, text=True)
     assert result.returncode == 3 and "satchel[server]" in result.stderr
 

@@ -21,8 +21,8 @@ import pytest
 
 import satchel
 import support_server
-from satchel.codecs import get_codec
-from satchel.engines import connect
+from satchel._codecs import get_codec
+from satchel._engines import connect
 from satchel.server import Config, Service, Tenant, create_app
 
 typed = get_codec("typed")
@@ -71,7 +71,7 @@ def own_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     token = config.add_token(Tenant(name="big", prefix="big:"))
     config.save(path)
     port = support_server.free_port()
-    command = [sys.executable, "-c", "from satchel.cli import main; main()", "serve",
+    command = [sys.executable, "-c", "from satchel._cli import main; main()", "serve",
                "--url", "memory://", "--port", str(port), "--config", str(path)]  # fmt: skip
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -29,10 +29,10 @@ import support_postgres
 import support_redis
 import support_server
 from conftest import ENGINES
-from satchel.backends.base import Delete, Expect, Put, Touch
-from satchel.engines import connect
-from satchel.errors import BackendError, QuotaExceeded
-from satchel.keys import RESERVED_SCOPE
+from satchel._backends.base import Delete, Expect, Put, Touch
+from satchel._engines import connect
+from satchel._errors import BackendError, QuotaExceeded
+from satchel._keys import RESERVED_SCOPE
 from satchel.server import Config
 from satchel.server.ledger import LEDGER_SCOPE
 

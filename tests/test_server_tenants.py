@@ -83,7 +83,7 @@ def test_blob_chunks_of_alice_are_out_of_reach(server, alice):
     token, name = alice
     blob_record = server.service.backend.get(f"{name}:vault", "big", 1e9)
     assert blob_record is not None
-    from satchel.blobs import read_manifest
+    from satchel._blobs import read_manifest
 
     blob_id = read_manifest(blob_record.value).blob_id
     bob = server.tenant()
@@ -241,7 +241,7 @@ def test_an_abandoned_upload_leaves_the_count_after_its_lifetime(server, monkeyp
 
 
 def test_a_forged_manifest_does_not_shrink_the_count(server):
-    from satchel.blobs import Manifest
+    from satchel._blobs import Manifest
 
     token = server.tenant(quota_bytes=100_000)
     with _c(server, token) as c:

@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 
 import satchel
-from satchel.backends import sqlite as sqlite_backend
-from satchel.backends.base import STAGED_LIFETIME
-from satchel.blobs import CHUNK_SIZE
-from satchel.errors import BackendError
+from satchel._backends import sqlite as sqlite_backend
+from satchel._backends.base import STAGED_LIFETIME
+from satchel._blobs import CHUNK_SIZE
+from satchel._errors import BackendError
 
 PROCESS_DEADLINE = 60.0  # seconds for a whole multi-process run
 CHILD_DEADLINE = 10.0  # seconds for one forked child

@@ -7,9 +7,9 @@
 2
 """
 
+from ._codecs import UserCodec
 from ._core import KeyInfo
-from .codecs import UserCodec
-from .errors import (
+from ._errors import (
     AccessDenied,
     BackendError,
     BackendUnavailable,
@@ -26,7 +26,7 @@ from .errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from .store import Store, open
+from ._store import Store, open
 
 __all__ = [
     "AccessDenied",

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from time import time
 from typing import Any
 
-from . import blobs
-from .backends.base import Backend, Change, Expect, Record
-from .codecs import HEADER_SIZE, Codec, is_blob, is_sealed
-from .crypto import Sealer, unseal
-from .errors import (
+from ._backends.base import Backend, Change, Expect, Record
+from ._blobs import read_manifest, read_whole
+from ._codecs import HEADER_SIZE, Codec, is_blob, is_sealed
+from ._crypto import Sealer, unseal
+from ._errors import (
     InvalidInput,
     KeyNotFound,
     SatchelError,
@@ -26,7 +26,7 @@ from .errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from .keys import Pattern, check_key, compile_pattern
+from ._keys import Pattern, check_key, compile_pattern
 
 PAGE_SIZE = 500  # records fetched per round trip when iterating
 PURGE_EVERY = 60.0  # seconds between sweeps of expired records (they are invisible anyway)
@@ -164,7 +164,7 @@ class Core:
         it is replaced meanwhile, so a reader gets one whole value, old or new."""
         while True:
             try:
-                return blobs.read_whole(self, key, blobs.read_manifest(data))
+                return read_whole(self, key, read_manifest(data))
             except ValueChanged:
                 fresh = self.shared.backend.get_value(self.scope, key, time())
                 if fresh is None:
@@ -254,7 +254,7 @@ class Core:
         twice)."""
         data = self.plain(record.value, record.key)  # describe the value, not its ciphertext
         if is_blob(data):
-            manifest = blobs.read_manifest(data)
+            manifest = read_manifest(data)
             size, checksum = manifest.size, manifest.checksum
         else:
             payload = memoryview(data)[HEADER_SIZE:]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import satchel
-from satchel.backends.base import Backend, Delete, Expect, Put, Record, Touch
+from satchel._backends.base import Backend, Delete, Expect, Put, Record, Touch
 
 SCOPE = "default"
 

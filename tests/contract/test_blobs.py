@@ -11,7 +11,7 @@ import pytest
 
 import satchel
 from satchel import InvalidInput, KeyNotFound, UnsupportedValue, ValueChanged
-from satchel.blobs import CHUNK_SIZE
+from satchel._blobs import CHUNK_SIZE
 
 BIG = os.urandom(2 * CHUNK_SIZE + 12345)  # three chunks, the last one partial
 
@@ -299,8 +299,8 @@ def test_ttl_counts_from_close(store):
 
 
 def test_conditional_commit_writes_nothing_when_the_key_moved(store):
-    from satchel.blobs import BlobWriter
-    from satchel.store import core_of
+    from satchel._blobs import BlobWriter
+    from satchel._store import core_of
 
     core = core_of(store)  # the writer works on the store's private core
     store.set("k", b"first")

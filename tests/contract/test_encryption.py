@@ -10,7 +10,7 @@ import pytest
 
 import satchel
 from satchel import DecryptionError, ReadOnlyError
-from satchel.backends.base import Put
+from satchel._backends.base import Put
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

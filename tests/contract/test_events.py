@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import satchel
 from satchel import InvalidInput
-from satchel.events import replay
+from satchel._events import replay
 
 
 def test_apply_and_current(store):

@@ -13,10 +13,10 @@ import pytest
 
 import satchel
 from satchel import CorruptData, DecryptionError
-from satchel.backends.base import Put
-from satchel.blobs import CHUNK_SIZE, BlobWriter, Manifest, read_manifest
-from satchel.codecs import HEADER_SIZE, get_codec
-from satchel.store import core_of
+from satchel._backends.base import Put
+from satchel._blobs import CHUNK_SIZE, BlobWriter, Manifest, read_manifest
+from satchel._codecs import HEADER_SIZE, get_codec
+from satchel._store import core_of
 
 KEY = bytes(range(32))
 BIG = bytes(range(256)) * (CHUNK_SIZE // 256) * 2 + b"tail"  # three chunks

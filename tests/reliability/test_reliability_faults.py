@@ -53,7 +53,7 @@ import pytest
 import satchel
 import support_redis
 from conftest import require_service
-from satchel.backends import sqlite_wal
+from satchel._backends import sqlite_wal
 
 PASSWORD = "s3cret-Pw-7f1"  # must never appear in an error message
 DOWN_BOUND = 10.0  # seconds: the longest one operation may take while the service is down

@@ -44,7 +44,7 @@ from satchel import (
     KeyNotFound,
     UnsupportedValue,
 )
-from satchel.backends.base import Put
+from satchel._backends.base import Put
 
 ALLOWED = (InvalidInput, InvalidInputType, UnsupportedValue, KeyNotFound)
 EXAMPLES = 100  # per engine; x10 under --long

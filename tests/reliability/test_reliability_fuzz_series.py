@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import satchel
 from conftest import ENGINES
 from satchel import InvalidInput, UnsupportedValue
-from satchel.events import replay
+from satchel._events import replay
 
 EXAMPLES = 25
 INT64 = 2**63

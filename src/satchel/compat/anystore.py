@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..blobs import BlobWriter
-from ..errors import KeyNotFound
-from ..keys import compile_pattern, escape_glob
-from ..store import Store
-from ..store import open as open_store
+from .._blobs import BlobWriter
+from .._errors import KeyNotFound
+from .._keys import compile_pattern, escape_glob
+from .._store import Store
+from .._store import open as open_store
 
 __all__ = ["AnyStore", "DoesNotExist", "Stats", "get_store"]
 

@@ -34,8 +34,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..store import Store
-from ..store import open as open_store
+from .._store import Store
+from .._store import open as open_store
 
 __all__ = ["STORE", "DFFStore"]
 

@@ -53,11 +53,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .. import errors
-from ..errors import CorruptData, InvalidInput, InvalidInputType, SatchelError, UnsupportedValue
-from ..keys import check_key
-from ..store import Store
-from ..store import open as open_store
+from .. import _errors as errors
+from .._errors import CorruptData, InvalidInput, InvalidInputType, SatchelError, UnsupportedValue
+from .._keys import check_key
+from .._store import Store
+from .._store import open as open_store
 
 __all__ = [
     "DEFAULT_LEASE",

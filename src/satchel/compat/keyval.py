@@ -32,9 +32,9 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from ..errors import InvalidInput, InvalidInputType, KeyNotFound, StoreClosed
-from ..store import Store
-from ..store import open as open_store
+from .._errors import InvalidInput, InvalidInputType, KeyNotFound, StoreClosed
+from .._store import Store
+from .._store import open as open_store
 
 __all__ = ["SCOPE_PREFIX", "Disconnected", "KeyVal"]
 

@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from ..errors import InvalidInput
-from ..events import Events
-from ..store import Store as SatchelStore
-from ..store import open as open_store
+from .._errors import InvalidInput
+from .._events import Events
+from .._store import Store as SatchelStore
+from .._store import open as open_store
 
 __all__ = ["OPERATORS", "Store"]
 

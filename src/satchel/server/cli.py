@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import BackendError, InvalidInput
+from .._errors import BackendError, InvalidInput
 
 DEFAULT_CONFIG = "satchel-server.toml"
 _config_option = click.option(
@@ -52,7 +52,7 @@ def serve(
         from .serving import uvicorn_config
     except ImportError as exc:
         raise BackendError(f"the server needs {exc.name}: pip install 'satchel[server]'") from exc
-    from ..engines import connect
+    from .._engines import connect
     from .tenants import Config
 
     config = Config.load(config_path)

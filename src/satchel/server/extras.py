@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from ..backends.base import BlobSealed
-from ..errors import BackendError, BackendUnavailable, InvalidInput, ValueChanged
+from .._backends.base import BlobSealed
+from .._errors import BackendError, BackendUnavailable, InvalidInput, ValueChanged
 from .deps import RESPONSES, T
 from .ledger import EVENT_COST, POINT_COST
 from .models import (

@@ -23,12 +23,12 @@ from fastapi import FastAPI, Query, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from ..backends.base import Record
-from ..blobs import read_manifest
-from ..codecs import get_codec, is_blob, is_sealed
-from ..errors import InvalidInput, KeyNotFound, SatchelError
-from ..exchange import SAFE_INT  # what a browser's JSON keeps exact
-from ..keys import check_key, compile_pattern
+from .._backends.base import Record
+from .._blobs import read_manifest
+from .._codecs import get_codec, is_blob, is_sealed
+from .._errors import InvalidInput, KeyNotFound, SatchelError
+from .._exchange import SAFE_INT  # what a browser's JSON keeps exact
+from .._keys import check_key, compile_pattern
 from .deps import RESPONSES, T
 from .models import (
     Count,

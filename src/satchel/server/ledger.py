@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import msgpack
 
-from ..backends.base import Backend, Delete, Put
-from ..errors import SatchelError
-from ..keys import RESERVED_SCOPE
-from ..series import INT64_MAX
+from .._backends.base import Backend, Delete, Put
+from .._errors import SatchelError
+from .._keys import RESERVED_SCOPE
+from .._series import INT64_MAX
 
 PAGE = 1000
 LEDGER_SCOPE = f"{RESERVED_SCOPE}:server"

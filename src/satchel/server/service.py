@@ -1,6 +1,6 @@
 """What the server does for a tenant: Backend primitives on its prefixed scopes, with quotas.
 
-No storage rule lives here: keys and scopes are checked by ``satchel.keys``, records
+No storage rule lives here: keys and scopes are checked by ``satchel._keys``, records
 are made by the client's Store, and the engine keeps them. This layer adds only the
 tenant's prefix, its rights and its quota, and uses the server's clock.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backends.base import (
+from .._backends.base import (
     STAGED_LIFETIME,
     Backend,
     Change,
@@ -25,8 +25,8 @@ from ..backends.base import (
     Record,
     Touch,
 )
-from ..errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
-from ..keys import check_key
+from .._errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
+from .._keys import check_key
 from .ledger import LEDGER_SCOPE, Ledger
 from .models import MAX_TIME, ChangeIn, DeleteChange, ExpectIn, PutChange, RecordOut
 from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes

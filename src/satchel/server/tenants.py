@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, SatchelError
-from ..keys import RESERVED_SCOPE, check_scope, compile_pattern
+from .._errors import InvalidInput, SatchelError
+from .._keys import RESERVED_SCOPE, check_scope, compile_pattern
 
 DEFAULT_QUOTA_BYTES = 100 * 1024 * 1024
 DEFAULT_QUOTA_KEYS = 1_000_000

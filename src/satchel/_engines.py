@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from .backends.base import Backend
-from .errors import BackendError, InvalidInput, InvalidInputType
+from ._backends.base import Backend
+from ._backends.urls import redact
+from ._errors import BackendError, InvalidInput, InvalidInputType
 
 DEFAULT_FILE_NAME = "satchel.db"
 
@@ -21,39 +22,13 @@ def default_path() -> Path:
     return Path(platformdirs.user_data_dir("satchel", appauthor=False)) / DEFAULT_FILE_NAME
 
 
-def _userinfo(url: str) -> tuple[int, int] | None:
-    """Where the password of `url` starts and ends, or None if it has none.
-
-    Done by hand, not with urlsplit: a password may hold characters ("/", "#", "[")
-    that make a URL parser fail or cut it short, and it must never be shown anyway.
-    """
-    start = url.find("://")
-    at = url.rfind("@")
-    if start < 0 or at < start:
-        return None
-    colon = url.find(":", start + 3, at)
-    return None if colon < 0 else (colon + 1, at)
-
-
-def redact(url: str) -> str:
-    """`url` with any password replaced by ``***``."""
-    span = _userinfo(url)
-    return url if span is None else f"{url[: span[0]]}***{url[span[1] :]}"
-
-
-def password(url: str) -> str | None:
-    """The password in `url` as written (percent-encoded or not), or None."""
-    span = _userinfo(url)
-    return None if span is None else unquote(url[span[0] : span[1]])
-
-
 def _path_of(url: str) -> str:
     """The path part: sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"."""
     return unquote(url.split("://", 1)[1].removeprefix("/"))
 
 
 def _sqlite(url: str, options: dict[str, Any]) -> Backend:
-    from .backends.sqlite import SQLiteBackend
+    from ._backends.sqlite import SQLiteBackend
 
     location = _path_of(url) if "://" in url else url
     if not location:
@@ -72,7 +47,7 @@ def _sqlite(url: str, options: dict[str, Any]) -> Backend:
 def _file(url: str, options: dict[str, Any]) -> Backend:
     """``file:///abs/dir`` (RFC 8089: an empty host) or ``file://relative/dir`` (to the
     working directory; a host name is not supported). ``~`` expands to the home directory."""
-    from .backends.files import FilesBackend
+    from ._backends.files import FilesBackend
 
     location = unquote(url.split("://", 1)[1])
     if not location:
@@ -83,7 +58,7 @@ def _file(url: str, options: dict[str, Any]) -> Backend:
 
 
 def _memory(url: str, options: dict[str, Any]) -> Backend:
-    from .backends.memory import MemoryBackend
+    from ._backends.memory import MemoryBackend
 
     _no_more(options, "memory")
     return MemoryBackend(_path_of(url))
@@ -91,7 +66,7 @@ def _memory(url: str, options: dict[str, Any]) -> Backend:
 
 def _redis(url: str, options: dict[str, Any]) -> Backend:
     try:
-        from .backends.redis import open_redis
+        from ._backends.redis import open_redis
     except ImportError as exc:
         raise _missing_extra("redis", exc) from exc
     return open_redis(url, options)
@@ -99,7 +74,7 @@ def _redis(url: str, options: dict[str, Any]) -> Backend:
 
 def _postgres(url: str, options: dict[str, Any]) -> Backend:
     try:
-        from .backends.postgres import open_postgres
+        from ._backends.postgres import open_postgres
     except ImportError as exc:
         raise _missing_extra("postgres", exc) from exc
     return open_postgres(url, options)
@@ -107,7 +82,7 @@ def _postgres(url: str, options: dict[str, Any]) -> Backend:
 
 def _http(url: str, options: dict[str, Any]) -> Backend:
     try:
-        from .backends.http import open_http
+        from ._backends.http import open_http
     except ImportError as exc:
         raise _missing_extra("server", exc) from exc
     return open_http(url, options)

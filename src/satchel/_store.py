@@ -11,14 +11,14 @@ from time import time
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import blobs
+from ._backends.base import Backend, Delete, Expect, Put, Record, Touch
+from ._backends.readonly import ReadOnlyBackend
+from ._blobs import CHUNK_SIZE, BlobWriter, lines, open_reader
+from ._codecs import UserCodec, get_codec, is_blob
 from ._core import PAGE_SIZE, Core, KeyInfo, Shared
-from .backends.base import Backend, Delete, Expect, Put, Record, Touch
-from .backends.readonly import ReadOnlyBackend
-from .codecs import UserCodec, get_codec, is_blob
-from .crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
-from .engines import connect
-from .errors import (
+from ._crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
+from ._engines import connect
+from ._errors import (
     CorruptData,
     InvalidInput,
     InvalidInputType,
@@ -28,9 +28,9 @@ from .errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from .events import Events
-from .keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern
-from .series import Series
+from ._events import Events
+from ._keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern
+from ._series import Series
 
 _MISSING: Any = object()
 SALT_KEY = "encryption-salt"  # in RESERVED_SCOPE
@@ -372,7 +372,7 @@ class Store:
     @_about_key
     def open_blob(
         self, key: str, mode: str = "rb", *, ttl: float | dt.timedelta | None = None
-    ) -> io.BufferedReader | blobs.BlobWriter:
+    ) -> io.BufferedReader | BlobWriter:
         """Open the bytes value of `key` as a binary file, for values of any size.
 
         ``"wb"`` returns a writable file; what is written becomes the value on ``close()``
@@ -389,20 +389,20 @@ class Store:
         """
         key = check_key(key)
         if mode == "rb":
-            return blobs.open_reader(self._core, key)
+            return open_reader(self._core, key)
         if mode == "wb":
-            return blobs.BlobWriter(self._core, key, None if ttl is None else _ttl_seconds(ttl))
+            return BlobWriter(self._core, key, None if ttl is None else _ttl_seconds(ttl))
         raise InvalidInput(f'mode must be "rb" or "wb", not {mode!r}')
 
     def stream_lines(self, key: str, encoding: str | None = None) -> Iterator[Any]:
         """Lazily yield the lines of the bytes value of `key` (bytes, or str if `encoding`
         is given), line endings kept. Raises like ``open_blob(key, "rb")``, at once."""
         try:
-            reader = blobs.open_reader(self._core, check_key(key))
+            reader = open_reader(self._core, check_key(key))
         except SatchelError as exc:
             raise self._core.tag(exc, key) from exc.__cause__
         decode = None if encoding is None else (lambda line: line.decode(encoding))
-        return blobs.lines(reader, decode)
+        return lines(reader, decode)
 
     # -- time series and event sequences -------------------------------------------------
 
@@ -520,10 +520,10 @@ class Store:
             return False  # expired meanwhile
         try:  # committed only if still that version: a newer value is left to its writer
             with (
-                blobs.open_reader(self._core, key) as source,
-                blobs.BlobWriter(self._core, key, ttl, expected_version=record.version) as target,
+                open_reader(self._core, key) as source,
+                BlobWriter(self._core, key, ttl, expected_version=record.version) as target,
             ):
-                while chunk := source.read(blobs.CHUNK_SIZE):
+                while chunk := source.read(CHUNK_SIZE):
                     target.write(chunk)
         except (ValueChanged, KeyNotFound):
             return False  # replaced or deleted meanwhile

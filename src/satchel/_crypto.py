@@ -36,8 +36,8 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .codecs import HEADER_SIZE
-from .errors import CorruptData, DecryptionError, InvalidInput, InvalidInputType
+from ._codecs import HEADER_SIZE
+from ._errors import CorruptData, DecryptionError, InvalidInput, InvalidInputType
 
 ENCRYPTED = 0x01
 COMPRESSED = 0x02
@@ -291,7 +291,7 @@ def _past(size: int, exact: bool) -> str:
         return f"compressed value inflates past the {size} bytes it declares"
     return (
         f"compressed value (old format) inflates past LEGACY_INFLATE_MAX ({size} bytes); "
-        "raise satchel.crypto.LEGACY_INFLATE_MAX to read it if it is genuine"
+        "raise satchel._crypto.LEGACY_INFLATE_MAX to read it if it is genuine"
     )
 
 

@@ -53,15 +53,13 @@ from psycopg.conninfo import make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..engines import password, redact
-from ..errors import (
+from .._errors import (
     BackendError,
     BackendUnavailable,
     IncompatibleDatabase,
     InvalidInput,
     ValueChanged,
 )
-from ..keys import scan_range
 from . import watchdog
 from .base import (
     ANY_VERSION,
@@ -77,7 +75,9 @@ from .base import (
     Record,
     Touch,
     holds,
+    scan_range,
 )
+from .urls import password, redact
 
 # 1: records only. 2: adds the kv column ``blob`` and the tables of blobs, time series
 # and event sequences (a version 1 database gains them on open).

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..errors import (
+from .._errors import (
     AccessDenied,
     BackendError,
     BackendUnavailable,

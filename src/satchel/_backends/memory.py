@@ -8,7 +8,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Literal
 
-from ..errors import BackendError, ValueChanged
+from .._errors import BackendError, ValueChanged
 from .base import (
     ANY_VERSION,
     STAGED_LIFETIME,

@@ -63,11 +63,11 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # not in type
 from time import time
 from typing import Any
 
+from ._backends.base import ANY_VERSION
+from ._blobs import CHUNK_SIZE, BlobWriter
+from ._codecs import MAX_SAME_HASH, floods, is_blob
 from ._core import KeyInfo
-from .backends.base import ANY_VERSION
-from .blobs import CHUNK_SIZE, BlobWriter
-from .codecs import MAX_SAME_HASH, floods, is_blob
-from .errors import (
+from ._errors import (
     CorruptData,
     DecryptionError,
     InvalidInput,
@@ -76,8 +76,8 @@ from .errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from .keys import check_key
-from .store import Store, core_of
+from ._keys import check_key
+from ._store import Store, core_of
 
 BATCH = 500  # records per round of reading and set_many when importing or copying
 SAFE_INT = 2**53  # beyond this, JavaScript and jq readers round integers

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from .backends.base import ANY_VERSION, Expect, Put
-from .codecs import H_BLOB, H_BYTES, HEADER_SIZE, is_blob
-from .crypto import unseal
-from .errors import (
+from ._backends.base import ANY_VERSION, Expect, Put
+from ._codecs import H_BLOB, H_BYTES, HEADER_SIZE, is_blob
+from ._crypto import unseal
+from ._errors import (
     CorruptData,
     InvalidInput,
     KeyNotFound,

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from time import time
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .errors import InvalidInput, InvalidInputType, SatchelError
-from .keys import check_key
+from ._errors import InvalidInput, InvalidInputType, SatchelError
+from ._keys import check_key
 
 if TYPE_CHECKING:
     from ._core import Core

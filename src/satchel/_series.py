@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInput, InvalidInputType, SatchelError
-from .keys import check_key
+from ._errors import InvalidInput, InvalidInputType, SatchelError
+from ._keys import check_key
 
 if TYPE_CHECKING:
     from ._core import Core

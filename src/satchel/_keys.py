@@ -12,11 +12,10 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .errors import InvalidInput, InvalidInputType
+from ._errors import InvalidInput, InvalidInputType
 
 MAX_KEY_BYTES = 1024
 MAX_SCOPE_BYTES = 255
-_MAX_CODE_POINT = 0x10FFFF
 
 
 def _check_name(name: object, what: str, limit: int) -> str:
@@ -67,29 +66,6 @@ def check_scope(scope: object) -> str:
     if name == RESERVED_SCOPE:
         raise InvalidInput(f"scope {RESERVED_SCOPE!r} is reserved for satchel itself")
     return name
-
-
-def prefix_upper_bound(prefix: str) -> str | None:
-    """The smallest string greater than every string that starts with `prefix`.
-
-    None when there is none (the prefix is empty or all U+10FFFF). Engines use it for
-    an index range scan: `prefix <= key < bound`.
-    """
-    chars = list(prefix)
-    while chars:
-        code = ord(chars.pop()) + 1
-        if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored; skip past them
-            code = 0xE000
-        if code <= _MAX_CODE_POINT:
-            return "".join(chars) + chr(code)
-    return None
-
-
-def scan_range(prefix: str, after: str | None) -> tuple[str, bool, str | None]:
-    """The key range an ordered engine scans for keys that start with `prefix` and sort
-    after `after`: ``(low, low_inclusive, high)``, `high` exclusive (None: unbounded)."""
-    inclusive = after is None or after < prefix
-    return (prefix if inclusive else str(after)), inclusive, prefix_upper_bound(prefix)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
-from ..errors import (
+from .._errors import (
     BackendError,
     BackendUnavailable,
     CorruptData,

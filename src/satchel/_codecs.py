@@ -32,7 +32,7 @@ from typing import Any, Protocol, cast
 
 import msgpack
 
-from .errors import CorruptData, InvalidInput, InvalidInputType, UnsupportedValue
+from ._errors import CorruptData, InvalidInput, InvalidInputType, UnsupportedValue
 
 FORMAT_VERSION = 1
 HEADER_SIZE = 3

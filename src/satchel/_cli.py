@@ -9,7 +9,7 @@ result, and turns an error into one line on stderr and an exit code:
     · 3 the engine failed (cannot connect, unreadable data, anything unexpected)
 
 Output: tables (rich) when stdout is a terminal, plain lines when it is not. Values
-that are not strings print as typed JSON (`satchel.exchange`).
+that are not strings print as typed JSON (`satchel._exchange`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import click
 
 from . import __version__
 from . import open as open_store
+from ._backends.urls import password, redact
 from ._core import KeyInfo
-from .engines import password, redact
-from .errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue
-from .exchange import (
+from ._errors import InvalidInput, KeyNotFound, SatchelError, UnsupportedValue
+from ._exchange import (
     BadLine,
     BadTypedJSON,
     Tally,
@@ -41,7 +41,7 @@ from .exchange import (
     import_lines,
     loads,
 )
-from .store import Store
+from ._store import Store
 
 OK, NOT_FOUND, USAGE, FAILED = 0, 1, 2, 3
 BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE

@@ -97,9 +97,7 @@ from redis.commands.core import Script
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from ..engines import password as password_of
-from ..engines import redact
-from ..errors import (
+from .._errors import (
     BackendError,
     BackendUnavailable,
     CorruptData,
@@ -120,6 +118,8 @@ from .base import (
     Put,
     Record,
 )
+from .urls import password as password_of
+from .urls import redact
 
 DEFAULT_PREFIX = "satchel:"
 DEFAULT_CONNECT_TIMEOUT = 10.0  # seconds, unless socket_[connect_]timeout says otherwise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, NoReturn
 
-from ..errors import ReadOnlyError
+from .._errors import ReadOnlyError
 from .base import Backend, Change, EventState, Expect, Record
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ..errors import (
+from .._errors import (
     BackendError,
     BackendUnavailable,
     CorruptData,
@@ -39,7 +39,6 @@ from ..errors import (
     InvalidInput,
     ValueChanged,
 )
-from ..keys import scan_range
 from . import sqlite_wal
 from .base import (
     ANY_VERSION,
@@ -54,6 +53,7 @@ from .base import (
     Put,
     Record,
     holds,
+    scan_range,
 )
 from .sqlite_wal import first_opener, lost_commits, release
 
