@@ -2,10 +2,19 @@
 
 A large value is a record whose value is a manifest (header id ``B``, then msgpack of
 blob id, size, chunk size, chunk count, checksum, whether chunks are sealed) and whose
-bytes sit in numbered chunks the engine keeps beside it (see ``Backend.blob_*``). The
-manifest is sealed like any value; each chunk is sealed on its own, bound to its key,
-blob and position, so chunks cannot be swapped or moved. A value that fits in one chunk
-is stored as a plain bytes value instead: ``get`` and ``info`` treat both alike.
+bytes sit in numbered chunks. The manifest is sealed like any value; each chunk is sealed
+on its own, bound to its key, blob and position, so chunks cannot be swapped or moved. A
+value that fits in one chunk is stored as a plain bytes value instead: ``get`` and
+``info`` treat both alike.
+
+Chunks are records too, in the scope's blob scope (``kind_scope(scope, "b")``, which no
+user can name): ``c/<blob id>/<n:08d>`` holds chunk n, and ``h/<blob id>`` the blob's
+head: msgpack of [key, committed, since, digest of the committed manifest record]. A
+writer stores its chunks as it goes (invisible: no manifest names them yet), marks the
+head committed, then writes the manifest as the key's value, under a condition if asked.
+Nothing else frees chunks: `collect` (run with the store's periodic purge) frees a blob
+whose owner no longer holds its manifest (overwritten, deleted, expired), once its head
+is COMMIT_GRACE old, and a staged blob once STAGED_LIFETIME old.
 """
 
 from __future__ import annotations
@@ -22,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ._backends.base import ANY_VERSION, Expect, Put
+from ._backends.base import ANY_VERSION, STAGED_LIFETIME, Backend, Delete, Expect, Put
 from ._codecs import H_BLOB, H_BYTES, HEADER_SIZE, is_blob
 from ._crypto import unseal
 from ._errors import (
+    BackendError,
     CorruptData,
     InvalidInput,
     KeyNotFound,
@@ -33,12 +43,17 @@ from ._errors import (
     UnsupportedValue,
     ValueChanged,
 )
+from ._keys import KIND_MARK, kind_scope, split_kind
 
 if TYPE_CHECKING:
     from ._core import Core
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: big enough to amortise a round trip, small enough for RAM
 MAX_CHUNK_SIZE = 64 << 20  # what a manifest may claim: a reader holds one chunk in memory
+# A committed blob whose owner does not hold its manifest is freed only after this long:
+# the writer marks the head committed just before it writes the manifest.
+COMMIT_GRACE = 600.0
+BATCH = 1000  # records per apply when freeing a blob
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +99,29 @@ def chunk_name(key: str, blob_id: str, index: int) -> str:
     return f"{key}\x00{blob_id}\x00{index}"
 
 
+def head_key(blob_id: str) -> str:
+    return f"h/{blob_id}"
+
+
+def chunk_key(blob_id: str, index: int) -> str:
+    return f"c/{blob_id}/{index:08d}"
+
+
+def _head(key: str, committed: bool, since: float, manifest: bytes = b"") -> bytes:
+    digest = hashlib.blake2b(manifest, digest_size=16).digest() if manifest else b""
+    return msgpack.packb([key, committed, since, digest])
+
+
+def _free(backend: Backend, scope: str, blob_id: str) -> None:
+    """Delete the chunks and the head of `blob_id` in blob scope `scope`."""
+    prefix, now = f"c/{blob_id}/", time()
+    while page := backend.scan(scope, prefix, None, BATCH, now, values=False):
+        backend.apply(scope, [Delete(r.key) for r in page], now)
+        if len(page) < BATCH:
+            break
+    backend.apply(scope, [Delete(head_key(blob_id))], now)
+
+
 def _checksum() -> Any:
     return hashlib.blake2b(digest_size=16)
 
@@ -107,6 +145,7 @@ class BlobWriter(io.RawIOBase):
         self._core, self._key, self._ttl = core, key, ttl
         self._expected = expected_version  # ValueChanged at close unless the key is at it
         self._blob_id = uuid.uuid4().hex
+        self._scope = kind_scope(core.scope, "b")
         self._buffer = bytearray()
         self._chunks = 0
         self._size = 0
@@ -130,14 +169,16 @@ class BlobWriter(io.RawIOBase):
         return len(view)
 
     def _flush_chunk(self, chunk: bytes) -> None:
-        core = self._core
-        sealer, scope = core.sealer, core.scope
-        if sealer is not None:
-            chunk = sealer.seal(H_BYTES + chunk, scope, chunk_name(self._key, self._blob_id,
-                                                                  self._chunks))  # fmt: skip
+        core, blob_id, index = self._core, self._blob_id, self._chunks
+        if core.sealer is not None:
+            name = chunk_name(self._key, blob_id, index)
+            chunk = core.sealer.seal(H_BYTES + chunk, core.scope, name)
+        changes = [Put(chunk_key(blob_id, index), chunk)]
+        now = time()
+        if not index:  # the head says whose chunks these are, and since when
+            changes.append(Put(head_key(blob_id), _head(self._key, False, now)))
         try:
-            core.backend.blob_write(scope, self._key, self._blob_id, self._chunks,
-                                             chunk, time())  # fmt: skip
+            core.backend.apply(self._scope, changes, now)
         except SatchelError as exc:
             raise core.tag(exc, self._key) from exc.__cause__
         self._chunks += 1
@@ -150,8 +191,7 @@ class BlobWriter(io.RawIOBase):
         self._buffer = bytearray()
         try:
             if self._chunks:
-                backend = self._core.backend
-                backend.blob_discard(self._core.scope, self._key, self._blob_id)
+                _free(self._core.backend, self._scope, self._blob_id)
         except SatchelError as exc:
             raise self._core.tag(exc, self._key) from exc.__cause__
         finally:
@@ -165,31 +205,44 @@ class BlobWriter(io.RawIOBase):
         core, key = self._core, self._key
         backend, scope = core.backend, core.scope
         try:
+            if self._chunks:
+                if self._buffer:
+                    self._flush_chunk(bytes(self._buffer))
+                self._buffer = bytearray()
+                self._check_staged()
+                manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
+                                    self._hash.hexdigest(), core.sealer is not None)  # fmt: skip
+                record = core.seal(manifest.pack(), key)
+                head = _head(key, True, time(), record)  # from now on, `collect` checks
+                backend.apply(self._scope, (Put(head_key(self._blob_id), head),), time())
+            else:  # fits in one chunk: an ordinary bytes value, any codec
+                record = core.seal(H_BYTES + bytes(self._buffer), key)
             now = time()
             expires_at = None if self._ttl is None else now + self._ttl
-            if not self._chunks:  # fits in one chunk: an ordinary bytes value, any codec
-                record = core.seal(H_BYTES + bytes(self._buffer), key)
-                expect = () if self._expected == ANY_VERSION else (Expect(key, self._expected),)
-                if backend.apply(scope, (Put(key, record, expires_at),), now, expect) is None:
-                    raise ValueChanged("the key changed before the value was committed")
-                return
-            if self._buffer:
-                self._flush_chunk(bytes(self._buffer))
-            self._buffer = bytearray()
-            manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
-                                self._hash.hexdigest(), core.sealer is not None)  # fmt: skip
-            backend.blob_commit(scope, key, self._blob_id, self._chunks,
-                                core.seal(manifest.pack(), key), expires_at, now,
-                                self._expected)  # fmt: skip
+            expect = () if self._expected == ANY_VERSION else (Expect(key, self._expected),)
+            if backend.apply(scope, (Put(key, record, expires_at),), now, expect) is None:
+                raise ValueChanged("the key changed before the value was committed")
         except BaseException as exc:
             if self._chunks:
                 with contextlib.suppress(Exception):  # the first error is the one to report
-                    backend.blob_discard(scope, key, self._blob_id)
+                    _free(backend, self._scope, self._blob_id)
             if isinstance(exc, SatchelError):
                 core.tag(exc, key)
             raise
         finally:
             super().close()
+
+    def _check_staged(self) -> None:
+        """Raise BackendError if a chunk was freed meanwhile (staged too long)."""
+        backend, now = self._core.backend, time()
+        found, after = 0, None
+        while page := backend.scan(self._scope, f"c/{self._blob_id}/", after, BATCH, now,
+                                   values=False):  # fmt: skip
+            found += len(page)
+            after = page[-1].key
+        if found != self._chunks or backend.get(self._scope, head_key(self._blob_id), now) is None:
+            raise BackendError(f"{self._chunks - found} staged chunks of the large value were "
+                               "freed before the commit (staged for over a day?)")  # fmt: skip
 
     def __del__(self) -> None:
         # io's finaliser would call close(), publishing a half-written value.
@@ -218,6 +271,7 @@ class BlobReader(io.RawIOBase):
     def __init__(self, core: Core, key: str, manifest: Manifest) -> None:
         super().__init__()
         self._core, self._key, self._manifest = core, key, manifest
+        self._scope = kind_scope(core.scope, "b")
         self._pos = 0
         self._cached: tuple[int, bytes] | None = None
         self._hash: Any = _checksum()  # None once a seek breaks the sequential read
@@ -251,13 +305,15 @@ class BlobReader(io.RawIOBase):
             return self._cached[1]
         core, manifest = self._core, self._manifest
         scope, backend = core.scope, core.backend
-        data = backend.blob_read(scope, self._key, manifest.blob_id, index, time())
-        if data is None:
-            if self._still_current():
-                raise CorruptData(f"chunk {index} of {manifest.chunks} of the large value "
-                                  "is missing", key=self._key, scope=scope)  # fmt: skip
+        data = backend.get_value(self._scope, chunk_key(manifest.blob_id, index), time())
+        # A replaced blob's chunks stay until `collect` frees them: read on only while
+        # the key still holds this one.
+        if not self._still_current():
             raise ValueChanged("the value was replaced or deleted while it was read",
                                key=self._key, scope=scope, engine=backend.engine)  # fmt: skip
+        if data is None:
+            raise CorruptData(f"chunk {index} of {manifest.chunks} of the large value "
+                              "is missing", key=self._key, scope=scope)  # fmt: skip
         keyring = core.keyring
         try:
             if manifest.sealed:
@@ -269,14 +325,15 @@ class BlobReader(io.RawIOBase):
             raise core.tag(exc, self._key) from exc.__cause__
         expected = min(manifest.chunk_size, manifest.size - index * manifest.chunk_size)
         if len(data) != expected:
-            raise CorruptData(f"chunk {index} holds {len(data)} bytes, not {expected}",
+            gap = f"{expected - len(data)} missing" if len(data) < expected else "too many"
+            raise CorruptData(f"chunk {index} holds {len(data)} bytes, not {expected} ({gap})",
                               key=self._key, scope=scope)  # fmt: skip
         self._cached = (index, data)
         return data
 
     def _still_current(self) -> bool:
         """True if the key's live value is still this blob: then a chunk it lacks is lost,
-        not replaced (an engine frees a blob's chunks only after its manifest is gone)."""
+        not replaced (`collect` frees a blob's chunks only after its manifest is gone)."""
         core = self._core
         data = core.backend.get_value(core.scope, self._key, time())
         if data is None:
@@ -351,3 +408,71 @@ def lines(reader: io.BufferedReader, decode: Callable[[bytes], Any] | None) -> I
     with reader:
         for line in reader:
             yield line if decode is None else decode(line)
+
+
+def collect(backend: Backend, now: float, limit: int, after: tuple[str, str] | None) -> (
+    tuple[str, str] | None
+):
+    """Free up to `limit` blobs nobody holds (see the module docstring), looking at the
+    heads after `after` ((blob scope, head key), None: from the start); return where to
+    go on next time (None: a whole round is done)."""
+    scopes = sorted(s for s in backend.scopes(now) if (split_kind(s) or ("", ""))[1] == "b")
+    start_scope, start_key = after or ("", None)
+    for scope in scopes:
+        if scope < start_scope:
+            continue
+        cursor = start_key if scope == start_scope else None
+        while page := backend.scan(scope, "h/", cursor, min(limit, BATCH), now):
+            for record in page:
+                _collect_one(backend, scope, record.key, record.value, now)
+            limit -= len(page)
+            cursor = page[-1].key
+            if limit <= 0:
+                return scope, cursor
+            if len(page) < BATCH:
+                break
+    return None
+
+
+def _collect_one(backend: Backend, scope: str, name: str, head: bytes, now: float) -> None:
+    try:
+        key, committed, since, digest = msgpack.unpackb(head)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return  # not ours to judge: leave it
+    owner_scope = scope.rpartition(KIND_MARK)[0]
+    blob_id = name[2:]
+    if not committed:
+        if now - since > STAGED_LIFETIME:
+            _free(backend, scope, blob_id)
+        return
+    if now - since <= COMMIT_GRACE:
+        return
+    owner = backend.get(owner_scope, key, now) if isinstance(key, str) else None
+    if owner is None or hashlib.blake2b(owner.value, digest_size=16).digest() != digest:
+        _free(backend, scope, blob_id)
+
+
+def migrate(backend: Backend, now: float) -> int:
+    """Copy the large values kept the way releases before 0.2 kept them into blob scopes,
+    then drop that old storage; return how many were copied. Safe to run from several
+    processes at once (what one copies, the other copies again, byte for byte)."""
+    legacy = backend.legacy_blobs(now)
+    if legacy is None:
+        return 0
+    moved = 0
+    for blob in legacy:
+        owner = backend.get(blob.scope, blob.key, now)
+        if owner is None:
+            continue
+        scope = kind_scope(blob.scope, "b")
+        for index in range(blob.chunks):
+            data = backend.legacy_chunk(blob, index)
+            if data is None:
+                break  # dropped meanwhile: whoever dropped it copied it first
+            backend.apply(scope, [Put(chunk_key(blob.blob_id, index), data)], now)
+        else:
+            head = _head(blob.key, True, now, owner.value)
+            backend.apply(scope, [Put(head_key(blob.blob_id), head)], now)
+            moved += 1
+    backend.drop_legacy_blobs()
+    return moved

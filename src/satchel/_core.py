@@ -15,7 +15,7 @@ from time import time
 from typing import Any
 
 from ._backends.base import Backend, Change, Expect, Record
-from ._blobs import read_manifest, read_whole
+from ._blobs import collect, read_manifest, read_whole
 from ._codecs import HEADER_SIZE, Codec, is_blob, is_sealed
 from ._crypto import Sealer, unseal
 from ._errors import (
@@ -60,7 +60,7 @@ def utc(timestamp: float) -> dt.datetime:
 class Shared:
     """What every scope view of one opened store shares."""
 
-    __slots__ = ("backend", "codec", "engine", "next_purge", "sealer")
+    __slots__ = ("backend", "codec", "collected_to", "engine", "next_purge", "sealer")
 
     def __init__(self, backend: Backend, codec: Codec, sealer: Sealer | None) -> None:
         self.backend = backend
@@ -68,6 +68,7 @@ class Shared:
         self.sealer = sealer
         self.engine = backend.engine
         self.next_purge = 0.0
+        self.collected_to: tuple[str, str] | None = None  # where `collect` goes on
 
     def close(self) -> None:
         """Close the engine; every later call raises StoreClosed. Idempotent."""
@@ -200,6 +201,7 @@ class Core:
             # error).
             with contextlib.suppress(SatchelError):
                 shared.backend.purge_expired(now, PURGE_LIMIT)
+                shared.collected_to = collect(shared.backend, now, PURGE_LIMIT, shared.collected_to)
 
     def records(self, pattern: object, values: bool) -> Iterator[Record]:
         """The live records whose key matches the glob `pattern`, in key order, lazily."""

@@ -1,7 +1,8 @@
 """What a key, a scope and a pattern may be, and how glob patterns match.
 
 Keys and scopes are non-empty `str` of any Unicode but NUL and lone surrogates (both
-cannot be stored by every engine), at most 1024 (keys) or 255 (scopes) UTF-8 bytes.
+cannot be stored by every engine), at most 1024 (keys) or 255 (scopes) UTF-8 bytes; a
+scope also holds no U+001F (KIND_MARK, which names satchel's own scopes).
 Keys sort by code point, which is also the byte order of their UTF-8 form, so every
 engine that compares bytes sorts them the same way.
 """
@@ -58,6 +59,20 @@ def check_key(key: object) -> str:
 # Where satchel keeps its own records (the salt of a passphrase) in any engine; users
 # cannot name it, and Store.scopes() does not list it.
 RESERVED_SCOPE = "__satchel__"
+# Joins a scope and a kind ("b": the chunks of its large values) into the scope where
+# that kind keeps its records. No scope name holds it, so no user scope can be one.
+KIND_MARK = "\x1f"
+
+
+def kind_scope(scope: str, kind: str) -> str:
+    """The scope where kind `kind` of `scope` keeps its records."""
+    return f"{scope}{KIND_MARK}{kind}"
+
+
+def split_kind(name: str) -> tuple[str, str] | None:
+    """(scope, kind) if `name` is a kind scope (see `kind_scope`), else None."""
+    scope, mark, kind = name.rpartition(KIND_MARK)
+    return (scope, kind) if mark else None
 
 
 def check_scope(scope: object) -> str:
@@ -65,6 +80,8 @@ def check_scope(scope: object) -> str:
     name = _check_name(scope, "scope", MAX_SCOPE_BYTES)
     if name == RESERVED_SCOPE:
         raise InvalidInput(f"scope {RESERVED_SCOPE!r} is reserved for satchel itself")
+    if KIND_MARK in name:
+        raise InvalidInput(f"scope {name!r} holds U+001F, which satchel keeps for itself")
     return name
 
 

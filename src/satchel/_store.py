@@ -13,7 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._backends.base import Backend, Delete, Expect, Put, Record, Touch
 from ._backends.readonly import ReadOnlyBackend
-from ._blobs import CHUNK_SIZE, BlobWriter, lines, open_reader
+from ._blobs import CHUNK_SIZE, BlobWriter, lines, migrate, open_reader
 from ._codecs import UserCodec, get_codec, is_blob
 from ._core import PAGE_SIZE, Core, KeyInfo, Shared
 from ._crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
@@ -29,7 +29,7 @@ from ._errors import (
     ValueChanged,
 )
 from ._events import Events
-from ._keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern
+from ._keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern, kind_scope, split_kind
 from ._series import Series
 
 _MISSING: Any = object()
@@ -264,8 +264,10 @@ class Store:
 
     def clear(self) -> None:
         """Delete every key of this scope (other scopes are untouched)."""
+        core = self._core
         try:
-            self._core.backend.clear(self._core.scope)
+            core.backend.clear(core.scope)
+            core.backend.clear(kind_scope(core.scope, "b"))  # the chunks of its large values
         except SatchelError as exc:
             self._core.tag(exc)
             raise
@@ -459,7 +461,8 @@ class Store:
 
     def scopes(self) -> list[str]:
         """Sorted names of the scopes holding at least one live value."""
-        return [s for s in self._core.backend.scopes(time()) if s != RESERVED_SCOPE]
+        names = self._core.backend.scopes(time())
+        return [s for s in names if s != RESERVED_SCOPE and split_kind(s) is None]
 
     def rotate_encryption(self, *, progress: Callable[[int, int], None] | None = None) -> int:
         """Re-encrypt everything of this scope (values, large values, time series points,
@@ -607,6 +610,8 @@ def open(
     try:
         if readonly:
             backend = ReadOnlyBackend(backend)
+        else:
+            migrate(backend, time())  # large values kept the way releases before 0.2 did
         keyring = None
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None

@@ -14,8 +14,9 @@ import pytest
 import satchel
 from satchel import CorruptData, DecryptionError
 from satchel._backends.base import Put
-from satchel._blobs import CHUNK_SIZE, BlobWriter, Manifest, read_manifest
+from satchel._blobs import CHUNK_SIZE, BlobWriter, Manifest, chunk_key, read_manifest
 from satchel._codecs import HEADER_SIZE, get_codec
+from satchel._keys import kind_scope
 from satchel._store import core_of
 
 KEY = bytes(range(32))
@@ -95,12 +96,11 @@ def test_a_plaintext_chunk_is_refused_on_seek_and_read(make_store):
     # Chunks staged in the clear under a manifest that says "sealed": what an attacker
     # who swaps a chunk's bytes in the database leaves behind.
     blob_id, now = "f" * 32, time.time()
-    for index in range(3):
-        part = BIG[index * CHUNK_SIZE : (index + 1) * CHUNK_SIZE]
-        backend.blob_write(scope, "big", blob_id, index, b"\x01b\x00" + part, now)
+    parts = [BIG[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE] for i in range(3)]
+    chunks = [Put(chunk_key(blob_id, i), b"\x01b\x00" + part) for i, part in enumerate(parts)]
+    backend.apply(kind_scope(scope, "b"), chunks, now)
     manifest = Manifest(blob_id, len(BIG), CHUNK_SIZE, 3, "0" * 32, True)
-    backend.blob_commit(scope, "big", blob_id, 3, core_of(keyed).seal(manifest.pack(), "big"), None,
-                        now)  # fmt: skip
+    _plant(keyed, "big", core_of(keyed).seal(manifest.pack(), "big"))
     with keyed.open_blob("big") as reader:
         reader.seek(CHUNK_SIZE + 10)
         error = _refused(lambda: reader.read(100))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .._errors import BackendError
 
@@ -131,6 +131,16 @@ STAGED_LIFETIME = 86400.0
 EventState = tuple[int, int, bytes]
 
 
+class LegacyBlob(NamedTuple):
+    """A large value as releases before 0.2 kept it: in the engine's own storage, outside
+    the records (see `Backend.legacy_blobs`)."""
+
+    scope: str
+    key: str
+    blob_id: str
+    chunks: int
+
+
 class BlobSealed(BackendError):
     """`blob_write` named a blob that is committed (or, where ids are store-wide, staged for
     another key): its chunks belong to a value, so nothing was written."""
@@ -214,6 +224,25 @@ class Backend(ABC):
     # deleted, overwritten (by any write), cleared or expired, `blob_read` returns None
     # for its chunks and the engine frees their space (at once, or in purge_expired).
     # A staged blob never committed is freed by purge_expired after STAGED_LIFETIME.
+
+    # -- large values kept by releases before 0.2 ----------------------------------------
+    # They kept a blob's chunks in engine storage of their own; now chunks are records
+    # (see _blobs.py). `satchel.open` calls `legacy_blobs` on every open (so it must be
+    # cheap when there is nothing old), copies each blob's chunks into records, then
+    # calls `drop_legacy_blobs`. Several processes may do it at once.
+
+    def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
+        """The committed large values kept the old way whose record is live, or None if
+        the store has no old storage of large values at all."""
+        return None
+
+    def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
+        """Chunk `index` of `blob` as stored (sealed or not), or None if it is gone."""
+        raise self._unsupported("large values kept the old way")
+
+    def drop_legacy_blobs(self) -> None:
+        """Remove the old storage of large values (and whatever kept it up to date)."""
+        raise self._unsupported("large values kept the old way")
 
     def _unsupported(self, what: str) -> BackendError:
         return BackendError(f"this engine does not support {what}", engine=self.engine)

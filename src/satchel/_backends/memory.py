@@ -8,12 +8,8 @@ import weakref
 from collections.abc import Sequence
 from typing import Literal
 
-from .._errors import BackendError, ValueChanged
 from .base import (
-    ANY_VERSION,
-    STAGED_LIFETIME,
     Backend,
-    BlobSealed,
     Change,
     Delete,
     EventState,
@@ -39,13 +35,6 @@ def _live(record: Record | None, now: float) -> Record | None:
     return record
 
 
-class _Manifest(bytes):
-    """A blob's manifest that carries its chunks: they go when the record goes."""
-
-    blob_id: str
-    chunks: list[bytes]
-
-
 class _Series:
     __slots__ = ("times", "values")
 
@@ -68,7 +57,6 @@ class _Data:
     def __init__(self) -> None:
         self.scopes: dict[str, _Scope] = {}
         self.lock = threading.RLock()
-        self.staged: dict[str, tuple[float, dict[int, bytes]]] = {}  # blob id -> chunks
         self.series: dict[tuple[str, str], _Series] = {}
         self.sequences: dict[tuple[str, str], _Sequence] = {}
 
@@ -201,9 +189,6 @@ class MemoryBackend(Backend):
 
     def purge_expired(self, now: float, limit: int) -> int:
         with self._lock:
-            staged = self._data.staged
-            for blob_id in [b for b, (at, _) in staged.items() if at < now - STAGED_LIFETIME]:
-                del staged[blob_id]
             purged = 0
             for s in self._scopes.values():
                 expired = [k for k, r in s.records.items() if _live(r, now) is None]
@@ -214,61 +199,6 @@ class MemoryBackend(Backend):
 
     def close(self) -> None:
         pass  # the records go when the last open store of this name goes
-
-    # -- blobs ---------------------------------------------------------------------------
-
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        with self._lock:
-            s = self._scopes.get(scope)
-            value = None if s is None or key not in s.records else s.records[key].value
-            # Its chunks were copied into the value: a write now would be kept a day, unread.
-            if isinstance(value, _Manifest) and value.blob_id == blob_id:
-                raise BlobSealed("the large value is already committed", key=key, scope=scope,
-                                 engine=self.engine)  # fmt: skip
-            self._data.staged.setdefault(blob_id, (now, {}))[1][index] = data
-
-    def blob_commit(
-        self,
-        scope: str,
-        key: str,
-        blob_id: str,
-        chunks: int,
-        manifest: bytes,
-        expires_at: float | None,
-        now: float,
-        expected_version: int | None = ANY_VERSION,
-    ) -> bool:
-        with self._lock:
-            s = self._scope(scope)
-            if expected_version != ANY_VERSION:
-                old = _live(s.records.get(key), now)
-                if (None if old is None else old.version) != expected_version:
-                    raise ValueChanged("the key changed before the value was committed",
-                                       engine=self.engine)  # fmt: skip
-            staged = self._data.staged.get(blob_id, (now, {}))[1]
-            if any(i not in staged for i in range(chunks)):
-                raise BackendError("a chunk of the value being written is gone",
-                                   engine=self.engine)  # fmt: skip
-            value = _Manifest(manifest)
-            value.blob_id, value.chunks = blob_id, [staged[i] for i in range(chunks)]
-            self._data.staged.pop(blob_id, None)
-            return self._write(s, key, value, expires_at, now)
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        with self._lock:
-            self._data.staged.pop(blob_id, None)
-
-    def blob_read(
-        self, scope: str, key: str, blob_id: str, index: int, now: float
-    ) -> bytes | None:
-        with self._lock:
-            record = _live(self._scope(scope).records.get(key), now)
-        value = None if record is None else record.value
-        if not isinstance(value, _Manifest) or value.blob_id != blob_id:
-            return None
-        return value.chunks[index] if 0 <= index < len(value.chunks) else None
 
     # -- time series ---------------------------------------------------------------------
 
