@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import satchel
 from satchel._backends import sqlite as sqlite_backend
-from satchel._backends.base import STAGED_LIFETIME
-from satchel._blobs import CHUNK_SIZE
-from satchel._errors import BackendError
+from satchel._blobs import CHUNK_SIZE, chunk_key, head_key
+from satchel._keys import kind_scope
 
 PROCESS_DEADLINE = 60.0  # seconds for a whole multi-process run
 CHILD_DEADLINE = 10.0  # seconds for one forked child
@@ -470,8 +470,8 @@ def _foreign_database(path: Path) -> None:
     db.close()
 
 
-SATCHEL_TABLES = {"satchel_kv", "satchel_kv_expiry", "satchel_meta", "satchel_chunks",
-                  "satchel_points", "satchel_events"}  # fmt: skip
+SATCHEL_TABLES = {"satchel_kv", "satchel_kv_expiry", "satchel_meta", "satchel_points",
+                  "satchel_events", "satchel_event_states"}  # fmt: skip
 
 
 def _tables(path: Path) -> list[str]:
@@ -817,64 +817,144 @@ def test_expired_rows_are_purged_physically(tmp_path: Path) -> None:
         store.close()
 
 
-# -- large values: chunks go with their record ----------------------------------------
+# -- large values are records; files of schema 2 kept them in tables --------------------
 
 
-def _chunk_rows(path: Path) -> tuple[int, int]:
+def _big(store: satchel.Store, key: str, size: int = 3 * CHUNK_SIZE - 1, **kw: Any) -> bytes:
+    data = os.urandom(size)
+    with store.open_blob(key, "wb", **kw) as f:
+        f.write(data)
+    return data
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT value FROM satchel_meta WHERE name = 'schema_version'")
+               .fetchone()[0])  # fmt: skip
+
+
+def test_a_new_file_has_no_tables_or_triggers_for_large_values(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with satchel.open(path) as store:
+        data = _big(store, "k")
+        with store.open_blob("k") as f:
+            assert f.read() == data
+    assert _tables(path) == sorted(SATCHEL_TABLES)  # no blob table, index or trigger
     db = sqlite3.connect(path)
     try:
-        blobs = db.execute("SELECT count(*) FROM satchel_blobs").fetchone()[0]
-        chunks = db.execute("SELECT count(*) FROM satchel_chunks").fetchone()[0]
-        return blobs, chunks
+        assert _schema_version(db) == sqlite_backend.SCHEMA_VERSION == 3
+        scope = kind_scope("default", "b")
+        rows = db.execute("SELECT count(*) FROM satchel_kv WHERE scope = ?", (scope,))
+        assert rows.fetchone()[0] == 4  # three chunks and the head
     finally:
         db.close()
 
 
-def _big(store: satchel.Store, key: str, size: int = 3 * CHUNK_SIZE - 1, **kw: Any) -> None:
-    with store.open_blob(key, "wb", **kw) as f:
-        f.write(os.urandom(size))
+# The large values of schema 2, as the release before 0.2 created them.
+V2_BLOB_SCHEMA = (
+    """CREATE TABLE satchel_blobs (
+        blob_id TEXT PRIMARY KEY, scope TEXT, key TEXT, staged_at REAL NOT NULL)""",
+    """CREATE UNIQUE INDEX satchel_blobs_owner ON satchel_blobs (scope, key)
+        WHERE scope IS NOT NULL""",
+    """CREATE TABLE satchel_chunks (
+        blob_id TEXT NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (blob_id, n))""",
+    """CREATE TRIGGER satchel_kv_deleted AFTER DELETE ON satchel_kv BEGIN
+        DELETE FROM satchel_blobs WHERE scope = old.scope AND key = old.key; END""",
+    """CREATE TRIGGER satchel_kv_replaced AFTER UPDATE OF value ON satchel_kv
+        BEGIN DELETE FROM satchel_blobs WHERE scope = old.scope AND key = old.key; END""",
+    """CREATE TRIGGER satchel_blobs_deleted AFTER DELETE ON satchel_blobs
+        BEGIN DELETE FROM satchel_chunks WHERE blob_id = old.blob_id; END""",
+)
 
 
-def test_blob_chunks_freed_by_every_way_a_record_goes(tmp_path: Path) -> None:
-    path = tmp_path / "blobs.db"
-    with satchel.open(f"sqlite:///{path}") as store:
-        _big(store, "k")
-        assert _chunk_rows(path) == (1, 3)
-        _big(store, "k", 2 * CHUNK_SIZE)  # replaced by another blob
-        assert _chunk_rows(path) == (1, 2)
-        store.set("k", b"small")  # replaced by a plain value
-        assert _chunk_rows(path) == (0, 0)
-        for drop in (
-            lambda: store.delete("k"),
-            lambda: store.pop("k"),
-            lambda: store.delete_matching("*"),
-            lambda: store.clear(),
-            lambda: store.compare_and_set("k", store.info("k"), 1),
-        ):
-            _big(store, "k")
-            assert _chunk_rows(path) == (1, 3)
-            drop()
-            assert _chunk_rows(path) == (0, 0)
-        _big(store, "k", ttl=0.05)
-        time.sleep(0.1)
-        store._shared.backend.purge_expired(time.time(), 100)
-        assert _chunk_rows(path) == (0, 0)
+def _as_schema_2(path: Path, scope: str) -> dict[str, str]:
+    """Move every large value of `scope` from records into the tables of schema 2, as
+    committed blobs of their keys; return key -> blob id."""
+    blob_scope = kind_scope(scope, "b")
+    db = sqlite3.connect(path)
+    try:
+        for statement in V2_BLOB_SCHEMA:
+            db.execute(statement)
+        owners: dict[str, str] = {}
+        heads = db.execute("SELECT key, value FROM satchel_kv WHERE scope = ? AND key LIKE 'h/%'",
+                           (blob_scope,)).fetchall()  # fmt: skip
+        for head, value in heads:
+            blob_id = head[2:]
+            owner = msgpack.unpackb(value)[0]
+            owners[owner] = blob_id
+            db.execute("INSERT INTO satchel_blobs VALUES (?, ?, ?, ?)",
+                       (blob_id, scope, owner, time.time()))  # fmt: skip
+            chunks = db.execute("SELECT key, value FROM satchel_kv WHERE scope = ? AND key LIKE ?",
+                                (blob_scope, f"c/{blob_id}/%")).fetchall()  # fmt: skip
+            for key, data in chunks:
+                db.execute("INSERT INTO satchel_chunks VALUES (?, ?, ?)",
+                           (blob_id, int(key.rsplit("/", 1)[1]), data))  # fmt: skip
+        # A staged blob, never committed: no key owns it, so it is not carried over.
+        db.execute("INSERT INTO satchel_blobs VALUES ('staged', NULL, NULL, 0)")
+        db.execute("INSERT INTO satchel_chunks VALUES ('staged', 0, x'00')")
+        db.execute("DELETE FROM satchel_kv WHERE scope = ?", (blob_scope,))
+        db.execute("UPDATE satchel_meta SET value = '2' WHERE name = 'schema_version'")
+        db.commit()
+    finally:
+        db.close()
+    return owners
 
 
-def test_staged_blob_freed_after_its_lifetime(tmp_path: Path) -> None:
-    path = tmp_path / "staged.db"
-    with satchel.open(f"sqlite:///{path}") as store:
+def test_large_values_of_a_schema_2_file_move_into_records(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    with satchel.open(path, compress="zlib") as store:  # chunks sealed under their names
+        first, second = _big(store, "first"), _big(store, "second", CHUNK_SIZE + 1)
+        store.set("small", {"a": 1})
+    owners = _as_schema_2(path, "default")
+    assert set(owners) == {"first", "second"}
+
+    # Opened without satchel.open: the old storage is there, record writes ignore it.
+    backend = sqlite_backend.SQLiteBackend(path)
+    try:
+        found = backend.legacy_blobs(time.time())
+        assert found is not None
+        assert sorted(found) == [("default", "first", owners["first"], 3),
+                                 ("default", "second", owners["second"], 2)]  # fmt: skip
+        assert backend.legacy_chunk(found[0], 2) is not None
+        assert backend.legacy_chunk(found[0], 3) is None
+        db = sqlite3.connect(path)
+        try:
+            assert _schema_version(db) == 3
+            triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            assert [name for (name,) in triggers] == ["satchel_blobs_deleted"]
+        finally:
+            db.close()
+    finally:
+        backend.close()
+
+    with satchel.open(path, compress="zlib") as store:
+        with store.open_blob("first") as f:
+            assert f.read() == first
+        with store.open_blob("second") as f:
+            assert f.read() == second
+        assert store.get("small") == {"a": 1}
         backend = store._shared.backend
-        writer = store.open_blob("k", "wb")
-        writer.write(os.urandom(2 * CHUNK_SIZE + 1))  # two chunks staged, never committed
-        assert _chunk_rows(path) == (1, 2)
-        backend.purge_expired(time.time(), 100)
-        assert _chunk_rows(path) == (1, 2)  # a writer may still be at work
-        backend.purge_expired(time.time() + STAGED_LIFETIME + 1, 100)
-        assert _chunk_rows(path) == (0, 0)
-        with pytest.raises(BackendError, match="chunk"):
-            writer.close()
-        assert not store.exists("k")
+        assert backend.legacy_blobs(time.time()) is None
+        assert backend.legacy_chunk(found[0], 0) is None  # dropped: nothing to read
+        backend.drop_legacy_blobs()  # idempotent
+    assert not {"satchel_blobs", "satchel_chunks", "satchel_blobs_owner"} & set(_tables(path))
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
+        scope = kind_scope("default", "b")
+        heads = db.execute("SELECT key FROM satchel_kv WHERE scope = ? AND key LIKE 'h/%'",
+                           (scope,)).fetchall()  # fmt: skip
+        assert sorted(heads) == sorted((head_key(b),) for b in owners.values())
+        chunk = db.execute("SELECT 1 FROM satchel_kv WHERE scope = ? AND key = ?",
+                           (scope, chunk_key(owners["first"], 2))).fetchone()  # fmt: skip
+        assert chunk is not None
+    finally:
+        db.close()
+    with satchel.open(path, compress="zlib") as store:  # and again: nothing left to move
+        with store.open_blob("first") as f:
+            assert f.read() == first
+        store.delete("first")
+        assert not store.exists("first")
 
 
 def test_version_1_file_gains_the_new_tables(tmp_path: Path) -> None:
@@ -882,22 +962,23 @@ def test_version_1_file_gains_the_new_tables(tmp_path: Path) -> None:
     with satchel.open(f"sqlite:///{path}") as store:
         store.set("kept", {"a": 1})
     db = sqlite3.connect(path)
-    for table in ("satchel_blobs", "satchel_chunks", "satchel_points", "satchel_events",
-                  "satchel_event_states"):  # fmt: skip
+    for table in ("satchel_points", "satchel_events", "satchel_event_states"):
         db.execute(f"DROP TABLE {table}")
     db.execute("UPDATE satchel_meta SET value = '1' WHERE name = 'schema_version'")
     db.commit()
     db.close()
     with satchel.open(f"sqlite:///{path}") as store:
         assert store.get("kept") == {"a": 1}
-        _big(store, "k")
+        data = _big(store, "k")
         store.series("s").add(1, "x")
         assert store.get("kept") == {"a": 1}
+        with store.open_blob("k") as f:
+            assert f.read() == data
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM satchel_meta WHERE name = 'schema_version'").fetchone()[
-        0
-    ] == str(2)
-    db.close()
+    try:
+        assert _schema_version(db) == sqlite_backend.SCHEMA_VERSION
+    finally:
+        db.close()
 
 
 def test_a_child_keeps_writing_after_the_parent_closes(tmp_path):

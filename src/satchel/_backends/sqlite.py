@@ -7,13 +7,12 @@ operations take the write lock up front (``BEGIN IMMEDIATE``), so they never fai
 with a lock upgrade error. Safe to share between threads, and after ``fork()`` a child opens its
 own connection.
 
-Large values: their chunks are rows of ``satchel_chunks`` (blob_id, n); ``satchel_blobs``
-says which key owns each committed blob (scope and key NULL while staged). Triggers on
-``satchel_kv`` drop a key's blob the moment its record is deleted or its value replaced,
-whichever primitive does it, so no record primitive has to know about blobs; a commit is
-one transaction that writes the manifest and hands the blob to its key. Time series are
-rows of ``satchel_points`` keyed by (scope, series, t); event sequences are rows of
-``satchel_events`` keyed by (scope, name, seq) plus ``satchel_event_states``.
+Time series are rows of ``satchel_points`` keyed by (scope, series, t); event sequences
+are rows of ``satchel_events`` keyed by (scope, name, seq) plus ``satchel_event_states``.
+Large values are records like any other (see _blobs.py). Files of schema 2 kept them in
+``satchel_blobs`` / ``satchel_chunks``, kept up to date by triggers on ``satchel_kv``:
+opening such a file drops the triggers and marks it schema 3, and `legacy_blobs`,
+`legacy_chunk` and `drop_legacy_blobs` let `satchel.open` move the blobs into records.
 """
 
 from __future__ import annotations
@@ -37,19 +36,16 @@ from .._errors import (
     CorruptData,
     IncompatibleDatabase,
     InvalidInput,
-    ValueChanged,
 )
 from . import sqlite_wal
 from .base import (
-    ANY_VERSION,
     CREATED_AT_TOLERANCE,
-    STAGED_LIFETIME,
     Backend,
-    BlobSealed,
     Change,
     Delete,
     EventState,
     Expect,
+    LegacyBlob,
     Put,
     Record,
     holds,
@@ -59,7 +55,10 @@ from .sqlite_wal import first_opener, lost_commits, release
 
 log = logging.getLogger("satchel")
 
-SCHEMA_VERSION = 2  # 2: blobs, time series and event sequences
+# 2: large values (in tables of their own), time series and event sequences; 3: large
+# values are records. A release that reads up to 2 refuses a file of 3, whose large
+# values it could not read.
+SCHEMA_VERSION = 3
 
 CREATE_META = "CREATE TABLE satchel_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 CREATE_KV = """
@@ -76,21 +75,8 @@ CREATE TABLE satchel_kv (
 CREATE_EXPIRY_INDEX = (
     "CREATE INDEX satchel_kv_expiry ON satchel_kv (expires_at) WHERE expires_at IS NOT NULL"
 )
-# Version 2: added to a version 1 file on open (every statement is IF NOT EXISTS).
+# Time series and event sequences (version 2): added to a version 1 file on open.
 CREATE_V2 = (
-    """CREATE TABLE IF NOT EXISTS satchel_blobs (
-        blob_id TEXT PRIMARY KEY, scope TEXT, key TEXT, staged_at REAL NOT NULL)""",
-    """CREATE UNIQUE INDEX IF NOT EXISTS satchel_blobs_owner ON satchel_blobs (scope, key)
-        WHERE scope IS NOT NULL""",
-    """CREATE TABLE IF NOT EXISTS satchel_chunks (
-        blob_id TEXT NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL,
-        PRIMARY KEY (blob_id, n))""",
-    """CREATE TRIGGER IF NOT EXISTS satchel_kv_deleted AFTER DELETE ON satchel_kv BEGIN
-        DELETE FROM satchel_blobs WHERE scope = old.scope AND key = old.key; END""",
-    """CREATE TRIGGER IF NOT EXISTS satchel_kv_replaced AFTER UPDATE OF value ON satchel_kv
-        BEGIN DELETE FROM satchel_blobs WHERE scope = old.scope AND key = old.key; END""",
-    """CREATE TRIGGER IF NOT EXISTS satchel_blobs_deleted AFTER DELETE ON satchel_blobs
-        BEGIN DELETE FROM satchel_chunks WHERE blob_id = old.blob_id; END""",
     """CREATE TABLE IF NOT EXISTS satchel_points (
         scope TEXT NOT NULL, series TEXT NOT NULL, t INTEGER NOT NULL, value BLOB NOT NULL,
         PRIMARY KEY (scope, series, t)) WITHOUT ROWID""",
@@ -100,6 +86,12 @@ CREATE_V2 = (
     """CREATE TABLE IF NOT EXISTS satchel_event_states (
         scope TEXT NOT NULL, name TEXT NOT NULL, which TEXT NOT NULL, seq INTEGER NOT NULL,
         ts INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (scope, name, which))""",
+)
+# Version 3: record writes no longer free the large values of version 2 (its tables stay
+# until drop_legacy_blobs, after satchel.open has copied them into records).
+DROP_V2_TRIGGERS = (
+    "DROP TRIGGER IF EXISTS satchel_kv_deleted",
+    "DROP TRIGGER IF EXISTS satchel_kv_replaced",
 )
 SET_SCHEMA_VERSION = "UPDATE satchel_meta SET value = ? WHERE name = 'schema_version'"
 INSERT_META = "INSERT INTO satchel_meta (name, value) VALUES (?, ?)"
@@ -155,26 +147,22 @@ CLEAR = "DELETE FROM satchel_kv WHERE scope = ?"
 PURGE = """
 DELETE FROM satchel_kv WHERE (scope, key) IN (
     SELECT scope, key FROM satchel_kv WHERE expires_at <= ? LIMIT ?)"""
-PURGE_STAGED = """
-DELETE FROM satchel_blobs WHERE blob_id IN (
-    SELECT blob_id FROM satchel_blobs WHERE scope IS NULL AND staged_at < ? LIMIT ?)"""
 
-STAGE_BLOB = "INSERT OR IGNORE INTO satchel_blobs (blob_id, staged_at) VALUES (?, ?)"
-# Only while the blob is staged: a committed one (scope set) is a live value's.
-STAGE_CHUNK = """
-INSERT OR REPLACE INTO satchel_chunks (blob_id, n, data) SELECT ?1, ?2, ?3
-WHERE EXISTS (SELECT 1 FROM satchel_blobs WHERE blob_id = ?1 AND scope IS NULL)"""
-COUNT_STAGED = """
-SELECT count(*) FROM satchel_chunks WHERE blob_id = ?1 AND n < ?2
-    AND EXISTS (SELECT 1 FROM satchel_blobs WHERE blob_id = ?1 AND scope IS NULL)"""
-OWN_BLOB = "UPDATE satchel_blobs SET scope = ?, key = ? WHERE blob_id = ?"
-DISCARD_BLOB = "DELETE FROM satchel_blobs WHERE blob_id = ? AND scope IS NULL"
-READ_CHUNK = """
-SELECT c.data FROM satchel_blobs AS b
-    JOIN satchel_kv AS k ON k.scope = b.scope AND k.key = b.key
-    JOIN satchel_chunks AS c ON c.blob_id = b.blob_id
-WHERE b.blob_id = ? AND b.scope = ? AND b.key = ? AND c.n = ?
-    AND (k.expires_at IS NULL OR k.expires_at > ?)"""
+# Large values of version 2: a committed blob has its owner's scope and key (a staged
+# one NULL), its chunks are rows (blob_id, n).
+HAS_LEGACY_BLOBS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'satchel_blobs'"
+LEGACY_BLOBS = """
+SELECT b.scope, b.key, b.blob_id,
+    (SELECT count(*) FROM satchel_chunks AS c WHERE c.blob_id = b.blob_id)
+FROM satchel_blobs AS b JOIN satchel_kv AS k ON k.scope = b.scope AND k.key = b.key
+WHERE b.scope IS NOT NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
+ORDER BY b.scope, b.key"""
+LEGACY_CHUNK = "SELECT data FROM satchel_chunks WHERE blob_id = ? AND n = ?"
+DROP_LEGACY_BLOBS = (
+    *DROP_V2_TRIGGERS,
+    "DROP TABLE IF EXISTS satchel_chunks",
+    "DROP TABLE IF EXISTS satchel_blobs",  # with its index and its trigger
+)
 
 PUT_POINT = """
 INSERT INTO satchel_points (scope, series, t, value) VALUES (?, ?, ?, ?)
@@ -481,7 +469,7 @@ class SQLiteBackend(Backend):
                         db.execute(INSERT_META, ("application", "satchel"))
             elif version < SCHEMA_VERSION:
                 with _immediate(db):
-                    for statement in CREATE_V2:
+                    for statement in (*CREATE_V2, *DROP_V2_TRIGGERS):
                         db.execute(statement)
                     db.execute(SET_SCHEMA_VERSION, (str(SCHEMA_VERSION),))
         except BaseException:
@@ -697,53 +685,36 @@ class SQLiteBackend(Backend):
 
     def purge_expired(self, now: float, limit: int) -> int:
         with self._guard as db:
-            db.execute(PURGE_STAGED, (now - STAGED_LIFETIME, limit))
             return db.execute(PURGE, (now, limit)).rowcount
 
-    # -- blobs ---------------------------------------------------------------------------
+    # -- large values kept by version 2 -------------------------------------------------
 
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        with self._guard as db, _immediate(db):
-            db.execute(STAGE_BLOB, (blob_id, now))
-            if not db.execute(STAGE_CHUNK, (blob_id, index, data)).rowcount:
-                raise BlobSealed("the large value is already committed", key=key,
-                                 scope=scope, engine=self.engine)  # fmt: skip
-
-    def blob_commit(
-        self,
-        scope: str,
-        key: str,
-        blob_id: str,
-        chunks: int,
-        manifest: bytes,
-        expires_at: float | None,
-        now: float,
-        expected_version: int | None = ANY_VERSION,
-    ) -> bool:
-        with self._guard as db, _immediate(db):
-            if expected_version != ANY_VERSION:
-                row = db.execute(GET, (scope, key, now)).fetchone()
-                if (None if row is None else row[4]) != expected_version:
-                    raise ValueChanged("the key changed before the value was committed",
-                                       engine=self.engine)  # fmt: skip
-            if db.execute(COUNT_STAGED, (blob_id, chunks)).fetchone()[0] != chunks:
-                raise BackendError("a chunk of the value being written is gone",
-                                   engine=self.engine)  # fmt: skip
-            # The upsert fires the triggers that drop the key's previous blob.
-            version: int = db.execute(PUT, (scope, key, manifest, now, expires_at)).fetchone()[0]
-            db.execute(OWN_BLOB, (scope, key, blob_id))
-        return version == 1
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
+    def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
         with self._guard as db:
-            db.execute(DISCARD_BLOB, (blob_id,))
+            if db.execute(HAS_LEGACY_BLOBS).fetchone() is None:
+                return None
+            try:
+                rows = db.execute(LEGACY_BLOBS, (now,)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return None  # dropped meanwhile by another process
+                raise
+        return [LegacyBlob(*row) for row in rows]
 
-    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
+    def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
         with self._guard as db:
-            row = db.execute(READ_CHUNK, (blob_id, scope, key, index, now)).fetchone()
+            try:
+                row = db.execute(LEGACY_CHUNK, (blob.blob_id, index)).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return None  # dropped meanwhile by another process
+                raise
         return None if row is None else row[0]
+
+    def drop_legacy_blobs(self) -> None:
+        with self._guard as db, _immediate(db):
+            for statement in DROP_LEGACY_BLOBS:
+                db.execute(statement)
 
     # -- time series ---------------------------------------------------------------------
 
