@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import threading
 import time
@@ -10,13 +9,16 @@ import uuid
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlsplit
 
+import msgpack
 import psycopg
 import pytest
+from psycopg import sql
 
 import satchel
 import support_postgres
-from satchel._backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
+from satchel._backends.base import LegacyBlob, Put
 from satchel._backends.postgres import SCAN, SCHEMA_VERSION, PostgresBackend
+from satchel._blobs import migrate
 
 
 @pytest.fixture
@@ -188,7 +190,7 @@ def test_schemas_of_tests_are_isolated(tmp_path):
         support_postgres.drop(second)
 
 
-# -- blobs, time series, event sequences ----------------------------------------------
+# -- time series, event sequences, large values ----------------------------------------------
 
 
 class _Engine(PostgresBackend):
@@ -210,172 +212,7 @@ def _rows(url: str, table: str, where: str = "") -> int:
         return int(conn.execute(query).fetchone()[0])
 
 
-def _write_blob(
-    b: PostgresBackend,
-    key: str,
-    blob_id: str,
-    chunks: int,
-    now: float,
-    expires_at: float | None = None,
-    scope: str = "s",
-) -> bool:
-    for i in range(chunks):
-        b.blob_write(scope, key, blob_id, i, bytes([i]) * 1000, now)
-    manifest = b"manifest:" + blob_id.encode()
-    return b.blob_commit(scope, key, blob_id, chunks, manifest, expires_at, now)
-
-
 NOW = 1_800_000_000.0
-
-# Every write that replaces or removes the record: afterwards no chunk of its blob is left.
-FREEING = {
-    "put": lambda b: b.apply("s", [Put("k", b"v")], NOW),
-    "put_many": lambda b: b.apply("s", [Put("k", b"v"), Put("x", b"v")], NOW),
-    "delete": lambda b: b.apply("s", [Delete("k")], NOW),
-    "delete_many": lambda b: b.apply("s", [Delete("k"), Delete("x")], NOW),
-    "conditional delete": lambda b: b.apply("s", [Delete("k")], NOW, [Expect("k", 1)]),
-    "clear": lambda b: b.clear("s"),
-    "compare_and_set": lambda b: b.apply("s", [Put("k", b"v")], NOW, [Expect("k", 1)]),
-    "blob_commit": lambda b: _write_blob(b, "k", "other", 2, NOW),
-}
-
-
-@pytest.mark.parametrize("write", list(FREEING))
-def test_blob_chunks_are_freed_when_the_record_goes(url, write):
-    with _backend(url) as b:
-        assert _write_blob(b, "k", "b1", 3, NOW) is True
-        _write_blob(b, "keep", "b2", 2, NOW, scope="t")  # another key's blob stays
-        assert b.blob_read("s", "k", "b1", 2, NOW) == b"\x02" * 1000
-        FREEING[write](b)
-        assert b.blob_read("s", "k", "b1", 0, NOW) is None
-        assert b.blob_read("t", "keep", "b2", 1, NOW) == b"\x01" * 1000
-    assert _rows(url, "satchel_kv_chunks", "WHERE blob_id = 'b1'") == 0
-    assert _rows(url, "satchel_kv_blobs", "WHERE blob_id = 'b1'") == 0
-    assert _rows(url, "satchel_kv_chunks", "WHERE blob_id = 'b2'") == 2
-
-
-def test_touch_keeps_the_blob(url):
-    with _backend(url) as b:
-        _write_blob(b, "k", "b1", 2, NOW)
-        assert b.apply("s", [Touch("k", NOW + 100)], NOW)
-        assert b.blob_read("s", "k", "b1", 1, NOW) == b"\x01" * 1000
-    assert _rows(url, "satchel_kv_chunks") == 2
-
-
-def test_expired_blob_reads_as_none_and_purge_frees_it(url):
-    with _backend(url) as b:
-        assert _write_blob(b, "k", "b1", 2, NOW, expires_at=NOW + 10) is True
-        assert b.blob_read("s", "k", "b1", 0, NOW + 9) is not None
-        assert b.blob_read("s", "k", "b1", 0, NOW + 10) is None
-        assert _rows(url, "satchel_kv_chunks") == 2  # still there, invisible
-        assert b.purge_expired(NOW + 10, 100) == 1
-    assert _rows(url, "satchel_kv_chunks") == 0
-    assert _rows(url, "satchel_kv_blobs") == 0
-
-
-def test_commit_over_an_expired_record_counts_as_new(url):
-    with _backend(url) as b:
-        _write_blob(b, "k", "b1", 1, NOW, expires_at=NOW + 1)
-        assert _write_blob(b, "k", "b2", 1, NOW + 5) is True
-        assert b.get("s", "k", NOW + 5).version == 1
-        assert _write_blob(b, "k", "b3", 1, NOW + 6) is False
-        assert b.get("s", "k", NOW + 6).version == 2
-    assert _rows(url, "satchel_kv_chunks") == 1
-
-
-def test_staged_blob_is_freed_by_purge_after_its_lifetime(url):
-    with _backend(url) as b:
-        for i in range(3):
-            b.blob_write("s", "k", "staged", i, b"x", NOW)
-        assert b.purge_expired(NOW + STAGED_LIFETIME - 1, 100) == 0
-        assert _rows(url, "satchel_kv_chunks") == 3
-        b.purge_expired(NOW + STAGED_LIFETIME + 1, 100)
-        assert _rows(url, "satchel_kv_chunks") == 0
-        assert _rows(url, "satchel_kv_blobs") == 0
-        with pytest.raises(satchel.BackendError, match="gone") as caught:
-            b.blob_commit("s", "k", "staged", 3, b"m", None, NOW)
-        assert b.get("s", "k", NOW) is None
-    assert "postgresql://" in str(caught.value)
-
-
-def test_purge_leaves_committed_and_young_staged_blobs(url):
-    with _backend(url) as b:
-        _write_blob(b, "k", "old", 2, NOW - 10 * STAGED_LIFETIME)
-        b.blob_write("s", "j", "young", 0, b"x", NOW)
-        b.purge_expired(NOW, 100)
-        assert b.blob_read("s", "k", "old", 1, NOW) is not None
-    assert _rows(url, "satchel_kv_chunks") == 3
-
-
-def test_commit_with_a_missing_chunk_raises_and_writes_nothing(url):
-    with _backend(url) as b:
-        _write_blob(b, "k", "b1", 2, NOW)
-        before = b.get("s", "k", NOW)
-        b.blob_write("s", "k", "b2", 0, b"a", NOW)
-        b.blob_write("s", "k", "b2", 2, b"c", NOW)
-        with pytest.raises(satchel.BackendError, match="1 of its 3 chunks are missing") as caught:
-            b.blob_commit("s", "k", "b2", 3, b"m2", None, NOW + 1)
-        assert caught.value.key == "k" and caught.value.scope == "s"
-        assert b.get("s", "k", NOW + 1) == before  # same value, version, times
-        assert b.blob_read("s", "k", "b1", 1, NOW) == b"\x01" * 1000
-        assert b.blob_read("s", "k", "b2", 0, NOW) is None
-        b.blob_write("s", "k", "b2", 1, b"b", NOW)  # still staged: complete it
-        assert b.blob_commit("s", "k", "b2", 3, b"m2", None, NOW + 1) is False
-        assert [b.blob_read("s", "k", "b2", i, NOW) for i in range(3)] == [b"a", b"b", b"c"]
-    assert _rows(url, "satchel_kv_chunks") == 3
-
-
-def test_a_committed_blob_is_sealed(url):
-    with _backend(url) as b:
-        _write_blob(b, "k", "b1", 2, NOW)
-        with pytest.raises(satchel.BackendError, match="already committed"):
-            b.blob_write("s", "k", "b1", 0, b"evil", NOW)
-        with pytest.raises(satchel.BackendError, match="already committed"):
-            b.blob_commit("s", "k", "b1", 2, b"m", None, NOW)
-        b.blob_discard("s", "k", "b1")  # a no-op on a committed blob
-        assert b.blob_read("s", "k", "b1", 0, NOW) == b"\x00" * 1000
-        assert b.blob_read("s", "k", "b1", 2, NOW) is None
-        assert b.blob_read("s", "k", "nope", 0, NOW) is None
-        assert b.blob_read("s", "other", "b1", 0, NOW) is None
-
-
-def test_a_staged_blob_belongs_to_its_key(url):
-    with _backend(url) as b:
-        b.blob_write("s", "k", "b1", 0, b"x", NOW)
-        with pytest.raises(satchel.BackendError):
-            b.blob_write("s", "other", "b1", 1, b"x", NOW)
-        with pytest.raises(satchel.BackendError, match="another key"):
-            b.blob_commit("s", "other", "b1", 1, b"m", None, NOW)
-        b.blob_discard("other-scope", "k", "b1")  # not its blob: nothing happens
-        assert _rows(url, "satchel_kv_chunks") == 1
-        b.blob_discard("s", "k", "b1")
-        b.blob_discard("s", "k", "b1")  # idempotent
-    assert _rows(url, "satchel_kv_chunks") == 0
-    assert _rows(url, "satchel_kv_blobs") == 0
-
-
-def test_chunks_are_stored_uncompressed_out_of_line(url):
-    satchel.open(url).close()
-    with _admin() as conn:
-        storage = conn.execute(
-            "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass "
-            "AND attname = 'data'",
-            (f'"{_schema(url)}".satchel_kv_chunks',),
-        ).fetchone()
-    assert storage == ("e",)
-
-
-def test_blob_through_the_store_frees_its_chunks(url):
-    with satchel.open(url) as store:
-        payload = bytes(range(256)) * 4096 * 3  # 3 MiB: several chunks
-        with store.open_blob("big", "wb") as f:
-            f.write(payload)
-        chunks = _rows(url, "satchel_kv_chunks")
-        assert chunks >= 3
-        with store.open_blob("big", "rb") as f:
-            assert f.read() == payload
-        store["big"] = "small now"
-        assert _rows(url, "satchel_kv_chunks") == 0
 
 
 def test_series_range_is_an_index_range_scan(url):
@@ -406,14 +243,9 @@ def test_series_and_events_names_skip_through_the_index(url):
 def test_tables_of_two_stores_in_one_schema_are_separate(url):
     long_table = "t" * 63  # derived names must be shortened without colliding
     with _backend(url) as a, _backend(url, table=long_table) as b:
-        _write_blob(a, "k", "b1", 1, NOW)
         a.series_put("s", "x", [(1, b"a")])
         a.events_append("s", "e", 0, [(1, b"a")], b"head")
-        assert b.blob_read("s", "k", "b1", 0, NOW) is None
         assert b.series_names("s") == [] and b.events_names("s") == []
-        _write_blob(b, "k", "b2", 1, NOW)
-        b.apply("s", [Put("k", b"v")], NOW)  # frees b's blob only
-        assert a.blob_read("s", "k", "b1", 0, NOW) is not None
     with _admin() as conn:
         names = [
             row[0]
@@ -421,7 +253,7 @@ def test_tables_of_two_stores_in_one_schema_are_separate(url):
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),)
             )
         ]
-    assert len(names) == len(set(names)) == 1 + 2 * 6  # meta, and 6 tables for each
+    assert len(names) == len(set(names)) == 1 + 2 * 4  # meta, and 4 tables for each
     assert all(len(name) <= 63 for name in names)
 
 
@@ -551,7 +383,7 @@ def test_a_version_1_database_is_upgraded_on_open(url):
         with store.open_blob("big", "wb") as f:
             f.write(b"x" * (3 << 20))
         store["big"] = 1
-    assert _rows(url, "satchel_kv_chunks") == 0
+    assert _legacy_objects(url) == []
     with _backend(url) as b:
         old = b.get("default", "old", NOW)
         assert (old.value, old.version) == (b"opaque", 3)
@@ -579,57 +411,210 @@ def test_a_newer_database_is_not_touched(url):
 
 def test_a_table_name_with_quotes_and_dollars_works(url):
     with _backend(url, table="we\"ird $$ 'name'") as b:
-        _write_blob(b, "k", "b1", 2, NOW)
         b.series_put("s", "x", [(1, b"a")])
         assert b.events_append("s", "e", 0, [(1, b"a")], b"h")
         b.apply("s", [Put("k", b"v")], NOW)
-        assert b.blob_read("s", "k", "b1", 0, NOW) is None
-    assert _rows(url, "we\"\"ird $$ 'name'_chunks") == 0
+        assert b.get_value("s", "k", NOW) == b"v"
+    assert _rows(url, "we\"\"ird $$ 'name'_series") == 1
 
 
-def _orphan_chunks(url: str) -> int:
+# -- large values kept by satchel 0.1 (schema version 2) -------------------------------
+
+# What schema version 2 added for large values (as satchel 0.1 created it): chunks in a
+# table of their own, a blob row per value, the kv column naming a record's blob, and
+# triggers freeing a blob when its record is overwritten or deleted.
+LEGACY_2 = """
+ALTER TABLE {t} ADD COLUMN blob text COLLATE "C";
+CREATE TABLE {blobs} (
+    blob_id text COLLATE "C" PRIMARY KEY,
+    scope text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    staged_at double precision
+);
+CREATE INDEX {blobs_staged} ON {blobs} (staged_at) WHERE staged_at IS NOT NULL;
+CREATE TABLE {chunks} (
+    blob_id text COLLATE "C" NOT NULL,
+    n integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (blob_id, n)
+);
+ALTER TABLE {chunks} ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE FUNCTION {free_blob}() RETURNS trigger LANGUAGE plpgsql AS {body};
+CREATE TRIGGER {on_delete} AFTER DELETE ON {t} FOR EACH ROW
+    WHEN (OLD.blob IS NOT NULL) EXECUTE FUNCTION {free_blob}();
+CREATE TRIGGER {on_update} AFTER UPDATE OF value, blob ON {t} FOR EACH ROW
+    WHEN (OLD.blob IS NOT NULL) EXECUTE FUNCTION {free_blob}();
+UPDATE {meta} SET value = '2' WHERE name = {version_name};
+"""
+LEGACY_2_FREE = """
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.blob IS NOT DISTINCT FROM OLD.blob
+            AND NEW.value IS NOT DISTINCT FROM OLD.value THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM {blobs} WHERE blob_id = OLD.blob;
+    DELETE FROM {chunks} WHERE blob_id = OLD.blob;
+    RETURN NULL;
+END"""
+MIB = 1 << 20
+
+
+def _legacy_names(url: str, table: str) -> dict[str, sql.Composable]:
     schema = _schema(url)
-    return _rows(
-        url,
-        "satchel_kv_chunks",
-        f'c WHERE NOT EXISTS (SELECT 1 FROM "{schema}".satchel_kv_blobs b '
-        "WHERE b.blob_id = c.blob_id)",
-    )
+    names: dict[str, sql.Composable] = {
+        name: sql.Identifier(schema, table + suffix)
+        for name, suffix in (("blobs", "_blobs"), ("chunks", "_chunks"),
+                             ("free_blob", "_free_blob"))
+    }  # fmt: skip
+    for name, suffix in (("blobs_staged", "_blobs_staged"), ("on_delete", "_free_blob_on_delete"),
+                         ("on_update", "_free_blob_on_update")):  # fmt: skip
+        names[name] = sql.Identifier(table + suffix)
+    names["t"] = sql.Identifier(schema, table)
+    names["meta"] = sql.Identifier(schema, "satchel_meta")
+    names["version_name"] = sql.Literal(f"{table}.schema_version")
+    return names
 
 
-def test_racing_chunk_writes_discards_and_commits_leave_no_orphan_chunks(url):
-    threads, rounds = 4, 40
-    backends = [_backend(url) for _ in range(threads)]
-    errors: list[BaseException] = []
+def _make_legacy(url: str, table: str, payloads: dict[str, bytes]) -> dict[str, str]:
+    """A store of `table` laid out as satchel 0.1 left it, holding `payloads` (key ->
+    bytes of several chunks) as large values; return each key's blob id.
 
-    def writer(b: PostgresBackend, me: int) -> None:
-        try:
-            for r in range(rounds):
-                blob_id = f"blob-{r}"  # every thread works on the same blobs
-                for i in range(3):
-                    with contextlib.suppress(satchel.BackendError):
-                        b.blob_write("s", "k", blob_id, i, b"x" * 100, NOW)
-                if me == 0:
-                    b.blob_discard("s", "k", blob_id)
-                elif me == 1:
-                    with contextlib.suppress(satchel.BackendError):
-                        b.blob_commit("s", "k", blob_id, 3, b"m", None, NOW)
-                else:
-                    b.purge_expired(NOW + 2 * STAGED_LIFETIME, 1000)
-        except BaseException as exc:
-            errors.append(exc)
+    The values are written by this satchel, then moved by hand: their chunk records into
+    the chunks table, their heads into blob rows, the blob scope emptied."""
+    with satchel.open(url, table=table) as store:
+        for key, payload in payloads.items():
+            with store.open_blob(key, "wb") as f:
+                f.write(payload)
+    names = _legacy_names(url, table)
+    with _admin() as conn, conn.transaction():
+        t, blob_scope = names["t"], "default\x1fb"
+        heads = conn.execute(
+            sql.SQL("SELECT key, value FROM {} WHERE scope = %s AND key LIKE 'h/%%'").format(t),
+            (blob_scope,),
+        ).fetchall()
+        owners = {msgpack.unpackb(value)[0]: key[2:] for key, value in heads}
+        assert sorted(owners) == sorted(payloads)
+        body = sql.SQL(LEGACY_2_FREE).format(**names).as_string(conn)
+        conn.execute(sql.SQL(LEGACY_2).format(body=sql.Literal(body), **names))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {chunks} (blob_id, n, data) "
+                "SELECT split_part(key, '/', 2), split_part(key, '/', 3)::int, value "
+                "FROM {t} WHERE scope = %s AND key LIKE 'c/%%'"
+            ).format(**names),
+            (blob_scope,),
+        )
+        for key, blob_id in owners.items():
+            conn.execute(
+                sql.SQL("INSERT INTO {blobs} VALUES (%s, 'default', %s, NULL)").format(**names),
+                (blob_id, key),
+            )
+            conn.execute(
+                sql.SQL("UPDATE {t} SET blob = %s WHERE scope = 'default' AND key = %s").format(
+                    **names
+                ),
+                (blob_id, key),
+            )
+        conn.execute(sql.SQL("DELETE FROM {} WHERE scope = %s").format(t), (blob_scope,))
+    return owners
 
-    try:
-        workers = [threading.Thread(target=writer, args=(backends[i], i)) for i in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(120)
-        assert not errors, errors
-        backends[0].apply("s", [Put("k", b"v")], NOW)  # frees the committed blob
-        backends[0].purge_expired(NOW + 2 * STAGED_LIFETIME, 10_000)  # and the staged ones
-    finally:
-        for b in backends:
-            b.close()
-    assert _orphan_chunks(url) == 0
-    assert _rows(url, "satchel_kv_chunks") == 0
+
+def _legacy_objects(url: str, table: str = "satchel_kv") -> list[str]:
+    """The objects of the old blob storage of `table` still in the database."""
+    names = _legacy_names(url, table)
+    found = []
+    with _admin() as conn:
+        for name in ("blobs", "chunks"):
+            regclass = names[name].as_string(conn)
+            if conn.execute("SELECT to_regclass(%s)", (regclass,)).fetchone() != (None,):
+                found.append(name)
+        function = names["free_blob"].as_string(conn) + "()"
+        if conn.execute("SELECT to_regprocedure(%s)", (function,)).fetchone() != (None,):
+            found.append("free_blob")
+        kv = names["t"].as_string(conn)
+        found += [
+            row[0]
+            for row in conn.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+                (kv,),
+            )
+        ]
+        found += [
+            "column " + row[0]
+            for row in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attname = 'blob' AND NOT attisdropped",
+                (kv,),
+            )
+        ]
+    return found
+
+
+def _version_of(url: str, table: str) -> str:
+    names = _legacy_names(url, table)
+    with _admin() as conn:
+        query = sql.SQL("SELECT value FROM {meta} WHERE name = {version_name}").format(**names)
+        return str(conn.execute(query).fetchone()[0])
+
+
+@pytest.mark.parametrize("table", ["satchel_kv", "we\"ird $$ 'name'"])
+def test_large_values_of_satchel_0_1_are_moved_to_records_on_open(url, table):
+    big = bytes(range(256)) * 4096 * 3 + b"tail"  # 3 MiB and a bit: 4 chunks
+    gone = b"g" * (2 * MIB + 1)  # overwritten before the move: its chunks go at once
+    ids = _make_legacy(url, table, {"big": big, "gone": gone})
+    assert len(_legacy_objects(url, table)) == 6  # 2 tables, function, 2 triggers, column
+    with _admin() as conn:  # and a staged blob, never committed: left behind
+        conn.execute(
+            sql.SQL("INSERT INTO {blobs} VALUES ('staged', 'default', 'k', 1); "
+                    "INSERT INTO {chunks} VALUES ('staged', 0, 'x')").format(
+                **_legacy_names(url, table)
+            )
+        )  # fmt: skip
+    now = time.time()
+    with _backend(url, table=table) as b:  # opening sets version 3, touches nothing else
+        assert _version_of(url, table) == str(SCHEMA_VERSION)
+        assert len(_legacy_objects(url, table)) == 6
+        found = sorted(b.legacy_blobs(now) or [])
+        assert found == [
+            LegacyBlob("default", "big", ids["big"], 4),
+            LegacyBlob("default", "gone", ids["gone"], 3),
+        ]
+        assert b.legacy_chunk(found[0], 3) == b"tail"
+        assert b.legacy_chunk(found[0], 4) is None
+        # A record write before the move: the old triggers still free the old blob.
+        assert b.apply("default", [Put("gone", b"plain")], now) == 0
+        assert b.legacy_chunk(found[1], 0) is None
+        assert b.legacy_blobs(now) == [found[0]]
+    with satchel.open(url, table=table) as store:  # moves "big", drops the old storage
+        assert store.get("big") == big
+        with store.open_blob("big") as f:
+            f.seek(3 * MIB - 10)
+            assert f.read() == big[3 * MIB - 10 :]
+        assert store.info("big").size == len(big)
+        store["gone"] = "still writable"
+        store["big"] = "small now"
+        assert store.get("gone") == "still writable"
+    assert _legacy_objects(url, table) == []
+    with _backend(url, table=table) as b:
+        assert b.legacy_blobs(now) is None
+        head = b.get_value("default\x1fb", f"h/{ids['big']}", now)
+        assert head is not None and msgpack.unpackb(head)[:2] == ["big", True]
+        chunks = b.scan("default\x1fb", f"c/{ids['big']}/", None, 10, now)
+        assert [len(r.value) for r in chunks] == [MIB, MIB, MIB, 4]
+
+
+def test_two_processes_moving_the_same_old_large_values(url):
+    payload = b"p" * (MIB + 5)
+    _make_legacy(url, "satchel_kv", {"k": payload})
+    now = time.time()
+    with _backend(url) as first, _backend(url) as second:
+        listed = first.legacy_blobs(now)
+        assert listed is not None and len(listed) == 1
+        assert migrate(second, now) == 1  # moves, then drops
+        assert first.legacy_chunk(listed[0], 0) is None  # dropped meanwhile: gone
+        assert first.legacy_blobs(now) is None
+        first.drop_legacy_blobs()  # a second drop is a no-op
+        assert migrate(first, now) == 0
+    assert _legacy_objects(url) == []
+    with satchel.open(url) as store:
+        assert store.get("k") == payload

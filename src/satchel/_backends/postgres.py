@@ -14,22 +14,21 @@ advisory lock, so a missing counter cannot be created twice.
 
 Beside it, tables named after it (for the default table):
 
-- ``satchel_kv_chunks (blob_id, n, data)``: the chunks of large values, stored
-  uncompressed out of line (they are mostly compressed or encrypted already), and
-  ``satchel_kv_blobs (blob_id, scope, key, staged_at)``: one row per blob, staged
-  (``staged_at`` set) until ``blob_commit`` claims it. A committed blob's record names it
-  in the kv column ``blob``; triggers on the kv table free the blob (its row and its
-  chunks) when that record is deleted, overwritten, cleared or purged. Only rows with a
-  ``blob`` call them (a ``WHEN`` condition): other writes pay only that check, measured
-  at about 1 µs per overwritten row and 0.15 µs per deleted row on the server (inserts
-  and reads nothing). Chunks are written once and never moved: committing is one short
-  transaction.
 - ``satchel_kv_series (scope, series, t, value)``: time series points, one primary key
   range per series.
 - ``satchel_kv_events (scope, name, seq, ts, data)`` and ``satchel_kv_states (scope,
   name, which, seq, ts, data)``: event sequences and their head/base states. An append
   is one statement conditional on the head row (updated where ``seq`` is as expected,
   or inserted if absent), so of two racing appends exactly one wins.
+
+Large values are records (see _blobs.py). Releases before 0.2 (schema version 2) kept
+their chunks in ``satchel_kv_chunks (blob_id, n, data)`` and ``satchel_kv_blobs
+(blob_id, scope, key, staged_at)``, a committed blob named by the kv column ``blob`` and
+freed by triggers on the kv table. Opening such a table sets schema version 3 (so an
+older satchel no longer writes blobs the old way) and leaves those objects alone:
+`legacy_blobs` reads them, the triggers keep freeing an old blob whose record is
+overwritten or deleted meanwhile, and `drop_legacy_blobs` removes them all (tables,
+triggers, function, column) in one transaction.
 
 A connection that breaks is dropped by the pool and replaced. A read that fails with a
 broken connection is retried once on a fresh one; a write is never retried, since it
@@ -58,19 +57,16 @@ from .._errors import (
     BackendUnavailable,
     IncompatibleDatabase,
     InvalidInput,
-    ValueChanged,
 )
 from . import watchdog
 from .base import (
-    ANY_VERSION,
     CREATED_AT_TOLERANCE,
-    STAGED_LIFETIME,
     Backend,
-    BlobSealed,
     Change,
     Delete,
     EventState,
     Expect,
+    LegacyBlob,
     Put,
     Record,
     Touch,
@@ -80,14 +76,16 @@ from .base import (
 from .urls import password, redact
 
 # 1: records only. 2: adds the kv column ``blob`` and the tables of blobs, time series
-# and event sequences (a version 1 database gains them on open).
-SCHEMA_VERSION = 2
+# and event sequences. 3: large values are records; the blob tables, column and triggers
+# are gone (a version 1 or 2 database gains the series and event tables on open; a
+# version 2 one keeps its blob storage until `drop_legacy_blobs`).
+SCHEMA_VERSION = 3
 T = TypeVar("T")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 # {t} is the schema-qualified kv table, {meta} the meta table, {idx} the expiry index
-# name; the other names are those of _derived() tables, indexes, function and triggers.
+# name; the other names are those of _derived() tables.
 CREATE = """
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {meta} (name text PRIMARY KEY, value text NOT NULL);
@@ -99,25 +97,9 @@ CREATE TABLE IF NOT EXISTS {t} (
     updated_at double precision NOT NULL,
     expires_at double precision,
     version bigint NOT NULL,
-    blob text COLLATE "C",
     PRIMARY KEY (scope, key)
 );
 CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) WHERE expires_at IS NOT NULL;
-ALTER TABLE {t} ADD COLUMN IF NOT EXISTS blob text COLLATE "C";
-CREATE TABLE IF NOT EXISTS {blobs} (
-    blob_id text COLLATE "C" PRIMARY KEY,
-    scope text COLLATE "C" NOT NULL,
-    key text COLLATE "C" NOT NULL,
-    staged_at double precision
-);
-CREATE INDEX IF NOT EXISTS {blobs_staged} ON {blobs} (staged_at) WHERE staged_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS {chunks} (
-    blob_id text COLLATE "C" NOT NULL,
-    n integer NOT NULL,
-    data bytea NOT NULL,
-    PRIMARY KEY (blob_id, n)
-);
-ALTER TABLE {chunks} ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE IF NOT EXISTS {series} (
     scope text COLLATE "C" NOT NULL,
     series text COLLATE "C" NOT NULL,
@@ -142,41 +124,20 @@ CREATE TABLE IF NOT EXISTS {states} (
     data bytea NOT NULL,
     PRIMARY KEY (scope, name, which)
 );
-CREATE OR REPLACE FUNCTION {free_blob}() RETURNS trigger LANGUAGE plpgsql AS {free_body};
-DROP TRIGGER IF EXISTS {on_delete} ON {t};
-CREATE TRIGGER {on_delete} AFTER DELETE ON {t} FOR EACH ROW
-    WHEN (OLD.blob IS NOT NULL) EXECUTE FUNCTION {free_blob}();
-DROP TRIGGER IF EXISTS {on_update} ON {t};
-CREATE TRIGGER {on_update} AFTER UPDATE OF value, blob ON {t} FOR EACH ROW
-    WHEN (OLD.blob IS NOT NULL) EXECUTE FUNCTION {free_blob}();
 INSERT INTO {meta} (name, value) VALUES ({version_name}, {version})
 ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 """
-# The body of {free_blob} (a string literal in CREATE, whatever the table names hold).
-# The triggers' WHEN names only OLD: one that reads NEW costs every update of the kv
-# table a few microseconds, so the rare blob row is checked here instead. Each statement
-# of a volatile function sees what committed before it started: the chunks go after the
-# blob row, so a chunk written meanwhile (which must lock that row first) is never left
-# behind.
-FREE_BLOB = """
-BEGIN
-    IF TG_OP = 'UPDATE' AND NEW.blob IS NOT DISTINCT FROM OLD.blob
-            AND NEW.value IS NOT DISTINCT FROM OLD.value THEN
-        RETURN NULL;
-    END IF;
-    DELETE FROM {blobs} WHERE blob_id = OLD.blob;
-    DELETE FROM {chunks} WHERE blob_id = OLD.blob;
-    RETURN NULL;
-END"""
 # Suffixes of the tables and objects named after the kv table.
-DERIVED = {
-    "blobs": "_blobs", "blobs_staged": "_blobs_staged", "chunks": "_chunks",
-    "series": "_series", "events": "_events", "states": "_states",
-    "free_blob": "_free_blob", "on_delete": "_free_blob_on_delete",
-    "on_update": "_free_blob_on_update",
+DERIVED = {"series": "_series", "events": "_events", "states": "_states"}
+# Those of the blob storage of schema version 2 (the triggers' names are not qualified).
+LEGACY = {
+    "blobs": "_blobs", "chunks": "_chunks", "free_blob": "_free_blob",
+    "on_delete": "_free_blob_on_delete", "on_update": "_free_blob_on_update",
 }  # fmt: skip
-TABLES = ("blobs", "chunks", "series", "events", "states")
-READ_VERSION = "SELECT value FROM {meta} WHERE name = {version_name}"
+# The version, and whether the blob storage of version 2 is still there.
+READ_VERSION = (
+    "SELECT value, to_regclass({legacy}) IS NOT NULL FROM {meta} WHERE name = {version_name}"
+)
 LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
 COLUMNS = "key, value, created_at, updated_at, expires_at, version"
 GET = f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
@@ -186,7 +147,6 @@ GET_MANY = f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%
 _ON_CONFLICT = """
 ON CONFLICT (scope, key) DO UPDATE SET
     value = excluded.value,
-    blob = excluded.blob,
     updated_at = excluded.updated_at,
     expires_at = excluded.expires_at,
     created_at = CASE WHEN r.expires_at <= excluded.updated_at
@@ -195,7 +155,6 @@ ON CONFLICT (scope, key) DO UPDATE SET
 _ON_CONFLICT_IF_EXPIRED = """
 ON CONFLICT (scope, key) DO UPDATE SET
     value = excluded.value,
-    blob = excluded.blob,
     created_at = excluded.created_at,
     updated_at = excluded.updated_at,
     expires_at = excluded.expires_at,
@@ -207,7 +166,7 @@ VALUES (%(scope)s, %(key)s, %(value)s, %(now)s, %(now)s, %(expires_at)s, 1)"""
 PUT = _INSERT_ONE + _ON_CONFLICT + "\nRETURNING version"
 PUT_IF_ABSENT = _INSERT_ONE + _ON_CONFLICT_IF_EXPIRED + "\nRETURNING version"
 SET_IF_VERSION = f"""
-UPDATE {{t}} SET value = %(value)s, blob = NULL, updated_at = %(now)s,
+UPDATE {{t}} SET value = %(value)s, updated_at = %(now)s,
     expires_at = %(expires_at)s, version = version + 1
 WHERE scope = %(scope)s AND key = %(key)s AND version = %(version)s AND {LIVE}
     AND (%(created)s::float8 IS NULL
@@ -298,57 +257,28 @@ SCAN = {
 }
 
 
-# -- blobs: {blobs} and {chunks} are the derived tables --------------------------------
-# A chunk goes in only while its blob is staged for this scope and key; the no-op update
-# locks the blob row, so a commit or discard running meanwhile waits for the chunk.
-BLOB_WRITE = """
-WITH staged AS (
-    INSERT INTO {blobs} AS b (blob_id, scope, key, staged_at)
-    VALUES (%(blob)s, %(scope)s, %(key)s, %(now)s)
-    ON CONFLICT (blob_id) DO UPDATE SET staged_at = b.staged_at
-    WHERE b.staged_at IS NOT NULL AND b.scope = excluded.scope AND b.key = excluded.key
-    RETURNING 1
-)
-INSERT INTO {chunks} (blob_id, n, data) SELECT %(blob)s, %(n)s, %(data)s FROM staged
-ON CONFLICT (blob_id, n) DO UPDATE SET data = excluded.data
-RETURNING 1"""
-BLOB_LOCK = "SELECT scope, key, staged_at FROM {blobs} WHERE blob_id = %(blob)s FOR UPDATE"
-BLOB_STAGE = """
-INSERT INTO {blobs} (blob_id, scope, key, staged_at)
-VALUES (%(blob)s, %(scope)s, %(key)s, %(now)s)"""
-# Chunks past the end (none unless a writer went astray) are dropped, not kept forever.
-BLOB_COUNT = """
-WITH stray AS (DELETE FROM {chunks} WHERE blob_id = %(blob)s AND (n < 0 OR n >= %(chunks)s))
-SELECT count(*) FROM {chunks} WHERE blob_id = %(blob)s AND n >= 0 AND n < %(chunks)s"""
-# The upsert's trigger frees the blob the key held before (another blob_id).
-BLOB_COMMIT = (
-    """
-WITH owned AS (UPDATE {blobs} SET staged_at = NULL WHERE blob_id = %(blob)s)
-INSERT INTO {t} AS r (scope, key, value, created_at, updated_at, expires_at, version, blob)
-VALUES (%(scope)s, %(key)s, %(value)s, %(now)s, %(now)s, %(expires_at)s, 1, %(blob)s)
+# -- blob storage of schema version 2 (see LEGACY): read once, then dropped ----------
+# A committed blob (staged_at NULL) whose record is live and names it; its chunk count is
+# its last chunk + 1, so a chunk missing in between is found missing, not skipped.
+LEGACY_BLOBS = f"""
+SELECT b.scope, b.key, b.blob_id, coalesce(c.last + 1, 0)
+FROM {{blobs}} b
+JOIN {{t}} r ON r.scope = b.scope AND r.key = b.key AND r.blob = b.blob_id
+LEFT JOIN LATERAL (SELECT max(n) AS last FROM {{chunks}} WHERE blob_id = b.blob_id) c ON true
+WHERE b.staged_at IS NULL AND {LIVE.replace("expires_at", "r.expires_at")}
+ORDER BY b.scope, b.key"""
+LEGACY_CHUNK = "SELECT data FROM {chunks} WHERE blob_id = %(blob)s AND n = %(n)s"
+# Under the lock of schema changes; the triggers go with the tables they write to.
+LEGACY_DROP = """
+SELECT pg_advisory_xact_lock(4242424242);
+DROP TRIGGER IF EXISTS {on_delete} ON {t};
+DROP TRIGGER IF EXISTS {on_update} ON {t};
+DROP FUNCTION IF EXISTS {free_blob}();
+DROP TABLE IF EXISTS {chunks}, {blobs};
+ALTER TABLE {t} DROP COLUMN IF EXISTS blob;
 """
-    + _ON_CONFLICT
-    + "\nRETURNING version"
-)
-BLOB_COMMIT_IF_ABSENT = BLOB_COMMIT.replace(
-    "\nRETURNING version", "\nWHERE r.expires_at <= excluded.updated_at\nRETURNING version"
-)
-BLOB_VERSION = (
-    "SELECT version, expires_at FROM {t} WHERE scope = %(scope)s AND key = %(key)s FOR UPDATE"
-)
-BLOB_UNSTAGE = """
-DELETE FROM {blobs}
-WHERE blob_id = %(blob)s AND scope = %(scope)s AND key = %(key)s AND staged_at IS NOT NULL
-RETURNING 1"""
-BLOB_FREE_CHUNKS = "DELETE FROM {chunks} WHERE blob_id = ANY(%(blobs)s)"
-BLOB_READ = f"""
-SELECT c.data FROM {{t}} r JOIN {{chunks}} c ON c.blob_id = r.blob AND c.n = %(n)s
-WHERE r.scope = %(scope)s AND r.key = %(key)s AND r.blob = %(blob)s AND {LIVE}"""
-PURGE_STAGED = """
-DELETE FROM {blobs} WHERE blob_id = ANY(ARRAY(
-    SELECT blob_id FROM {blobs} WHERE staged_at < %(stale)s LIMIT %(limit)s))
-    AND staged_at < %(stale)s
-RETURNING blob_id"""
+# What a legacy statement raises once another process dropped the storage meanwhile.
+_DROPPED = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 
 # -- time series -----------------------------------------------------------------------
 SERIES_PUT = """
@@ -588,13 +518,7 @@ class PostgresBackend(Backend):
         self._pool: ConnectionPool | None = None
         self._sticky: psycopg.Connection[Any] | None = None
         self._sticky_lock = threading.Lock()
-        derived = {name: _derived(table, suffix) for name, suffix in DERIVED.items()}
-        free_body = sql.SQL(FREE_BLOB).format(
-            blobs=sql.Identifier(schema, derived["blobs"]),
-            chunks=sql.Identifier(schema, derived["chunks"]),
-        )
         self._create = sql.SQL(CREATE).format(
-            free_body=sql.Literal(free_body.as_string(None)),
             schema=sql.Identifier(schema),
             meta=sql.Identifier(schema, "satchel_meta"),
             t=sql.Identifier(schema, table),
@@ -602,16 +526,26 @@ class PostgresBackend(Backend):
             version_name=sql.Literal(f"{table}.schema_version"),
             version=sql.Literal(str(SCHEMA_VERSION)),
             **{
-                name: sql.Identifier(value) if name.startswith(("on_", "blobs_"))
+                name: sql.Identifier(schema, _derived(table, suffix))
+                for name, suffix in DERIVED.items()
+            },
+        )  # fmt: skip
+        legacy = {name: _derived(table, suffix) for name, suffix in LEGACY.items()}
+        self._drop_legacy = sql.SQL(LEGACY_DROP).format(
+            t=sql.Identifier(schema, table),
+            **{
+                name: sql.Identifier(value) if name.startswith("on_")
                 else sql.Identifier(schema, value)
-                for name, value in derived.items()
+                for name, value in legacy.items()
             },
         )  # fmt: skip
         self._meta = sql.Identifier(schema, "satchel_meta").as_string(None)
         self._read_version = sql.SQL(READ_VERSION).format(
+            legacy=sql.Literal(sql.Identifier(schema, legacy["blobs"]).as_string(None)),
             meta=sql.Identifier(schema, "satchel_meta"),
             version_name=sql.Literal(f"{table}.schema_version"),
         )
+        self._legacy = False  # the blob storage of version 2 was there at the last open
         self._where = f"table {schema}.{table}"
         self._open_pool()
         _OPEN.add(self)
@@ -620,20 +554,17 @@ class PostgresBackend(Backend):
     def _statements(schema: str, table: str) -> dict[str, str]:
         qualified = sql.Identifier(schema, table).as_string(None)
         tables = {
-            f"{{{name}}}": sql.Identifier(schema, _derived(table, DERIVED[name])).as_string(None)
-            for name in TABLES
-        }
+            f"{{{name}}}": sql.Identifier(schema, _derived(table, suffix)).as_string(None)
+            for name, suffix in (*DERIVED.items(), ("blobs", LEGACY["blobs"]),
+                                 ("chunks", LEGACY["chunks"]))
+        }  # fmt: skip
         names = {
             "GET": GET, "GET_VALUE": GET_VALUE, "GET_MANY": GET_MANY, "PUT": PUT,
             "PUT_IF_ABSENT": PUT_IF_ABSENT,
             "SET_IF_VERSION": SET_IF_VERSION,
             "DELETE": DELETE, "TOUCH": TOUCH,
             "COUNT": COUNT, "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
-            "BLOB_WRITE": BLOB_WRITE, "BLOB_LOCK": BLOB_LOCK, "BLOB_STAGE": BLOB_STAGE,
-            "BLOB_COUNT": BLOB_COUNT, "BLOB_COMMIT": BLOB_COMMIT,
-            "BLOB_COMMIT_IF_ABSENT": BLOB_COMMIT_IF_ABSENT, "BLOB_VERSION": BLOB_VERSION,
-            "BLOB_UNSTAGE": BLOB_UNSTAGE, "BLOB_FREE_CHUNKS": BLOB_FREE_CHUNKS,
-            "BLOB_READ": BLOB_READ, "PURGE_STAGED": PURGE_STAGED,
+            "LEGACY_BLOBS": LEGACY_BLOBS, "LEGACY_CHUNK": LEGACY_CHUNK,
             "SERIES_PUT": SERIES_PUT, "SERIES_REMOVE": SERIES_REMOVE,
             "SERIES_COUNT": SERIES_COUNT, "SERIES_NAMES": SERIES_NAMES,
             "EVENTS_STATE": EVENTS_STATE, "EVENTS_APPEND_FIRST": EVENTS_APPEND_FIRST,
@@ -709,6 +640,9 @@ class PostgresBackend(Backend):
             raise IncompatibleDatabase(
                 f"{self._where} has no valid satchel schema version", engine=self.engine
             )
+        # Only a version 2 table can have it: an older satchel refuses version 3, so once
+        # dropped it never comes back, and legacy_blobs needs no query of its own.
+        self._legacy = bool(found and found[1])
 
     @contextmanager
     def _errors(self, may_have_written: bool = False) -> Iterator[None]:
@@ -1046,109 +980,51 @@ class PostgresBackend(Backend):
         self._count("CLEAR", {"scope": scope})
 
     def purge_expired(self, now: float, limit: int) -> int:
-        purge, staged, free = (self._sql[name] for name in ("PURGE", "PURGE_STAGED",
-                                                             "BLOB_FREE_CHUNKS"))  # fmt: skip
-        params = {"now": now, "limit": limit, "stale": now - STAGED_LIFETIME}
+        return self._count("PURGE", {"now": now, "limit": limit})
 
-        def purge_in(conn: psycopg.Connection[Any]) -> int:
-            purged = conn.execute(purge, params).rowcount  # triggers free their blobs
-            with conn.transaction():
-                stale = [row[0] for row in conn.execute(staged, params)]
-                if stale:  # after the blob rows: see the trigger function
-                    conn.execute(free, {"blobs": stale})
-            return purged
+    # -- large values kept by releases before 0.2 --------------------------------------
 
-        return self._run(purge_in)
+    def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
+        if not self._legacy:  # as found by the last open's schema check: no query
+            return None
+        statement = self._sql["LEGACY_BLOBS"]
 
-    # -- blobs -------------------------------------------------------------------------
+        def find_in(conn: psycopg.Connection[Any]) -> list[LegacyBlob] | None:
+            try:
+                rows = conn.execute(statement, {"now": now}).fetchall()
+            except _DROPPED:  # dropped by another process meanwhile
+                return None
+            return [LegacyBlob(row[0], row[1], row[2], int(row[3])) for row in rows]
 
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        params = {"scope": scope, "key": key, "blob": blob_id, "n": index, "data": data,
-                  "now": now}  # fmt: skip
-        if self._one("BLOB_WRITE", params) is None:
-            raise BlobSealed(
-                "the large value is already committed, or staged for another key",
-                key=key, scope=scope, engine=self.engine,
-            )  # fmt: skip
+        found = self._run(find_in, read=True)
+        self._legacy = found is not None
+        return found
 
-    def blob_commit(
-        self,
-        scope: str,
-        key: str,
-        blob_id: str,
-        chunks: int,
-        manifest: bytes,
-        expires_at: float | None,
-        now: float,
-        expected_version: int | None = ANY_VERSION,
-    ) -> bool:
-        lock, stage, count, commit = (self._sql[name] for name in (
-            "BLOB_LOCK", "BLOB_STAGE", "BLOB_COUNT",
-            "BLOB_COMMIT_IF_ABSENT" if expected_version is None else "BLOB_COMMIT"))  # fmt: skip
-        params = {"scope": scope, "key": key, "blob": blob_id, "chunks": chunks,
-                  "value": manifest, "expires_at": expires_at, "now": now}  # fmt: skip
-
-        def changed() -> ValueChanged:
-            return ValueChanged("the key changed before the value was committed",
-                                key=key, scope=scope, engine=self.engine)  # fmt: skip
-
-        def gone(what: str) -> BackendError:
-            return BackendError(f"cannot commit the large value: {what}",
-                                key=key, scope=scope, engine=self.engine)  # fmt: skip
-
-        def commit_in(conn: psycopg.Connection[Any]) -> bool:
-            with conn.transaction():  # raising rolls everything back
-                staged = conn.execute(lock, params).fetchone()
-                if staged is None and chunks == 0:
-                    conn.execute(stage, params)
-                elif staged is None:
-                    raise gone("its chunks are gone (discarded, or freed as stale)")
-                elif staged[2] is None:
-                    raise gone("it is already committed")
-                elif (staged[0], staged[1]) != (scope, key):
-                    raise gone("it was staged for another key")
-                found = conn.execute(count, params).fetchone()
-                if found is None or found[0] != chunks:
-                    raise gone(f"{chunks - (found[0] if found else 0)} of its "
-                               f"{chunks} chunks are missing")  # fmt: skip
-                if expected_version not in (ANY_VERSION, None):
-                    found = conn.execute(self._sql["BLOB_VERSION"], params).fetchone()
-                    if (
-                        found is None
-                        or found[0] != expected_version
-                        or (found[1] is not None and found[1] <= now)
-                    ):
-                        raise changed()
-                row = conn.execute(commit, params).fetchone()
-                if row is None and expected_version is None:
-                    raise changed()  # a live record: the insert did nothing
-                return row is not None and row[0] == 1
-
-        return self._run(commit_in)
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        unstage, free = self._sql["BLOB_UNSTAGE"], self._sql["BLOB_FREE_CHUNKS"]
-        params = {"scope": scope, "key": key, "blob": blob_id, "blobs": [blob_id]}
-
-        def discard_in(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction():
-                if conn.execute(unstage, params).fetchone() is not None:
-                    conn.execute(free, params)  # a second statement: see the trigger
-
-        self._run(discard_in)
-
-    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
-        params = {"scope": scope, "key": key, "blob": blob_id, "n": index, "now": now}
+    def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
         if not INT32_MIN <= index <= INT32_MAX:
             return None
-        statement = self._sql["BLOB_READ"]
-        # Binary results: text would send a chunk hex-encoded, twice its size.
-        row = self._run(
-            lambda conn: conn.execute(statement, params, binary=True).fetchone(), read=True
-        )
-        return None if row is None else row[0]
+        statement = self._sql["LEGACY_CHUNK"]
+        params = {"blob": blob.blob_id, "n": index}
+
+        def read_in(conn: psycopg.Connection[Any]) -> bytes | None:
+            try:
+                # Binary results: text would send a chunk hex-encoded, twice its size.
+                row = conn.execute(statement, params, binary=True).fetchone()
+            except _DROPPED:
+                return None
+            return None if row is None else bytes(row[0])
+
+        return self._run(read_in, read=True)
+
+    def drop_legacy_blobs(self) -> None:
+        statement = self._drop_legacy
+
+        def drop_in(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                conn.execute(statement)
+
+        self._run(drop_in)
+        self._legacy = False
 
     # -- time series -------------------------------------------------------------------
 
