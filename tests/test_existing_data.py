@@ -279,3 +279,16 @@ def test_encrypted_needs_the_key(restored: Restored) -> None:
         assert list(plain.keys("*")) == restored.store("secret")[1]["keys"]
         with pytest.raises(satchel.DecryptionError):
             plain.get("secret:value")
+
+
+def test_a_read_only_open_reads_large_values_it_cannot_migrate(tmp_path: Path) -> None:
+    """A read-only open writes nothing, so the old chunks are read where they are."""
+    spec = EXPECTED["engines"]["sqlite"]
+    url = _restore_sqlite(spec, tmp_path)
+    store_spec = next(s for s in spec["stores"] if s["scope"] == "default")
+    with _open(url + "?mode=ro", store_spec) as store:
+        for key, want in store_spec["blobs"].items():
+            assert hashlib.sha256(store.get(key)).hexdigest() == want["sha256"], key
+    with _open(url, store_spec) as store:  # a writable open migrates them
+        for key, want in store_spec["blobs"].items():
+            assert hashlib.sha256(store.get(key)).hexdigest() == want["sha256"], key

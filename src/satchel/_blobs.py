@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from ._backends.base import ANY_VERSION, STAGED_LIFETIME, Backend, Delete, Expect, Put
+from ._backends.base import (
+    ANY_VERSION,
+    STAGED_LIFETIME,
+    Backend,
+    Delete,
+    Expect,
+    LegacyBlob,
+    Put,
+)
 from ._codecs import H_BLOB, H_BYTES, HEADER_SIZE, is_blob
 from ._crypto import unseal
 from ._errors import (
@@ -306,6 +314,8 @@ class BlobReader(io.RawIOBase):
         core, manifest = self._core, self._manifest
         scope, backend = core.scope, core.backend
         data = backend.get_value(self._scope, chunk_key(manifest.blob_id, index), time())
+        if data is None:  # a store an earlier release wrote and nobody migrated (read-only)
+            data = self._legacy_chunk(index)
         # A replaced blob's chunks stay until `collect` frees them: read on only while
         # the key still holds this one.
         if not self._still_current():
@@ -330,6 +340,14 @@ class BlobReader(io.RawIOBase):
                               key=self._key, scope=scope)  # fmt: skip
         self._cached = (index, data)
         return data
+
+    def _legacy_chunk(self, index: int) -> bytes | None:
+        manifest = self._manifest
+        blob = LegacyBlob(self._core.scope, self._key, manifest.blob_id, manifest.chunks)
+        try:
+            return self._core.backend.legacy_chunk(blob, index)
+        except BackendError:
+            return None  # an engine that never kept chunks another way
 
     def _still_current(self) -> bool:
         """True if the key's live value is still this blob: then a chunk it lacks is lost,

@@ -611,7 +611,10 @@ def open(
         if readonly:
             backend = ReadOnlyBackend(backend)
         else:
-            migrate(backend, time())  # large values kept the way releases before 0.2 did
+            # Large values kept the way releases before 0.2 did move into records; where
+            # that cannot be written (a file opened ?mode=ro), readers find them in place.
+            with contextlib.suppress(SatchelError):
+                migrate(backend, time())
         keyring = None
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Literal, NoReturn
 
 from .._errors import ReadOnlyError
-from .base import Backend, Change, EventState, Expect, Record
+from .base import Backend, Change, EventState, Expect, LegacyBlob, Record
 
 
 class ReadOnlyBackend(Backend):
@@ -51,9 +51,11 @@ class ReadOnlyBackend(Backend):
     def clear(self, scope: str) -> None:
         self._refuse()
 
-    def blob_read(self, scope: str, key: str, blob_id: str, index: int,
-                  now: float) -> bytes | None:  # fmt: skip
-        return self._backend.blob_read(scope, key, blob_id, index, now)
+    def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
+        return self._backend.legacy_blobs(now)
+
+    def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
+        return self._backend.legacy_chunk(blob, index)
 
     def series_range(self, scope: str, name: str, start: int | None, stop: int | None,
                      limit: int, *, reverse: bool = False,
@@ -78,6 +80,6 @@ class ReadOnlyBackend(Backend):
     def events_names(self, scope: str) -> list[str]:
         return self._backend.events_names(scope)
 
-    blob_write = blob_commit = blob_discard = _refuse
+    drop_legacy_blobs = _refuse
     series_put = series_remove = series_reseal = _refuse
     events_append = events_compact = events_delete = events_reseal = _refuse
