@@ -9,6 +9,7 @@ port), so nothing else talking to Redis disturbs them.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import random
 import socket
@@ -27,8 +28,9 @@ from redis.crc import key_slot
 import satchel
 import support_redis
 from conftest import ENGINES, require_service
-from satchel._backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
-from satchel._backends.redis import RedisBackend, open_redis
+from satchel._backends.base import Put
+from satchel._backends.redis import LAYOUT, RedisBackend, open_redis
+from satchel._blobs import Manifest
 from satchel._keys import compile_pattern
 
 PASSWORD = "s3cret-pw-9f4e"
@@ -86,8 +88,10 @@ def _name(url: str, scope: str, key: str) -> bytes:
 
 
 def _names(url: str) -> list[bytes]:
+    """The Redis keys under the prefix but ``~layout`` (see test_..._migrated_at_open)."""
     prefix = support_redis.prefix_of(url)  # t-<hex>: needs no escaping
-    return sorted(_raw(url).scan_iter(match=f"{prefix}*", count=1000))
+    names = _raw(url).scan_iter(match=f"{prefix}*", count=1000)
+    return sorted(name for name in names if name != f"{prefix}~layout".encode())
 
 
 # --- key layout ----------------------------------------------------------------------------
@@ -595,8 +599,6 @@ def test_close_is_idempotent(url: str) -> None:
 
 # --- large values, time series, event sequences (backend level) -------------------------------
 
-CHUNK = b"x" * 1000
-
 
 @pytest.fixture
 def backend(url: str) -> Iterator[RedisBackend]:
@@ -609,222 +611,70 @@ def _fields(url: str, key: str, scope: str = "default") -> list[bytes]:
     return sorted(_raw(url).hkeys(_name(url, scope, key)))
 
 
-def _stage(backend: RedisBackend, key: str, blob_id: str, chunks: int, now: float) -> None:
-    for index in range(chunks):
-        backend.blob_write("default", key, blob_id, index, b"%d" % index + CHUNK, now)
-
-
-def _staged_index(url: str) -> list[bytes]:
-    return list(_raw(url).zrange(f"{support_redis.prefix_of(url)}~staged", 0, -1))
-
-
 META = [b"created_at", b"updated_at", b"value", b"version"]
 
 
-def test_blob_chunks_live_in_the_record_and_go_with_it(url: str, backend: RedisBackend) -> None:
+def _old_record(url: str, key: str, fields: dict[str, bytes | str | float]) -> None:
+    """A hash as releases before 0.2 wrote it (no native expiry: staging had lifted it)."""
+    _raw(url).hset(_name(url, "default", key), mapping=fields)  # type: ignore[arg-type]
+
+
+def test_large_values_kept_the_old_way_are_migrated_at_open(url: str) -> None:
+    raw, prefix = _raw(url), support_redis.prefix_of(url)
     now = time.time()
-    _stage(backend, "k", "b1", 3, now)
-    assert backend.get("default", "k", now) is None  # staged: no record yet
-    assert backend.blob_read("default", "k", "b1", 0, now) is None
-    assert backend.count("default", now) == 0 and backend.scopes(now) == []
-    assert len(_staged_index(url)) == 1
-    assert backend.blob_commit("default", "k", "b1", 3, b"manifest1", None, now) is True
-    assert _staged_index(url) == []
-    assert backend.get_value("default", "k", now) == b"manifest1"
-    assert [backend.blob_read("default", "k", "b1", i, now) for i in range(4)] == [
-        b"0" + CHUNK,
-        b"1" + CHUNK,
-        b"2" + CHUNK,
-        None,
-    ]
-    assert backend.blob_read("default", "k", "other", 0, now) is None
-    chunk_fields = [b"#b1:0", b"#b1:1", b"#b1:2"]
-    assert _fields(url, "k") == sorted([*META, *chunk_fields, b"blob", b"chunks"])
-    # a second blob replaces the first, whose chunks go at the commit
-    _stage(backend, "k", "b2", 2, now)
-    assert backend.blob_read("default", "k", "b1", 2, now) == b"2" + CHUNK  # still the old one
-    assert backend.blob_commit("default", "k", "b2", 2, b"manifest2", None, now) is False
-    assert _fields(url, "k") == sorted([*META, b"#b2:0", b"#b2:1", b"blob", b"chunks"])
-    assert backend.blob_read("default", "k", "b1", 0, now) is None
-    assert backend.get("default", "k", now).version == 2  # type: ignore[union-attr]
-    # any plain write drops them
-    for write in (
-        lambda: backend.apply("default", [Put("k", b"plain")], now),
-        lambda: backend.apply("default", [Put("k", b"plain")], now),
-        lambda: backend.apply("default", [Put("k", b"plain")], now, [_current(backend, "k", now)]),
-    ):
-        _stage(backend, "k", "b3", 2, now)
-        backend.blob_commit("default", "k", "b3", 2, b"manifest3", None, now)
-        assert b"#b3:1" in _fields(url, "k")
-        write()
-        assert _fields(url, "k") == META
-        assert backend.blob_read("default", "k", "b3", 0, now) is None
+    data = bytes(random.Random(7).randbytes(2500))
+    manifest = Manifest("b1", len(data), 1000, 3, hashlib.blake2b(data, digest_size=16).hexdigest(),
+                        False).pack()  # fmt: skip
+    record = {"created_at": now, "updated_at": now, "version": 1}
+    chunks = {f"#b1:{i}": data[i * 1000 : (i + 1) * 1000] for i in range(3)}
+    staged = {"#b2:0": b"staged", "staging": "1"}  # another writer's, still at work
+    # committed, with a staged chunk beside it (so no native expiry)
+    _old_record(url, "big", {**record, "value": manifest, "expires_at": now + 600, "blob": "b1",
+                             "chunks": 3, **chunks, **staged})  # fmt: skip
+    _old_record(url, "only-staged", {"#b3:0": b"staged", "staging": "1"})  # no record: goes
+    _old_record(url, "expired", {**record, "value": manifest, "expires_at": now - 1,
+                                 "blob": "b9", "chunks": 3, **chunks})  # fmt: skip
+    _old_record(url, "plain", {**record, "value": b"\x00\x00\x00plain"})
+    raw.zadd(f"{prefix}~staged", {b"2:b3" + _name(url, "default", "only-staged"): now})
+    with satchel.open(url) as store:
+        assert store.get("big") == data
+        with store.open_blob("big") as f:
+            assert f.read() == data
+        assert "expired" not in store and "only-staged" not in store
+        assert sorted(store.keys()) == ["big", "plain"]
+    # the old storage is gone; the record and its expiry are as they were
+    assert _fields(url, "big") == sorted([*META, b"expires_at"])
+    assert _fields(url, "expired") == sorted([*META, b"expires_at"])
+    assert _fields(url, "plain") == META
+    assert 590_000 < raw.pttl(_name(url, "default", "big")) <= 600_000
+    assert not raw.exists(_name(url, "default", "only-staged"), f"{prefix}~staged")
+    assert raw.hget(_name(url, "default\x1fb", "c/b1/00000002"), "value") == data[2000:]
+    assert raw.get(f"{prefix}~layout") == LAYOUT
+    backend = open_redis(url.split("?")[0], {"prefix": prefix})
+    try:
+        assert backend.legacy_blobs(time.time()) is None  # the marker: one GET
+    finally:
+        backend.close()
+    with satchel.open(url) as store:  # and it reads the same after the migration
+        assert store.get("big") == data
+        store["big"] = b"small"
+        assert store["big"] == b"small"
 
 
-def _current(backend: RedisBackend, key: str, now: float) -> Expect:
-    record = backend.get("default", key, now)
-    assert record is not None
-    return Expect(key, record.version)
-
-
-def test_blob_chunks_go_with_delete_pop_clear_and_expiry(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    raw = _raw(url)
-    for key in ("deleted", "popped", "cleared", "expiring"):
-        _stage(backend, key, "b", 2, now)
-        expires = now + 0.3 if key == "expiring" else None
-        backend.blob_commit("default", key, "b", 2, b"m", expires, now)
-    assert backend.apply("default", [Delete("deleted")], now) == 1
-    assert backend.apply("default", [Delete("popped")], now, [Expect("popped", 1)]) == 1
-    assert not raw.exists(_name(url, "default", "deleted"), _name(url, "default", "popped"))
-    assert 0 < raw.pttl(_name(url, "default", "expiring")) <= 301
-    assert backend.blob_read("default", "expiring", "b", 1, now + 1) is None  # client's clock
-    deadline = time.monotonic() + 5
-    while raw.exists(_name(url, "default", "expiring")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not raw.exists(_name(url, "default", "expiring"))
-    backend.clear("default")
-    assert _names(url) == []
-
-
-def test_touch_gives_the_chunks_the_records_expiry(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    _stage(backend, "k", "b", 2, now)
-    backend.blob_commit("default", "k", "b", 2, b"m", None, now)
-    assert backend.apply("default", [Touch("k", now + 60)], now)
-    assert 0 < _raw(url).pttl(_name(url, "default", "k")) <= 60_001
-    assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
-
-
-def test_staged_blob_is_freed_by_discard_and_by_purge(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    backend.apply("default", [Put("k", b"old")], now)
-    _stage(backend, "k", "gone", 3, now)
-    backend.blob_discard("default", "k", "gone")
+def test_a_new_store_is_marked_as_holding_no_old_large_values(url: str) -> None:
+    with satchel.open(url) as store:
+        store.set("k", b"v")
+    assert _raw(url).get(f"{support_redis.prefix_of(url)}~layout") == LAYOUT
     assert _fields(url, "k") == META
-    assert _staged_index(url) == []
-    _stage(backend, "k", "stale", 3, now)  # on an existing record
-    _stage(backend, "new", "stale", 2, now)  # where no record is
-    backend.blob_commit("default", "k", "stale", 3, b"m", None, now)  # a committed one stays
-    _stage(backend, "k", "late", 1, now + 100)
-    assert backend.purge_expired(now + STAGED_LIFETIME - 1, 100) == 0
-    assert len(_staged_index(url)) == 2
-    backend.purge_expired(now + STAGED_LIFETIME + 1, 100)
-    assert not _raw(url).exists(_name(url, "default", "new"))
-    assert b"#stale:2" in _fields(url, "k") and b"#late:0" in _fields(url, "k")
-    assert len(_staged_index(url)) == 1  # "late" is younger
-    backend.purge_expired(now + STAGED_LIFETIME + 101, 1)
-    assert _fields(url, "k") == sorted([*META, b"#stale:0", b"#stale:1", b"#stale:2", b"blob",
-                                        b"chunks"])  # fmt: skip
-    assert backend.blob_read("default", "k", "stale", 2, now) == b"2" + CHUNK
-    assert _staged_index(url) == []
 
 
-def test_purge_is_bounded_by_its_limit(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    for i in range(5):
-        _stage(backend, f"k{i}", "b", 1, now)
-    backend.purge_expired(now + STAGED_LIFETIME + 1, 2)
-    assert len(_staged_index(url)) == 3
-    assert len(_names(url)) == 3 + 1  # the index is a key too
-    backend.purge_expired(now + STAGED_LIFETIME + 1, 10)
-    assert _names(url) == []
-
-
-def test_commit_with_a_missing_chunk_writes_nothing(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    backend.apply("default", [Put("k", b"old")], now)
-    _stage(backend, "k", "b", 3, now)
-    _raw(url).hdel(_name(url, "default", "k"), "#b:1")
-    with pytest.raises(satchel.BackendError) as caught:
-        backend.blob_commit("default", "k", "b", 3, b"m", None, now)
-    assert caught.value.key == "k" and caught.value.engine == backend.engine
-    record = backend.get("default", "k", now)
-    assert record is not None and (record.value, record.version) == (b"old", 1)
-    assert _fields(url, "k") == META  # the rest of the staged blob is dropped too
-    assert _staged_index(url) == []
-    # cleared while staged: nothing to commit, nothing written
-    _stage(backend, "k", "b2", 2, now)
-    backend.clear("default")
-    with pytest.raises(satchel.BackendError):
-        backend.blob_commit("default", "k", "b2", 2, b"m", None, now)
-    assert not _raw(url).exists(_name(url, "default", "k"))
-
-
-def test_delete_and_pop_while_a_blob_is_staged_keep_it(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    for remove in (
-        lambda: backend.apply("default", [Delete("k")], now),
-        lambda: backend.apply("default", [Delete("k")], now, [Expect("k", 1)]),
-    ):
-        _stage(backend, "k", "old", 2, now)
-        backend.blob_commit("default", "k", "old", 2, b"m-old", now + 60, now)
-        _stage(backend, "k", "new", 2, now)
-        assert remove()
-        assert backend.get("default", "k", now) is None
-        assert _fields(url, "k") == [b"#new:0", b"#new:1", b"staging"]  # the old blob went
-        assert _raw(url).pttl(_name(url, "default", "k")) == -1
-        assert backend.blob_commit("default", "k", "new", 2, b"m-new", None, now) is True
-        assert backend.blob_read("default", "k", "new", 1, now) == b"1" + CHUNK
-        assert backend.get("default", "k", now).version == 1  # type: ignore[union-attr]
-        backend.apply("default", [Delete("k")], now)
-        assert not _raw(url).exists(_name(url, "default", "k"))
-    # a key with no record and nothing staged is just gone
-    assert backend.apply("default", [Delete("k")], now) == 0
-
-
-def test_staging_outlives_the_old_records_native_expiry(url: str, backend: RedisBackend) -> None:
-    raw, name = _raw(url), _name(url, "default", "k")
-    now = time.time()
-    backend.apply("default", [Put("k", b"old", now + 0.2)], now)
-    _stage(backend, "k", "b", 2, now)
-    assert raw.pttl(name) == -1  # lifted while staged; expires_at still counts
-    time.sleep(0.3)
-    later = time.time()
-    assert backend.get("default", "k", later) is None
-    assert backend.blob_commit("default", "k", "b", 2, b"m", later + 0.2, later) is True
-    assert 0 < raw.pttl(name) <= 201
-    assert backend.blob_read("default", "k", "b", 1, later) == b"1" + CHUNK
-    # a discard (or purge) gives the record its native expiry back
-    backend.apply("default", [Put("k", b"plain", later + 60)], later)
-    _stage(backend, "k", "b2", 1, later)
-    assert raw.pttl(name) == -1 and b"staging" in _fields(url, "k")
-    backend.blob_discard("default", "k", "b2")
-    assert 59_000 < raw.pttl(name) <= 60_001
-    assert _fields(url, "k") == sorted([*META, b"expires_at"])
-
-
-def test_a_commit_leaves_other_staged_blobs_marked(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    _stage(backend, "k", "one", 2, now)
-    _stage(backend, "k", "two", 2, now)
-    backend.blob_commit("default", "k", "one", 2, b"m1", None, now)
-    assert b"staging" in _fields(url, "k")
-    assert backend.apply("default", [Delete("k")], now) == 1
-    assert _fields(url, "k") == [b"#two:0", b"#two:1", b"staging"]
-    assert backend.blob_commit("default", "k", "two", 2, b"m2", None, now) is True
-    assert b"staging" not in _fields(url, "k")
-    assert backend.apply("default", [Delete("k")], now) == 1
-    assert not _raw(url).exists(_name(url, "default", "k"))
-
-
-def test_plain_write_while_a_blob_is_staged_keeps_it(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    _stage(backend, "k", "b", 2, now)
-    assert backend.apply("default", [Put("k", b"plain")], now) == 1
-    assert backend.blob_commit("default", "k", "b", 2, b"m", None, now) is False
-    assert backend.get("default", "k", now).version == 2  # type: ignore[union-attr]
-    assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
-
-
-def test_record_scans_never_see_blobs_series_or_events(url: str, backend: RedisBackend) -> None:
+def test_record_scans_never_see_series_or_events(url: str, backend: RedisBackend) -> None:
     now = time.time()
     for scope in ("default", "s"):
         backend.apply(scope, [Put("rec", b"v")], now)
-        _stage(backend, "staged", "b", 1, now)
         backend.series_put(scope, "temps", [(1, b"a")])
         backend.events_append(scope, "log", 0, [(5, b"e")], b"head")
-    backend.blob_write("only-staged", "k", "b", 0, b"x", now)
+    backend.drop_legacy_blobs()  # the marker: not a scope either
     backend.series_put("only-series", "temps", [(1, b"a")])
     backend.events_append("only-events", "log", 0, [(5, b"e")], b"head")
     assert backend.scopes(now) == ["default", "s"]
@@ -989,28 +839,17 @@ def test_cluster_reloads_lost_scripts_for_the_new_primitives(
         cluster_url.split("?")[0], {"prefix": support_redis.prefix_of(cluster_url)}
     )
     try:
-        now = time.time()
         _flush_scripts(raw)
         backend.series_put("default", "s", [(1, b"a")])
         _flush_scripts(raw)
         assert backend.events_append("default", "e", 0, [(1, b"a")], b"h")
         _flush_scripts(raw)
         assert backend.events_read("default", "e", 0, 9) == [(1, 1, b"a")]
-        _stage(backend, "k", "b", 2, now)
         _flush_scripts(raw)
-        assert backend.blob_commit("default", "k", "b", 2, b"m", None, now)
-        assert backend.blob_read("default", "k", "b", 1, now) == b"1" + CHUNK
+        assert backend.legacy_blobs(time.time()) == []
+        _flush_scripts(raw)
+        backend.drop_legacy_blobs()
+        _flush_scripts(raw)
+        assert backend.apply("default", [Put("k", b"v")], time.time()) == 1
     finally:
         backend.close()
-
-
-def test_discard_drops_only_that_blobs_chunks(url: str, backend: RedisBackend) -> None:
-    now = time.time()
-    _stage(backend, "k", "a", 2, now)
-    _stage(backend, "k", "a:1", 2, now)
-    backend.blob_discard("default", "k", "a")
-    assert _fields(url, "k") == [b"#a:1:0", b"#a:1:1", b"staging"]
-    assert backend.blob_commit("default", "k", "a:1", 2, b"m", None, now) is True
-    assert b"staging" not in _fields(url, "k")  # nothing else is staged
-    backend.blob_discard("default", "k", "a:1")  # committed: not staged any more
-    assert backend.blob_read("default", "k", "a:1", 1, now) == b"1" + CHUNK

@@ -5,13 +5,12 @@ e.g. ``satchel:7:default:user:1``. `prefix` is an option (default ``satchel:``) 
 length counts the scope's UTF-8 bytes, so a name decodes one way only: ``a:b`` in scope
 ``x`` (``satchel:1:x:a:b``) never meets ``b`` in scope ``x:a`` (``satchel:3:x:a:b``).
 The hash holds ``value``, ``created_at``, ``updated_at``, ``expires_at`` (absent: never)
-and ``version`` (and, for a large value, its chunks: see below); times are Unix seconds
-written as Python's ``repr(float)``, which Lua reads back as the same double. Keys may
-hold any Unicode, ``{``/``}`` and newlines too.
+and ``version``; times are Unix seconds written as Python's ``repr(float)``, which Lua
+reads back as the same double. Keys may hold any Unicode, ``{``/``}`` and newlines too.
 
 Expiry: a record with a TTL also gets ``PEXPIREAT``, so Redis drops it by itself, but the
 client's clock decides: every read and script treats ``expires_at <= now`` (the `now`
-the Store passes) as absent. So `purge_expired` has only stale staged blobs to free.
+the Store passes) as absent. So `purge_expired` has nothing to do.
 
 Atomicity: every write is `apply`, one Lua script (``EVALSHA``, one round trip) that
 first checks every condition against the live records (returning nil, having written
@@ -33,26 +32,16 @@ prefix, sorted client-side since SCAN has no order. The sorted keys of the last 
 are kept briefly, so an iteration costs one SCAN, not one per page. SCAN walks the whole
 database; keys written during an iteration may be missed.
 
-Large values (blobs) live in the record's own hash, so whatever drops the record (DEL,
-UNLINK in `clear`, native expiry) frees them with it, on a cluster too (one key, one
-slot): chunk ``n`` of blob ``id`` is the field ``#id:n``. `blob_write` notes ``(blob,
-key) -> time`` in the sorted set ``{prefix}~staged``, then stages a chunk with one script
-that refuses the committed blob's id, sets the field and the mark ``staging`` in one
-``HSET`` (a hash holding only staged chunks has no ``version``/``value``, so every read,
-scan and count sees no record) and lifts the key's native expiry (``expires_at`` still
-decides liveness; a staged upload must not vanish with the old value's TTL).
-`blob_commit` is one script on that one key: it checks that every chunk field is there
-(else it drops the rest of the staged blob, writes nothing and raises BackendError),
-deletes the previous blob's chunks, writes the manifest as the value like any write and
-sets the fields ``blob`` (the id) and ``chunks``. No chunk is copied: the staged fields
-simply become the current blob's, so a 1 GiB blob never passes through one Lua call (nor
-the client's memory). `blob_read` is one ``HMGET`` of ``blob``, ``expires_at`` and the
-chunk. Every write drops the chunks of the blob it replaces; a delete keeps the chunks
-staged by a writer still at work when it sees the mark (its commit then finds them; the
-mark goes once nothing is staged); `clear` and a native expiry re-armed by a plain write
-do not, and that commit raises. `purge_expired` frees staged blobs older than
-STAGED_LIFETIME found in ``{prefix}~staged`` (up to `limit` per call), giving the record
-back its native expiry.
+Large values are ordinary records (see _blobs.py). Releases before 0.2 kept a blob's
+chunks in its record's hash instead: chunk ``n`` of blob ``id`` in the field ``#id:n``,
+the committed blob's id and chunk count in ``blob`` and ``chunks``, the mark ``staging``
+on a hash holding chunks still being written (with no ``version`` if only those), and
+``{prefix}~staged``, a sorted set of staged blobs. `legacy_blobs` finds that old storage
+(once: a SCAN of every record plus one script per slot and page of names), and
+`drop_legacy_blobs` strips those fields and keys, then sets ``{prefix}~layout`` to
+LAYOUT, so every later open costs one ``GET``. Record writes never look at those fields:
+a delete is ``DEL``, which takes an old blob with it, and `satchel.open` migrates before
+the first write.
 
 Time series: one sorted set per series, ``{prefix}~s:{len(scope)}:{scope}:{name}``, every
 member ``t8 + value`` with score 0, where t8 is t + 2**63 as 8 big-endian bytes: byte
@@ -103,18 +92,15 @@ from .._errors import (
     CorruptData,
     InvalidInput,
     SatchelError,
-    ValueChanged,
 )
 from .base import (
-    ANY_VERSION,
     CREATED_AT_TOLERANCE,
-    STAGED_LIFETIME,
     Backend,
-    BlobSealed,
     Change,
     Delete,
     EventState,
     Expect,
+    LegacyBlob,
     Put,
     Record,
 )
@@ -129,15 +115,15 @@ SCAN_CACHE_SIZE = 4  # sorted key lists kept for iterations in progress
 SCAN_CACHE_SECONDS = 60.0
 T_OFFSET = 1 << 63  # series timestamps are stored as t + T_OFFSET, unsigned
 T_MAX = T_OFFSET - 1
+# The value of {prefix}~layout: set once no large value is kept the way releases before
+# 0.2 kept them (in the record's hash), so an open need not look for one again.
+LAYOUT = b"2"
 
-# live_version(name, now, field): the version of the live record at `name` (or nil), and
-# the stored {version, expires_at, `field`} (each false if absent), live or not.
+# live_version(name, now): the version of the live record at `name` (or nil), and its
+# stored expires_at (false if absent), live or not.
 # holds(name, version, condition): whether the live record at `name` (its version from
 # live_version) meets `condition`: '0' no live record, 'N' live at version N, 'N@T' and
 # also created at T.
-# drop_blob(name, blob): delete the chunks of committed blob `blob` and its fields.
-# remove(name, found): delete the record at `name` (`found`: live_version's, with field
-# 'staging') and its blob, but not the chunks staged by a writer at work.
 # write(...): store a value if `condition` holds ('' always, else as holds()); returns 0
 # (not written), 1 (new record) or 2 (overwrote).
 # delete(name, now) / touch(name, now, expires_at, expire_ms): 1 if `name` had a live
@@ -145,13 +131,13 @@ T_MAX = T_OFFSET - 1
 LUA_COMMON = (
     f"\nlocal TOLERANCE = {CREATED_AT_TOLERANCE!r}"
     + """
-local function live_version(name, now, field)
-  local found = redis.call('HMGET', name, 'version', 'expires_at', field)
-  if not found[1] then return nil, found end
+local function live_version(name, now)
+  local found = redis.call('HMGET', name, 'version', 'expires_at')
+  if not found[1] then return nil, found[2] end
   local version = tonumber(found[1])
   if not version then error({err = 'ERR not a satchel record: ' .. name}) end
-  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found end
-  return version, found
+  if found[2] and tonumber(found[2]) <= tonumber(now) then return nil, found[2] end
+  return version, found[2]
 end
 local function holds(name, version, condition)
   local want, created = string.match(condition, '^(%d+)@?(.*)$')
@@ -162,26 +148,6 @@ local function holds(name, version, condition)
   end
   return true
 end
-local function drop_blob(name, blob)
-  local chunks = tonumber(redis.call('HGET', name, 'chunks')) or 0
-  for i = 0, chunks - 1 do redis.call('HDEL', name, '#' .. blob .. ':' .. i) end
-  redis.call('HDEL', name, 'blob', 'chunks')
-end
-local function remove(name, found)
-  if not found[3] then
-    redis.call('DEL', name)
-    return
-  end
-  -- a writer is staging a blob here: its chunks stay for its commit
-  local blob = redis.call('HGET', name, 'blob')
-  if blob then drop_blob(name, blob) end
-  redis.call('HDEL', name, 'value', 'created_at', 'updated_at', 'expires_at', 'version')
-  if redis.call('HLEN', name) <= 1 then
-    redis.call('DEL', name)  -- only the mark was left
-  else
-    redis.call('PERSIST', name)
-  end
-end
 local function set_expiry(name, expires_at, expire_ms, old_expires_at)
   if expires_at ~= '' then
     redis.call('HSET', name, 'expires_at', expires_at)
@@ -191,11 +157,9 @@ local function set_expiry(name, expires_at, expire_ms, old_expires_at)
     redis.call('PERSIST', name)
   end
 end
-local function write(name, value, now, expires_at, expire_ms, condition, keep_blob)
-  local version, found = live_version(name, now, 'blob')
-  local old_expires_at, blob = found[2], found[3]
+local function write(name, value, now, expires_at, expire_ms, condition)
+  local version, old_expires_at = live_version(name, now)
   if condition ~= '' and not holds(name, version, condition) then return 0 end
-  if blob and blob ~= keep_blob then drop_blob(name, blob) end
   if version then
     redis.call('HSET', name, 'value', value, 'updated_at', now,
                'version', string.format('%d', version + 1))
@@ -208,14 +172,14 @@ local function write(name, value, now, expires_at, expire_ms, condition, keep_bl
 end
 local function delete(name, now)
   -- expired records go too: nothing of them may outlive a delete
-  local version, found = live_version(name, now, 'staging')
-  remove(name, found)
+  local version = live_version(name, now)
+  redis.call('DEL', name)
   return version and 1 or 0
 end
 local function touch(name, now, expires_at, expire_ms)
-  local version, found = live_version(name, now, 'version')
+  local version, old_expires_at = live_version(name, now)
   if not version then return 0 end
-  set_expiry(name, expires_at, expire_ms, found[2])
+  set_expiry(name, expires_at, expire_ms, old_expires_at)
   return 1
 end
 """
@@ -231,7 +195,7 @@ end
 APPLY = f"""{LUA_COMMON}
 local now, conditions = ARGV[1], tonumber(ARGV[2])
 for i = 1, conditions do
-  local version = live_version(KEYS[i], now, 'version')
+  local version = live_version(KEYS[i], now)
   if not holds(KEYS[i], version, ARGV[2 + i]) then return false end
 end
 local count, key, arg = 0, conditions, conditions + 3
@@ -275,68 +239,52 @@ for i, name in ipairs(KEYS) do
   end
 end
 return out"""
-# chunk_of(field, id): whether `field` is a chunk of blob `id`.
-# settle(name): drop the 'staging' mark if no chunk but the committed blob's is left.
-# drop_staged(name, id): delete the staged chunks of blob `id` (never the committed blob);
-# returns how many.
-LUA_STAGED = """
-local function chunk_of(field, id)
-  local mark = '#' .. id .. ':'
-  return string.sub(field, 1, #mark) == mark and string.find(field, '^%d+$', #mark + 1)
-end
-local function settle(name)
-  local blob = redis.call('HGET', name, 'blob')
-  for _, field in ipairs(redis.call('HKEYS', name)) do
-    if string.sub(field, 1, 1) == '#' and not (blob and chunk_of(field, blob)) then return end
-  end
-  redis.call('HDEL', name, 'staging')
-end
-local function drop_staged(name, id)
-  if redis.call('HGET', name, 'blob') == id then return 0 end
-  local dropped = 0
-  for _, field in ipairs(redis.call('HKEYS', name)) do
-    if chunk_of(field, id) then
-      redis.call('HDEL', name, field)
-      dropped = dropped + 1
+# KEYS: names under the prefix; ARGV: now. For each name false, or 'chunks blob' if it
+# is a live record holding a large value kept the way releases before 0.2 kept them.
+LEGACY_FIND = """
+local out, now = {}, tonumber(ARGV[1])
+for i, name in ipairs(KEYS) do
+  out[i] = false
+  if redis.call('TYPE', name).ok == 'hash' then
+    local f = redis.call('HMGET', name, 'version', 'expires_at', 'blob', 'chunks')
+    if f[1] and f[3] and not (f[2] and tonumber(f[2]) <= now) then
+      out[i] = (f[4] or '0') .. ' ' .. f[3]
     end
   end
-  settle(name)
-  -- staging lifted the native expiry (see blob_write): back once no other blob is staged
-  local found = redis.call('HMGET', name, 'expires_at', 'staging')
-  if found[1] and not found[2] then
-    redis.call('PEXPIREAT', name, math.ceil(tonumber(found[1]) * 1000))
-  end
-  return dropped
 end
-"""
-# KEYS[1]; ARGV: blob id, chunks, manifest, now, expires_at, expire_ms. Returns -1 (a
-# staged chunk is missing: nothing written, the rest of the staged blob dropped), else
-# as write(). No chunk is copied: the staged fields simply become the current blob's.
-BLOB_COMMIT = f"""{LUA_COMMON}{LUA_STAGED}
-local name, id = KEYS[1], ARGV[1]
-for i = 0, tonumber(ARGV[2]) - 1 do
-  if redis.call('HEXISTS', name, '#' .. id .. ':' .. i) == 0 then
-    drop_staged(name, id)
-    return -1
+return out"""
+# KEYS: names under the prefix. From each hash, drop what releases before 0.2 kept a large
+# value with: its chunk fields '#id:n', 'blob', 'chunks' and the mark 'staging' (staging
+# had lifted the native expiry: it comes back), and the hash if no record is left.
+# Returns how many hashes changed.
+LEGACY_DROP = """
+local changed = 0
+for _, name in ipairs(KEYS) do
+  if redis.call('TYPE', name).ok == 'hash' then
+    local f = redis.call('HMGET', name, 'blob', 'staging')
+    if f[1] or f[2] then
+      local fields = {'blob', 'chunks', 'staging'}
+      for _, field in ipairs(redis.call('HKEYS', name)) do
+        if string.sub(field, 1, 1) == '#' then
+          fields[#fields + 1] = field
+          if #fields == 1000 then
+            redis.call('HDEL', name, unpack(fields))
+            fields = {}
+          end
+        end
+      end
+      if #fields > 0 then redis.call('HDEL', name, unpack(fields)) end
+      local left = redis.call('HMGET', name, 'version', 'expires_at')
+      if not left[1] then
+        redis.call('DEL', name)
+      elseif f[2] and left[2] and redis.call('PTTL', name) == -1 then
+        redis.call('PEXPIREAT', name, math.ceil(tonumber(left[2]) * 1000))
+      end
+      changed = changed + 1
+    end
   end
 end
-local result = write(name, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], id)
-if result == 0 then return -2 end  -- ARGV[7], the expected version, did not match
-redis.call('HSET', name, 'blob', id, 'chunks', ARGV[2])
-settle(name)
-return result"""
-# KEYS[1]; ARGV: blob id.
-BLOB_DISCARD = LUA_STAGED + "return drop_staged(KEYS[1], ARGV[1])"
-# KEYS[1]; ARGV: blob id, chunk field, chunk. Returns 0, writing nothing, if that blob is
-# the committed one (a chunk would change a live value, and outlive it). Else the record's
-# native expiry, which would take the staged chunks with it, is lifted (its expires_at
-# still counts) until the commit or discard sets it again, and the mark 'staging' tells
-# a delete to keep the staged chunks (and costs it no HLEN).
-BLOB_STAGE = """
-if redis.call('HGET', KEYS[1], 'blob') == ARGV[1] then return 0 end
-redis.call('PERSIST', KEYS[1])
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3], 'staging', '1')
-return 1"""
+return changed"""
 # KEYS[1]: a series; ARGV: pairs (upper bound of the point's t, member = t8 .. value).
 SERIES_PUT = """
 for i = 1, #ARGV, 2 do
@@ -420,15 +368,12 @@ return n"""
 SCRIPTS = (
     APPLY,
     GET_MANY,
-    BLOB_COMMIT,
-    BLOB_DISCARD,
     SERIES_PUT,
     EVENTS_APPEND,
     EVENTS_READ,
     EVENTS_COMPACT,
     SERIES_RESEAL,
     EVENTS_RESEAL,
-    BLOB_STAGE,
 )
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
@@ -471,10 +416,6 @@ class _Errors:
     ) -> None:
         if isinstance(exc, rx.RedisError | rx.RedisClusterException):
             raise _translate(exc, self.engine, self.secret) from exc
-
-
-def _expire_args(expires_at: float | None) -> tuple[float | str, int | str]:
-    return ("", "") if expires_at is None else (expires_at, math.ceil(expires_at * 1000))
 
 
 def _condition(version: int | None, created_at: float | None) -> str:
@@ -539,12 +480,14 @@ class RedisBackend(Backend):
         self._scans: OrderedDict[tuple[str, str, bytes], tuple[list[bytes], int, float]]
         self._scans = OrderedDict()
         self._scans_lock = threading.Lock()
-        self._staged = self._prefix + b"~staged"  # sorted set: staged blob -> time staged
+        self._layout = self._prefix + b"~layout"  # LAYOUT once no blob is kept the old way
         scripts = [client.register_script(text) for text in SCRIPTS]
-        self._apply, self._get_many, self._blob_commit, self._blob_discard = scripts[:4]
-        self._series_put, self._events_append, self._events_read = scripts[4:7]
-        self._events_compact, self._series_reseal, self._events_reseal = scripts[7:10]
-        self._blob_stage = scripts[10]
+        self._apply, self._get_many, self._series_put, self._events_append = scripts[:4]
+        self._events_read, self._events_compact, self._series_reseal = scripts[4:7]
+        self._events_reseal = scripts[7]
+        # run once per store at most (see legacy_blobs): loaded when first called
+        self._legacy_find = client.register_script(LEGACY_FIND)
+        self._legacy_drop = client.register_script(LEGACY_DROP)
         if not self._cluster:  # load them now: one round trip that also checks the server
             with errors:
                 pipe = client.pipeline(transaction=False)
@@ -711,8 +654,6 @@ class RedisBackend(Backend):
             result = self._apply(keys=names, args=args)
         return None if result is None else int(result)
 
-            # another writer got in between: read again
-
     def scan(
         self,
         scope: str,
@@ -779,96 +720,54 @@ class RedisBackend(Backend):
                 pipe.execute()
 
     def purge_expired(self, now: float, limit: int) -> int:
-        # Redis drops expired records itself (PEXPIREAT); only stale staged blobs are left
-        with self._errors:
-            stale = cast(
-                list[bytes],
-                self._client.zrangebyscore(
-                    self._staged, "-inf", now - STAGED_LIFETIME, start=0, num=limit
-                ),
-            )
-            for entry in stale:
-                length, _, rest = entry.partition(b":")
-                blob_id, name = rest[: int(length)], rest[int(length) :]
-                self._blob_discard(keys=[name], args=[blob_id])
-            if stale:
-                self._client.zrem(self._staged, *stale)
-        return 0  # no record was removed
+        return 0  # Redis drops expired records itself (PEXPIREAT)
 
     def close(self) -> None:
         with self._errors:
             self._client.close()
 
-    # -- large values ----------------------------------------------------------------------
+    # -- large values kept by releases before 0.2 ------------------------------------------
 
-    def _staged_entry(self, name: bytes, blob_id: str) -> bytes:
-        """The member of the staged-blob index for blob `blob_id` of record `name`."""
-        encoded = blob_id.encode()
-        return b"%d:%s%s" % (len(encoded), encoded, name)
+    def _record_names(self) -> list[bytes]:
+        """The names of every record hash under the prefix (and of foreign keys that look
+        like one), sorted."""
+        return sorted(n for n in self._scan_names(self._prefix) if self._scope_of(n) is not None)
 
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        name = self._name(scope, key)
-        entry = self._staged_entry(name, blob_id)
+    def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
         with self._errors:
-            # indexed first: a chunk is never staged where purge_expired cannot find it
-            self._client.zadd(self._staged, {entry: now}, nx=True)
-            staged = self._blob_stage(keys=[name], args=[blob_id, f"#{blob_id}:{index}", data])
-            if not staged:  # committed: its entry went with the commit
-                self._client.zrem(self._staged, entry)
-        if not staged:
-            raise BlobSealed("the large value is already committed", key=key, scope=scope,
-                             engine=self.engine)  # fmt: skip
-
-    def blob_commit(
-        self,
-        scope: str,
-        key: str,
-        blob_id: str,
-        chunks: int,
-        manifest: bytes,
-        expires_at: float | None,
-        now: float,
-        expected_version: int | None = ANY_VERSION,
-    ) -> bool:
-        name = self._name(scope, key)
-        condition = "" if expected_version == ANY_VERSION else str(expected_version or 0)
-        args = [blob_id, chunks, manifest, now, *_expire_args(expires_at), condition]
-        with self._errors:
-            result = int(self._blob_commit(keys=[name], args=args))
-            if result != -2:  # -2: still staged, for the writer to discard
-                self._client.zrem(self._staged, self._staged_entry(name, blob_id))
-        if result == -2:
-            raise ValueChanged("the key changed before the value was committed",
-                               key=key, scope=scope, engine=self.engine)  # fmt: skip
-        if result < 0:
-            raise BackendError(
-                "a staged chunk of the large value is gone (the key was deleted, cleared "
-                "or expired while it was written, or the blob was purged as stale)",
-                key=key,
-                scope=scope,
-                engine=self.engine,
-            )
-        return result == 1
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        name = self._name(scope, key)
-        with self._errors:
-            self._blob_discard(keys=[name], args=[blob_id])
-            self._client.zrem(self._staged, self._staged_entry(name, blob_id))
-
-    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
-        fields = (b"blob", b"expires_at", f"#{blob_id}:{index}".encode())
-        with self._errors:
-            found = self._client.hmget(self._name(scope, key), fields)
-        blob, expires, data = cast(list[bytes | None], found)
-        try:
-            if blob != blob_id.encode() or (expires is not None and float(expires) <= now):
+            if self._client.get(self._layout) == LAYOUT:
                 return None
-        except ValueError as exc:
-            raise self._corrupt(exc, key) from exc
-        return data
+            names = self._record_names()
+            found: list[tuple[bytes, bytes]] = []
+            for start in range(0, len(names), SCAN_COUNT):
+                page = names[start : start + SCAN_COUNT]
+                for indexes, results in self._per_slot(self._legacy_find, page, lambda _: [now]):
+                    found += [(page[i], r) for i, r in zip(indexes, results, strict=True) if r]
+        blobs = []
+        for name, packed in found:
+            scope = self._scope_of(name)
+            assert scope is not None  # _record_names kept only such names
+            try:
+                chunks, blob_id = packed.split(b" ", 1)
+                key = name[len(self._base(scope)) :].decode()
+                blobs.append(LegacyBlob(scope, key, blob_id.decode(), int(chunks)))
+            except ValueError as exc:  # UnicodeDecodeError is one too
+                raise self._corrupt(exc) from exc
+        return blobs
+
+    def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
+        field = f"#{blob.blob_id}:{index}".encode()
+        with self._errors:
+            data = self._client.hget(self._name(blob.scope, blob.key), field)
+        return cast(bytes | None, data)
+
+    def drop_legacy_blobs(self) -> None:
+        with self._errors:
+            names = self._record_names()
+            for start in range(0, len(names), SCAN_COUNT):
+                self._per_slot(self._legacy_drop, names[start : start + SCAN_COUNT], lambda _: [])
+            self._client.delete(self._prefix + b"~staged")
+            self._client.set(self._layout, LAYOUT)
 
     # -- time series -----------------------------------------------------------------------
 
