@@ -8,6 +8,7 @@ of hanging. Workers live at module level so the "spawn" start method can import 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import multiprocessing
 import os
@@ -29,9 +30,11 @@ from hypothesis import strategies as st
 
 import satchel
 from satchel._backends import files
-from satchel._backends.base import STAGED_LIFETIME, Delete, Expect, Put, Touch
+from satchel._backends.base import LegacyBlob, Put
 from satchel._backends.files import FilesBackend, escape_name, unescape_name
+from satchel._blobs import CHUNK_SIZE, Manifest
 from satchel._codecs import HEADER_SIZE
+from satchel._keys import kind_scope
 
 PROCESS_DEADLINE = 60.0  # seconds for one multi-process run
 
@@ -592,159 +595,90 @@ def test_bad_file_urls_are_invalid_input(url: str) -> None:
         satchel.open(url)
 
 
-# --- blobs, series, events ----------------------------------------------------------------
+# --- large values of format 1, series, events -------------------------------------------
 
 
-def _blob_dirs(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / ".blobs").glob("*/*/*"))
+def _legacy_store(
+    root: Path, blobs: dict[str, bytes], scope: str = "default", expired: Sequence[str] = ()
+) -> dict[str, str]:
+    """Make `root` a store as releases before 0.2 left it (format 1): each of `blobs` a
+    large value whose record names its chunk files under ``.blobs``. Return key: blob id."""
+    FilesBackend(root).close()
+    (root / ".satchel").write_text('{"application": "satchel", "engine": "files", "format": 1}')
+    now, ids = time.time(), {}
+    for n, (key, data) in enumerate(blobs.items()):
+        blob_id = f"{n:032x}"
+        chunks = [data[i : i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+        checksum = hashlib.blake2b(data, digest_size=16).hexdigest()
+        manifest = Manifest(blob_id, len(data), CHUNK_SIZE, len(chunks), checksum, False)
+        meta = {"key": key, "created_at": now, "updated_at": now,
+                "expires_at": now - 1 if key in expired else None, "version": 1,
+                "blob": blob_id, "chunks": len(chunks)}  # fmt: skip
+        (root / escape_name(scope)).mkdir(exist_ok=True)
+        record = manifest.pack() + b"\n" + json.dumps(meta).encode() + b"\n"
+        (root / escape_name(scope) / escape_name(key)).write_bytes(record)
+        blob_dir = root / ".blobs" / escape_name(scope) / escape_name(key) / blob_id
+        blob_dir.mkdir(parents=True)
+        for i, chunk in enumerate(chunks):
+            (blob_dir / str(i)).write_bytes(chunk)
+        ids[key] = blob_id
+    return ids
 
 
-def _stage(backend: FilesBackend, key: str, blob_id: str, chunks: int, now: float) -> None:
-    for i in range(chunks):
-        backend.blob_write("s", key, blob_id, i, f"{blob_id}:{i}".encode(), now)
-
-
-def _commit(backend: FilesBackend, key: str, blob_id: str, now: float, **kw: Any) -> bool:
-    _stage(backend, key, blob_id, 3, now)
-    return backend.blob_commit("s", key, blob_id, 3, blob_id.encode(), kw.get("expires"), now)
-
-
-def test_blob_layout_and_commit(tmp_path: Path) -> None:
+def test_large_values_of_format_1_become_records_at_open(tmp_path: Path) -> None:
     root = tmp_path / "kv"
-    backend = FilesBackend(root)
-    now = time.time()
-    _stage(backend, "k", "b1", 2, now)
-    staged = root / ".blobs" / "s" / "k" / "b1"
-    assert sorted(os.listdir(staged)) == [".staged", "0", "1"]
-    assert backend.blob_read("s", "k", "b1", 0, now) is None  # staged: invisible
-    assert backend.get("s", "k", now) is None and backend.count("s", now) == 0
-    assert backend.blob_commit("s", "k", "b1", 2, b"manifest", None, now)
-    assert sorted(os.listdir(staged)) == ["0", "1"]
-    assert (staged / "1").read_bytes() == b"b1:1"  # a person can read the chunks
-    assert backend.blob_read("s", "k", "b1", 1, now) == b"b1:1"
-    assert backend.blob_read("s", "k", "b1", 2, now) is None
-    assert backend.blob_read("s", "k", "other", 0, now) is None
-    meta = json.loads((root / "s" / "k").read_bytes().splitlines()[-1])
-    assert meta["blob"] == "b1" and meta["chunks"] == 2 and meta["version"] == 1
-    assert backend.apply("s", [Touch("k", now + 100)], now)  # keeps the blob
-    assert backend.blob_read("s", "k", "b1", 0, now) == b"b1:0"
-    assert not _commit(backend, "k", "b2", now + 1)  # overwrite: not new
-    record = backend.get("s", "k", now + 1)
-    assert record is not None and record.version == 2 and record.created_at == now
-    assert _blob_dirs(root) == ["b2"]
-    assert backend.scan("s", "", None, 10, now + 1)[0].value == b"b2"
-    backend.close()
-
-
-@pytest.mark.parametrize("how", ["put", "put_many", "delete", "pop", "cas", "clear", "expire"])
-def test_a_replaced_blob_is_freed(tmp_path: Path, how: str) -> None:
-    root = tmp_path / "kv"
-    backend = FilesBackend(root)
-    now = time.time()
-    _commit(backend, "k", "old", now, expires=now + 10)
-    _commit(backend, "other", "kept", now)
-    _stage(backend, "k", "staged", 1, now)  # a writer still at work keeps its chunks
-    if how == "put":
-        backend.apply("s", [Put("k", b"v")], now)
-    elif how == "put_many":
-        backend.apply("s", [Put("k", b"v"), Put("x", b"v")], now)
-    elif how == "delete":
-        assert backend.apply("s", [Delete("k"), Delete("x")], now) == 1
-    elif how == "pop":
-        assert backend.apply("s", [Delete("k")], now, [Expect("k", 1)]) == 1
-    elif how == "cas":
-        assert backend.apply("s", [Put("k", b"v")], now, [Expect("k", 1)]) == 0
-    elif how == "clear":
-        backend.clear("s")
-        assert _blob_dirs(root) == ["staged"]
-        return
-    else:
-        assert backend.blob_read("s", "k", "old", 0, now + 10) is None  # at once
-        assert backend.purge_expired(now + 10, 100) == 1
-    assert backend.blob_read("s", "k", "old", 0, now) is None
-    assert _blob_dirs(root) == ["kept", "staged"]
-    assert backend.blob_read("s", "other", "kept", 2, now) == b"kept:2"
-    backend.close()
-
-
-def test_staged_blobs_and_orphans_are_swept_by_purge(tmp_path: Path) -> None:
-    root = tmp_path / "kv"
-    backend = FilesBackend(root)
-    now = time.time()
-    _stage(backend, "k", "young", 2, now)
-    _stage(backend, "k", "old", 2, now - STAGED_LIFETIME - 1)
-    _commit(backend, "k", "live", now)
-    orphan = root / ".blobs" / "s" / "gone" / "orphan"  # a writer died before freeing it
+    big, other = os.urandom(2 * CHUNK_SIZE + 5), os.urandom(CHUNK_SIZE + 1)
+    values = {"big": big, "Other:Key": other, "gone": big, "replaced": big}
+    ids = _legacy_store(root, values, expired=["gone"])
+    staged = root / ".blobs" / "default" / "big" / "staged"  # a writer died before commit
+    staged.mkdir()
+    (staged / ".staged").write_text("0")
+    (staged / "0").write_bytes(b"never committed")
+    orphan = root / ".blobs" / "default" / "deleted" / "orphan"  # no record names it
     orphan.mkdir(parents=True)
-    (orphan / "0").write_bytes(b"x")
-    assert backend.purge_expired(now, 100) == 0
-    assert _blob_dirs(root) == ["live", "young"]
-    assert not (root / ".blobs" / "s" / "gone").exists()
-    backend.blob_discard("s", "k", "live")  # committed: not the discarder's to free
-    assert backend.purge_expired(now + STAGED_LIFETIME + 1, 100) == 0  # a far future
-    assert _blob_dirs(root) == ["live"]
-    with pytest.raises(satchel.BackendError, match="chunk 0 of blob young is gone"):
-        backend.blob_commit("s", "k", "young", 2, b"m", None, now)
-    assert backend.blob_read("s", "k", "live", 0, now) == b"live:0"
-    backend.close()
-
-
-def test_commit_with_a_missing_chunk_writes_nothing(tmp_path: Path) -> None:
-    root = tmp_path / "kv"
+    (orphan / "0").write_bytes(b"left by a crash")
     backend = FilesBackend(root)
     now = time.time()
-    _commit(backend, "k", "old", now)
-    _stage(backend, "k", "new", 3, now)
-    os.unlink(root / ".blobs" / "s" / "k" / "new" / "1")
-    with pytest.raises(satchel.BackendError, match=r"chunk 1 of blob new.*engine file://"):
-        backend.blob_commit("s", "k", "new", 3, b"new", None, now)
-    record = backend.get("s", "k", now)
-    assert record is not None and record.value == b"old" and record.version == 1
-    assert backend.blob_read("s", "k", "old", 2, now) == b"old:2"
-    backend.blob_discard("s", "k", "new")
-    assert _blob_dirs(root) == ["old"]
+    # A write on a record of the old layout needs nothing of it: its blob is no one's now.
+    assert backend.apply("default", [Put("replaced", b"\x01b\x00")], now) == 0
+    blobs = {blob.key: blob for blob in backend.legacy_blobs(now) or []}
+    assert blobs == {
+        "big": LegacyBlob("default", "big", ids["big"], 3),
+        "Other:Key": LegacyBlob("default", "Other:Key", ids["Other:Key"], 2),
+    }
+    assert backend.legacy_chunk(blobs["big"], 2) == big[2 * CHUNK_SIZE :]
+    assert backend.legacy_chunk(blobs["big"], 3) is None
     backend.close()
 
+    with satchel.open(_url(root)) as store:
+        assert store.get("big") == big
+        with store.open_blob("Other:Key") as f:
+            assert f.read() == other
+        assert "gone" not in store and store.get("replaced") == b""
+        assert sorted(store.keys()) == ["Other:Key", "big", "replaced"]
+    assert not (root / ".blobs").exists() and os.listdir(root / ".tmp") == []
+    assert json.loads((root / ".satchel").read_text())["format"] == 2
+    backend = FilesBackend(root)
+    assert backend.legacy_blobs(now) is None  # from the marker alone
+    chunks = backend.scan(kind_scope("default", "b"), "c/", None, 100, now, values=False)
+    assert sorted(r.key for r in chunks) == sorted(
+        [f"c/{ids['big']}/{i:08d}" for i in range(3)]
+        + [f"c/{ids['Other:Key']}/{i:08d}" for i in range(2)]
+    )
+    backend.close()
+    with satchel.open(_url(root)) as store:  # again: nothing left to move
+        assert store.get("big") == big
 
-BLOB_WRITER = """
-import os, sys, time
-from satchel._backends.files import FilesBackend
-backend = FilesBackend(sys.argv[1])
-n = 0
-while True:
-    n += 1
-    blob_id = f"b{os.getpid()}-{n}"
-    for i in range(8):
-        backend.blob_write("s", "k", blob_id, i, blob_id.encode() * 5000, time.time())
-    backend.blob_commit("s", "k", blob_id, 8, blob_id.encode(), None, time.time())
-    print(n, flush=True)
-"""
 
-
-def test_a_blob_writer_killed_at_a_random_moment_leaves_one_whole_blob(tmp_path: Path) -> None:
+def test_a_format_1_store_without_large_values_is_marked_format_2(tmp_path: Path) -> None:
     root = tmp_path / "kv"
-    rng = random.Random()
-    for _ in range(5):
-        writer = subprocess.Popen(
-            [sys.executable, "-c", BLOB_WRITER, str(root)], stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert writer.stdout is not None and writer.stdout.readline()
-            time.sleep(rng.uniform(0, 0.2))
-        finally:
-            writer.send_signal(signal.SIGKILL)
-            writer.wait(10)
-        backend = FilesBackend(root)
-        now = time.time()
-        record = backend.get("s", "k", now)
-        assert record is not None
-        blob_id = record.value.decode()
-        chunks = [backend.blob_read("s", "k", blob_id, i, now) for i in range(8)]
-        assert chunks == [record.value * 5000] * 8
-        assert os.listdir(root / ".tmp") == []
-        backend.purge_expired(now + STAGED_LIFETIME + 1, 1000)
-        assert _blob_dirs(root) == [blob_id]  # the dead writer's staged blob is gone
-        backend.close()
+    _legacy_store(root, {})
+    with satchel.open(_url(root)) as store:
+        store.set("k", 1)
+    assert json.loads((root / ".satchel").read_text())["format"] == 2
+    (root / ".satchel").write_text('{"application": "satchel", "engine": "files", "format": 0}')
+    with pytest.raises(satchel.IncompatibleDatabase, match="format 0"):
+        FilesBackend(root)
 
 
 HOSTILE_NAMES = ["../x", "..", ".", "/etc/passwd", "a/../../b", ".hidden", "x" * 1024,
@@ -757,12 +691,11 @@ def test_hostile_names_stay_inside(tmp_path: Path) -> None:
     now = time.time()
     for scope in ("../up", "x" * 255, ".blobs"):
         for i, name in enumerate(HOSTILE_NAMES):
-            backend.blob_write(scope, name, name, 0, b"c", now)
-            assert backend.blob_commit(scope, name, name, 1, b"m", None, now)
+            assert backend.apply(scope, [Put(name, name.encode())], now) == 1
             backend.series_put(scope, name, [(i, name.encode())])
             assert backend.events_append(scope, name, 0, [(i, name.encode())], b"h")
         for i, name in enumerate(HOSTILE_NAMES):
-            assert backend.blob_read(scope, name, name, 0, now) == b"c"
+            assert backend.get_value(scope, name, now) == name.encode()
             assert backend.series_range(scope, name, None, None, 10) == [(i, name.encode())]
             assert backend.events_read(scope, name, 0, 10) == [(1, i, name.encode())]
         assert backend.series_names(scope) == sorted(HOSTILE_NAMES)
@@ -884,26 +817,6 @@ def test_concurrent_events_append_has_one_winner_per_seq(tmp_path: Path) -> None
     backend.close()
 
 
-def test_a_big_blob_keeps_memory_flat(tmp_path: Path) -> None:
-    import tracemalloc
-
-    backend = FilesBackend(tmp_path / "kv")
-    chunk = os.urandom(1 << 20)
-    now = time.time()
-    tracemalloc.start()
-    try:
-        for i in range(64):
-            backend.blob_write("s", "k", "big", i, chunk, now)
-        backend.blob_commit("s", "k", "big", 64, b"m", None, now)
-        for i in range(64):
-            assert backend.blob_read("s", "k", "big", i, now) == chunk
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 << 20
-    backend.close()
-
-
 def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> None:
     root = tmp_path / "kv"
     with satchel.open(f"{_url(root)}?durability=full") as store:
@@ -920,7 +833,7 @@ def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> No
         events.compact()
         assert events.current() == {"apples": 2, "pears": 1}
         store.delete("big")
-    assert _blob_dirs(root) == [] and os.listdir(root / ".tmp") == []
+    assert not (root / ".blobs").exists() and os.listdir(root / ".tmp") == []
     assert os.listdir(root / ".series" / "default") == ["temp"]
     assert os.listdir(root / ".events" / "default") == ["cart"]
 
@@ -976,33 +889,6 @@ def test_a_log_is_only_read_for_the_name_it_holds(tmp_path: Path) -> None:
     with pytest.raises(satchel.CorruptData, match="holds another log, 'a'"):
         backend.series_count("s", "b")
     assert backend.series_names("s") == []
-    backend.close()
-
-
-def test_blobs_left_by_a_batch_that_died_are_freed_by_purge(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = tmp_path / "kv"
-    backend = FilesBackend(root)
-    now = time.time()
-    _commit(backend, "a", "blob-a", now)
-    _commit(backend, "b", "blob-b", now)
-
-    def half_then_die(steps: Sequence[files.Step]) -> None:
-        os.replace(str(steps[0][0]), steps[0][1])
-        raise _Crash
-
-    monkeypatch.setattr(FilesBackend, "_apply", staticmethod(half_then_die))
-    with pytest.raises(_Crash):
-        backend.apply("s", [Put("a", b"1"), Put("b", b"2")], now)
-    monkeypatch.undo()
-    assert (root / ".journal").exists()
-    got = backend.get_many("s", ["a", "b"], now)  # rolled forward: new values, no blob
-    assert {key: record.value for key, record in got.items()} == {"a": b"1", "b": b"2"}
-    assert backend.blob_read("s", "b", "blob-b", 0, now) is None
-    assert _blob_dirs(root) == ["blob-a", "blob-b"]  # the writer died before freeing them
-    assert backend.purge_expired(now, 100) == 0
-    assert _blob_dirs(root) == [] and not (root / ".blobs" / "s").exists()
     backend.close()
 
 

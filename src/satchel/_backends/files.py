@@ -1,12 +1,10 @@
 r"""``file:///dir``: one plain file per record under a directory (POSIX).
 
-    dir/.satchel          marker: {"application": "satchel", "engine": "files", "format": 1}
+    dir/.satchel          marker: {"application": "satchel", "engine": "files", "format": 2}
     dir/.lock             the store's flock; its first 8 bytes count exclusive sections
     dir/.journal          a batch being applied (or whose writer died)
     dir/.tmp/             temp files (w-*) and cleared scopes (trash-*)
     dir/<scope>/<key>     one file per record (.scope: the name of a hashed scope)
-    dir/.blobs/<scope>/<key>/<blob id>/<n>   chunk n of a large value (.staged: when the
-                          staging began; gone once committed)
     dir/.series/<scope>/<name>   a time series: a log of points
     dir/.events/<scope>/<name>   an event sequence: a log of events and states
 
@@ -34,12 +32,11 @@ fsyncs the scope directory and deletes the journal. A writer that dies drops its
 whoever takes it next and finds a journal rolls it forward (each step is idempotent).
 A crash before the commit point leaves only temp files, deleted by the next open.
 
-Large values: chunks are staged as files under ``.blobs`` (fsynced, invisible: no record
-names them). ``blob_commit`` writes the manifest as the key's record with ``"blob"`` and
-``"chunks"`` in its metadata: one rename, so the blob belongs to the key atomically. A
-write, delete or clear that drops such a record removes the blob's folder once done;
-`purge_expired` removes the blobs of expired records, staged blobs older than
-STAGED_LIFETIME and (after a crash) blobs no record names.
+Large values are records (see satchel._blobs). Format 1 (releases before 0.2) kept their
+chunks as files ``.blobs/<scope>/<key>/<blob id>/<n>``, named by the record's metadata
+(``"blob"``, ``"chunks"``). `legacy_blobs` lists those of live records (nothing to do,
+no file read, once the marker says 2); `drop_legacy_blobs` moves ``.blobs`` to the
+trash in one rename, then marks the store format 2, which releases before 0.2 refuse.
 
 Logs (series, events): a first line ``satchel-series|satchel-events <nonce> <json
 name>``, then batches, each ``@<size:16 hex> <crc32:8 hex>\n`` and its payload. A
@@ -61,7 +58,7 @@ a point or event, built by reading the log once. Use a local file system.
 Links: the directory may be a symbolic link (resolved once, at open); below it the store
 follows none. Its files are opened with O_NOFOLLOW and its folders checked with lstat
 before use: a link where the store keeps a file or folder is CorruptData naming it (a
-purge, a clear or a freed blob passes it by), never a way to write or delete outside.
+purge or a clear passes it by), never a way to write or delete outside.
 """
 
 from __future__ import annotations
@@ -85,7 +82,7 @@ from contextlib import contextmanager, suppress
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO, Literal, TypeVar, cast
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 from .._errors import (
@@ -94,32 +91,29 @@ from .._errors import (
     CorruptData,
     IncompatibleDatabase,
     InvalidInput,
-    ValueChanged,
 )
 from .base import (
-    ANY_VERSION,
-    CREATED_AT_TOLERANCE,
-    STAGED_LIFETIME,
     Backend,
-    BlobSealed,
     Change,
     Delete,
     EventState,
     Expect,
+    LegacyBlob,
     Put,
     Record,
     Touch,
     holds,
 )
 
-FORMAT = 1
+FORMAT = 2  # 1: large values kept under .blobs (releases before 0.2)
 MARKER, LOCK, JOURNAL, TMP, SCOPE_NAME = ".satchel", ".lock", ".journal", ".tmp", ".scope"
 MARKER_CONTENT = {"application": "satchel", "engine": "files", "format": FORMAT}
 NAME_LIMIT = 200  # characters of an escaped name (file systems allow 255 bytes)
 HASHED_PREFIX = 120  # escaped characters kept in front of a hashed name
 TAIL = 16384  # bytes read from a record's end for its metadata: the longest line fits
 LISTINGS_CACHED = 4  # sorted scope listings kept per open store
-BLOBS, SERIES, EVENTS, STAGED = ".blobs", ".series", ".events", ".staged"
+SERIES, EVENTS = ".series", ".events"
+LEGACY_BLOBS = ".blobs"  # format 1's chunk files
 LOGS_CACHED = 8  # log indexes kept per open store
 BATCH_HEAD = 27  # "@<size:16 hex> <crc32:8 hex>\n"
 REWRITE_MIN = 1 << 20  # dead bytes a log may hold before it is rewritten
@@ -131,15 +125,13 @@ _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-.")
 _ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
 _PLAIN = re.compile(r"[a-z0-9_-](?:[a-z0-9_.-]*[a-z0-9_-])?")  # its own file name
 _DEVICE = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)")  # reserved on Windows
-_OURS = frozenset((MARKER, LOCK, JOURNAL, TMP, BLOBS, SERIES, EVENTS))
+_OURS = frozenset((MARKER, LOCK, JOURNAL, TMP, LEGACY_BLOBS, SERIES, EVENTS))
 _JOURNAL_STEP = re.compile(r"(?:\.tmp/w-[0-9a-f]+)?\n[^./][^/]*/[^./][^/]*")
 _KEY = itemgetter(0)
-ANY = ANY_VERSION  # for _put: write whatever the version
 META = ("key", "created_at", "updated_at", "expires_at", "version")  # a record's last line
 
 # One step of a change: (temp file, record path) renames, (None, record path) deletes.
 Step = tuple[str | None, str]
-Blob = tuple[str, int]  # a record's large value: blob id, number of chunks
 
 
 @lru_cache(maxsize=4096)
@@ -175,14 +167,13 @@ def _live(record: Record | None, now: float) -> Record | None:
     return record
 
 
-def _meta_line(record: Record, blob: Blob | None = None) -> bytes:
+def _meta_line(record: Record) -> bytes:
     meta = {name: getattr(record, name) for name in META}
-    if blob is not None:
-        meta["blob"], meta["chunks"] = blob
     return b"\n" + json.dumps(meta, ensure_ascii=False).encode() + b"\n"
 
 
-def _parse(path: str, data: bytes, values: bool) -> tuple[Record, Blob | None]:
+def _parse(path: str, data: bytes, values: bool) -> tuple[Record, dict[str, Any]]:
+    """The record in file `path` holding `data`, and its metadata (format 1 kept more)."""
     end = len(data) - 1
     sep = data.rfind(b"\n", 0, end)
     try:
@@ -194,14 +185,11 @@ def _parse(path: str, data: bytes, values: bool) -> tuple[Record, Blob | None]:
             raise TypeError("no key or version")
         expires = None if expires is None else float(expires)
         record = Record(key, b"", float(created), float(updated), expires, version)
-        blob, chunks = meta.get("blob"), meta.get("chunks")
-        if blob is not None and not (isinstance(blob, str) and isinstance(chunks, int)):
-            raise TypeError("a bad blob")
     except (ValueError, TypeError, AttributeError) as exc:
         raise CorruptData(f"{path} is not a satchel record ({exc})") from None
     if values:
         record.value = data[:sep]
-    return record, None if blob is None else (blob, chunks)
+    return record, meta
 
 
 def _fsync(path: str, directory: bool = False) -> None:
@@ -579,7 +567,7 @@ class FilesBackend(Backend):
             except FileNotFoundError:
                 if not create:
                     return False
-                with suppress(FileExistsError):  # a stager of another blob was first
+                with suppress(FileExistsError):  # another writer was first
                     os.mkdir(here)
                 _fsync(parent, directory=True)
                 found = False
@@ -594,35 +582,13 @@ class FilesBackend(Backend):
                     return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
         return []
 
-    def _staged_at(self, blob_dir: str) -> float | None:
-        """When staging of the blob in `blob_dir` began; None once committed."""
-        try:
-            with self._open(os.path.join(blob_dir, STAGED), buffering=0) as f:
-                return float(f.read())
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return 0.0  # torn by a crash: long ago
-
     def _prepare(self) -> None:
         """Mark the directory as a store (or check the mark); delete what crashes left."""
         if not self._inside(self._tmp):
             os.mkdir(self._tmp)  # not fsynced: a .tmp lost to a crash is made again
-        marker = os.path.join(self._root, MARKER)
-        if not os.path.exists(marker):
-            os.replace(self._stage(json.dumps(MARKER_CONTENT).encode()), marker)
-            _fsync(self._root, directory=True)
-        with self._open(marker, buffering=0) as f:
-            try:
-                found = json.loads(f.read())
-                version = found["format"] if found["application"] == "satchel" else None
-            except (ValueError, KeyError, TypeError):
-                version = None
-        if type(version) is not int or version > FORMAT:
-            what = "is not a satchel marker" if version is None else f"has format {version!r}"
-            raise IncompatibleDatabase(
-                f"{marker} {what} (this satchel reads {FORMAT})", engine=self.engine
-            )
+        if not os.path.exists(os.path.join(self._root, MARKER)):
+            self._mark()
+        self._format()  # refuses a marker it cannot read
         with os.scandir(self._tmp) as entries:  # nobody writes there without our lock
             for entry in entries:
                 if entry.name.startswith("trash-") and entry.is_dir(follow_symlinks=False):
@@ -630,6 +596,28 @@ class FilesBackend(Backend):
                 elif entry.name.startswith(("w-", "trash-")):
                     with suppress(FileNotFoundError):
                         os.unlink(entry.path)  # a file, or a link (not what it points at)
+
+    def _mark(self) -> None:
+        """Write the marker of this format (lock held)."""
+        os.replace(self._stage(json.dumps(MARKER_CONTENT).encode()),
+                   os.path.join(self._root, MARKER))  # fmt: skip
+        _fsync(self._root, directory=True)
+
+    def _format(self) -> int:
+        """The format the marker names (lock held); IncompatibleDatabase if unknown."""
+        marker = os.path.join(self._root, MARKER)
+        with self._open(marker, buffering=0) as f:
+            try:
+                found = json.loads(f.read())
+                version = found["format"] if found["application"] == "satchel" else None
+            except (ValueError, KeyError, TypeError):
+                version = None
+        if type(version) is not int or not 1 <= version <= FORMAT:
+            what = "is not a satchel marker" if version is None else f"has format {version!r}"
+            raise IncompatibleDatabase(
+                f"{marker} {what} (this satchel reads 1 to {FORMAT})", engine=self.engine
+            )
+        return version
 
     def _recover(self, fd: int) -> None:
         """Roll forward the batch of a writer that died after its commit point."""
@@ -678,19 +666,19 @@ class FilesBackend(Backend):
 
     def _read(
         self, path: str, values: bool = True, key: str | None = None
-    ) -> tuple[Record | None, Blob | None]:
-        """`_load`, and the blob the record owns."""
+    ) -> tuple[Record | None, dict[str, Any]]:
+        """`_load`, and the record's metadata."""
         try:
             with self._open(path, buffering=0) as f:
                 if not values:
                     f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL))
                 data = f.read()
         except FileNotFoundError:
-            return None, None
-        record, blob = _parse(path, data, values)
+            return None, {}
+        record, meta = _parse(path, data, values)
         if key is not None and record.key != key:
             raise CorruptData(f"{path} holds another key, {record.key!r}", engine=self.engine)
-        return record, blob
+        return record, meta
 
     def _stage(self, *chunks: bytes, sync: bool = True) -> str:
         """Write `chunks` to a new temp file (fsynced if `sync`); return its path."""
@@ -793,43 +781,6 @@ class FilesBackend(Backend):
                     found[key] = record
         return found
 
-    def _put(self, scope: str, items: Sequence[tuple[str, bytes]], expires: float | None,
-             now: float, only: int | None, born: float | None = None,
-             blob: Blob | None = None) -> tuple[int, int]:  # fmt: skip
-        """Write `items` as one change (lock held): each only if its live version is `only`
-        (None: no live record; ANY: whatever) and, with `born`, it was created then; with
-        `blob`, the record owns that blob. Return (how many written, how many new)."""
-        directory = self._dir(scope)
-        steps: list[Step] = []
-        replaced: list[tuple[str, str]] = []
-        new = 0
-        try:
-            for key, value in items:
-                path = os.path.join(directory, escape_name(key))
-                stored, old_blob = self._read(path, values=False, key=key)
-                old = _live(stored, now)
-                if only != ANY and (None if old is None else old.version) != only:
-                    continue
-                if born is not None and old and abs(old.created_at - born) > CREATED_AT_TOLERANCE:
-                    continue
-                new += old is None
-                created, version = (now, 1) if old is None else (old.created_at, old.version + 1)
-                record = Record(key, value, created, now, expires, version)
-                steps.append((self._stage(value, _meta_line(record, blob), sync=False), path))
-                if old_blob is not None and (blob is None or blob[0] != old_blob[0]):
-                    replaced.append((key, old_blob[0]))
-        except BaseException:
-            for tmp, _ in steps:
-                with suppress(OSError):
-                    os.unlink(str(tmp))
-            raise
-        if steps:
-            self._dir(scope, create=True)
-            self._commit(steps)
-            for key, blob_id in replaced:
-                self._free(self._blob_dir(scope, key, blob_id))
-        return len(steps), new
-
     def apply(
         self, scope: str, changes: Sequence[Change], now: float, expect: Sequence[Expect] = ()
     ) -> int | None:
@@ -840,28 +791,25 @@ class FilesBackend(Backend):
             directory = self._dir(scope)
             # Records read for the conditions, reused by the changes: a compare-and-set
             # reads its key once. A touched key is read whole, as its value is rewritten.
-            seen: dict[str, tuple[Record | None, Blob | None]] = {}
+            seen: dict[str, Record | None] = {}
             if expect:
                 touched = {c.key for c in changes if isinstance(c, Touch)}
                 for condition in expect:
                     key = condition.key
                     if key not in seen:
                         path = os.path.join(directory, escape_name(key))
-                        seen[key] = self._read(path, values=key in touched, key=key)
-                    if not holds(_live(seen[key][0], now), condition):
+                        seen[key] = self._load(path, values=key in touched, key=key)
+                    if not holds(_live(seen[key], now), condition):
                         return None
             steps: list[Step] = []
-            freed: list[str] = []  # blob folders of records dropped or overwritten
             hits = 0
             created = False
             try:
                 for change in changes:
                     key = change.key
                     path = os.path.join(directory, escape_name(key))
-                    found = seen.get(key)
-                    if found is None:
-                        found = self._read(path, isinstance(change, Touch), key)
-                    stored, blob = found
+                    touch = isinstance(change, Touch)
+                    stored = seen[key] if key in seen else self._load(path, touch, key)
                     old = _live(stored, now)
                     if isinstance(change, Put):
                         if change.if_absent and old is not None:
@@ -883,12 +831,9 @@ class FilesBackend(Backend):
                         if old is None:
                             continue
                         old.expires_at = change.expires_at  # value, version, updated_at stay
-                        tmp = self._stage(old.value, _meta_line(old, blob), sync=False)
+                        tmp = self._stage(old.value, _meta_line(old), sync=False)
                         steps.append((tmp, path))
                         hits += 1
-                        continue  # the blob stays with its record
-                    if blob is not None:
-                        freed.append(self._blob_dir(scope, key, blob[0]))
             except BaseException:
                 for staged, _ in steps:
                     if staged is not None:
@@ -898,8 +843,6 @@ class FilesBackend(Backend):
             if created:  # a Put may be the scope's first record
                 self._dir(scope, create=True)
             self._commit(steps)
-            for blob_dir in freed:
-                self._free(blob_dir)
             return hits
 
     def scan(self, scope: str, prefix: str, after: str | None, limit: int, now: float,
@@ -936,10 +879,6 @@ class FilesBackend(Backend):
                 return
             if self._full:
                 _fsync(self._root, directory=True)
-            for key_dir in self._subdirs(os.path.join(self._root, BLOBS, escape_name(scope))):
-                for blob_dir in self._subdirs(key_dir):  # committed ones: no record is left
-                    if not os.path.exists(os.path.join(blob_dir, STAGED)):
-                        self._free(blob_dir)
         shutil.rmtree(trash, ignore_errors=True)  # what is left, the next open deletes
 
     def purge_expired(self, now: float, limit: int) -> int:
@@ -952,124 +891,89 @@ class FilesBackend(Backend):
                         return purged
                     path = os.path.join(directory, name)
                     with suppress(CorruptData):  # housekeeping: a bad file is reported on read
-                        record, blob = self._read(path, values=False)
+                        record = self._load(path, values=False)
                         if record is not None and _live(record, now) is None:
                             os.unlink(path)
                             purged += 1
-                            if blob is not None:
-                                self._free(self._blob_dir(scope, record.key, blob[0]))
-            self._sweep_blobs(now, limit)
         return purged
 
-    def _sweep_blobs(self, now: float, limit: int) -> None:
-        """Free up to `limit` blobs: staged too long ago, or (after a crash) unowned."""
-        freed = 0
-        for scope_dir in self._subdirs(os.path.join(self._root, BLOBS)):
-            for key_dir in self._subdirs(scope_dir):
-                record_path = os.path.join(
-                    self._root, os.path.basename(scope_dir), os.path.basename(key_dir)
-                )
-                for blob_dir in self._subdirs(key_dir):
-                    try:  # a link (or damage) is left for a person to look at
-                        staged = self._staged_at(blob_dir)
-                        if staged is not None and staged + STAGED_LIFETIME > now:
-                            continue
-                        self._inside(os.path.dirname(record_path))
-                        blob = self._read(record_path, values=False)[1]
-                    except CorruptData:
-                        continue
-                    if blob is not None and escape_name(blob[0]) == os.path.basename(blob_dir):
-                        continue
-                    self._free(blob_dir)
-                    freed += 1
-                    if freed == limit:
-                        return
+    # -- large values kept by format 1 -----------------------------------------------------
 
-    # -- large values (blobs) ----------------------------------------------------------------
-
-    def _blob_dir(self, scope: str, key: str, blob_id: str) -> str:
-        return os.path.join(
-            self._root, BLOBS, escape_name(scope), escape_name(key), escape_name(blob_id)
-        )
-
-    def _free(self, blob_dir: str) -> None:
-        """Delete a blob's folder (lock held), and its key's and scope's once empty. Not
-        through a link: the record's change is done, and what the link points at is not
-        the store's."""
-        with suppress(OSError, CorruptData):
-            if self._inside(blob_dir):
-                shutil.rmtree(blob_dir, ignore_errors=True)
-                os.rmdir(os.path.dirname(blob_dir))
-                os.rmdir(os.path.dirname(os.path.dirname(blob_dir)))
-
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        blob_dir = self._blob_dir(scope, key, blob_id)
-        # Shared: stagers of different blobs run side by side; clear, purge and commit
-        # (exclusive) never see a folder half made.
+    def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
+        """Format 1: the blobs in ``.blobs/<scope>/<key>/<blob id>`` named by the live
+        record at ``<scope>/<key>``, each chunk a plain file. Format 2: None, from the
+        marker alone. Links and damage are passed by, as a purge did: such a value reads
+        as a missing chunk, as it did before."""
+        found = []
         with self._locked(exclusive=False):
-            if not self._inside(blob_dir, create=True):
-                os.replace(self._stage(repr(now).encode()), os.path.join(blob_dir, STAGED))
-            elif self._staged_at(blob_dir) is None:  # committed: its chunks are a value's
-                raise BlobSealed("the large value is already committed", key=key, scope=scope,
-                                 engine=self.engine)  # fmt: skip
-            os.replace(self._stage(data), os.path.join(blob_dir, str(index)))
-            if self._full:
-                _fsync(blob_dir, directory=True)
-
-    def blob_commit(self, scope: str, key: str, blob_id: str, chunks: int, manifest: bytes,
-                    expires_at: float | None, now: float,
-                    expected_version: int | None = ANY) -> bool:  # fmt: skip
-        blob_dir = self._blob_dir(scope, key, blob_id)
-        with self._locked(exclusive=True):
-            try:
-                names = set(os.listdir(blob_dir)) if self._inside(blob_dir) else set()
-            except FileNotFoundError:
-                names = set()
-            missing = [i for i in range(chunks) if str(i) not in names]
-            if missing:
-                raise BackendError(
-                    f"chunk {missing[0]} of blob {blob_id} is gone (discarded, or staged"
-                    f" more than {STAGED_LIFETIME:.0f} s ago)",
-                    key=key, scope=scope, engine=self.engine,
-                )  # fmt: skip
-            if names:  # the chunks' names must outlive a power loss if the record does
-                _fsync(blob_dir, directory=True)
-            blob = (blob_id, chunks)
-            written, new = self._put(scope, ((key, manifest),), expires_at, now,
-                                     expected_version, blob=blob)  # fmt: skip
-            if not written:
-                raise ValueChanged("the key changed before the value was committed",
-                                   key=key, scope=scope, engine=self.engine)  # fmt: skip
-            with suppress(FileNotFoundError):
-                os.unlink(os.path.join(blob_dir, STAGED))
-            return new == 1
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        with self._locked(exclusive=True):
-            with suppress(CorruptData):
-                path = os.path.join(self._dir(scope), escape_name(key))
-                blob = self._read(path, values=False)[1]
-                if blob is not None and blob[0] == blob_id:
-                    return  # committed: it goes with its record
-            self._free(self._blob_dir(scope, key, blob_id))
-
-    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
-        chunk = os.path.join(self._blob_dir(scope, key, blob_id), str(index))
-        with self._locked(exclusive=False):
-            path = os.path.join(self._dir(scope), escape_name(key))
-            record, blob = self._read(path, values=False, key=key)
-            if _live(record, now) is None or blob is None or blob[0] != blob_id:
-                return None  # not (or no longer) the key's value
-            if not 0 <= index < blob[1]:
+            if self._format() > 1:
                 return None
+            for scope_dir in self._subdirs(os.path.join(self._root, LEGACY_BLOBS)):
+                scope_name = os.path.basename(scope_dir)
+                folder = os.path.join(self._root, scope_name)
+                scope = unescape_name(scope_name)
+                if scope is None and "~" in scope_name:
+                    scope = self._label(folder)
+                if scope is None or escape_name(scope) != scope_name:
+                    continue  # no scope of the store's: no record names these chunks
+                for key_dir in self._subdirs(scope_dir):
+                    with suppress(CorruptData, FileNotFoundError):
+                        blob = self._legacy_blob(scope, folder, key_dir, now)
+                        if blob is not None:
+                            found.append(blob)
+        return found
+
+    def _legacy_blob(self, scope: str, folder: str, key_dir: str, now: float) -> LegacyBlob | None:
+        """The blob in `key_dir` the live record of its key names, if whole."""
+        name = os.path.basename(key_dir)
+        if not self._inside(folder):
+            return None
+        record, meta = self._read(os.path.join(folder, name), values=False)
+        blob_id, chunks = meta.get("blob"), meta.get("chunks")
+        if record is None or _live(record, now) is None or escape_name(record.key) != name:
+            return None
+        if not isinstance(blob_id, str) or type(chunks) is not int or chunks < 1:
+            return None
+        blob_dir = os.path.join(key_dir, escape_name(blob_id))
+        if not self._inside(blob_dir):
+            return None
+        with os.scandir(blob_dir) as entries:
+            files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
+        if not files.issuperset(map(str, range(chunks))):
+            return None
+        return LegacyBlob(scope, record.key, blob_id, chunks)
+
+    def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
+        """The file as stored; a link on the way is CorruptData, never followed."""
+        blob_dir = os.path.join(self._root, LEGACY_BLOBS, escape_name(blob.scope),
+                                escape_name(blob.key), escape_name(blob.blob_id))  # fmt: skip
+        with self._locked(exclusive=False):
             try:
-                self._inside(os.path.dirname(chunk))
-                with self._open(chunk, buffering=0) as f:
+                if not self._inside(blob_dir):
+                    return None
+                with self._open(os.path.join(blob_dir, str(index)), buffering=0) as f:
                     return f.read()
             except FileNotFoundError:
-                raise CorruptData(f"{chunk} is missing", engine=self.engine) from None
+                return None  # dropped meanwhile (or lost: the reader finds a chunk missing)
+
+    def drop_legacy_blobs(self) -> None:
+        """``.blobs`` goes to the trash in one rename (a link there: the link goes), then
+        the marker says format 2."""
+        trash = os.path.join(self._tmp, f"trash-{secrets.token_hex(8)}")
+        legacy = os.path.join(self._root, LEGACY_BLOBS)
+        with self._locked(exclusive=True):
+            if self._format() > 1:
+                return
+            try:
+                if stat.S_ISLNK(os.lstat(legacy).st_mode):
+                    os.unlink(legacy)
+                else:
+                    os.rename(legacy, trash)
+                _fsync(self._root, directory=True)
+            except FileNotFoundError:
+                pass
+            self._mark()
+        shutil.rmtree(trash, ignore_errors=True)  # what is left, the next open deletes
 
     # -- logs ----------------------------------------------------------------------------------
 
