@@ -90,3 +90,14 @@ def test_a_failed_conditional_commit_leaves_no_chunk(store):
         writer.close()
     assert _records(store._shared.backend, store.scope_name) == []
     assert store.get("k") == b"second"
+
+
+def test_clearing_the_scope_under_a_writer_fails_its_commit(store):
+    store.set("k", b"old")
+    writer = BlobWriter(core_of(store), "k", None)
+    writer.write(BIG)
+    store.clear()
+    with pytest.raises(satchel.BackendError, match="freed before the commit"):
+        writer.close()
+    assert not store.exists("k")
+    assert _records(store._shared.backend, store.scope_name) == []
