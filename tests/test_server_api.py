@@ -117,7 +117,7 @@ def test_404_missing_key_and_unknown_paths(server):
         assert c.get("/v1/value", params={"scope": "s", "key": "nope"}).status_code == 404
         assert c.delete("/v1/value", params={"scope": "s", "key": "nope"}).status_code == 404
         chunk = {"scope": "s", "key": "k", "blob_id": "abc", "index": 0}
-        assert c.get("/v1/blobs/chunk", params=chunk).status_code == 404
+        assert c.get("/v1/blobs/chunk", params=chunk).status_code == 404  # no such route
         assert c.get("/v1/nothing-here").status_code == 404
         # a batch read is not an error: missing keys are left out
         assert c.post("/v1/get", json={"scope": "s", "keys": ["nope"]}).json() == {
@@ -203,12 +203,13 @@ def test_server_survives_cut_requests_and_token_floods(server):
             s.sendall(b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                       b"Content-Length: 100000\r\n\r\n{\"scope\": \"s\", ")  # fmt: skip
     token = server.tenant()
-    for path in ("/v1/blobs/chunk?scope=s&key=k&blob_id=b&index=0", "/v1/apply"):
+    for scope in ("s", "s\\u001fb"):  # a scope, and its blob scope (chunks of large values)
         with socket.create_connection((host, int(port))) as s:  # authorised, cut mid-body
-            method = b"PUT" if "blobs" in path else b"POST"
-            s.sendall(method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            s.sendall(b"POST /v1/apply HTTP/1.1\r\nHost: x\r\n"
                       b"Authorization: Bearer " + token.encode() + b"\r\n"
-                      b"Content-Length: 100000\r\n\r\n" + b"x" * 5000)  # fmt: skip
+                      b"Content-Length: 100000\r\n\r\n{\"scope\": \"" + scope.encode()
+                      + b"\", \"changes\": [{\"op\": \"put\", \"key\": \"c/x/00000000\", "
+                      b"\"value\": \"" + b"x" * 5000)  # fmt: skip
     statuses: list[int] = []
 
     def flood() -> None:
@@ -302,9 +303,8 @@ def test_error_messages_show_neither_the_engine_nor_the_prefix(server) -> None:
         r = c.post("/v1/apply", json=put("s", "a\x00b"))
         message = r.json()["error"]["message"]
         assert "NUL" in message and "a\\x00b" in message
-        for text in (message, c.post("/v1/blobs/commit", json={
-                "scope": "s", "key": "k", "blob_id": "nope", "chunks": 2,
-                "manifest": ""}).json()["error"]["message"]):  # fmt: skip
+        for text in (message, c.post("/v1/apply", json=put("s\x1fb", "c/\x00")).json()[
+                "error"]["message"]):  # fmt: skip
             assert "sqlite" not in text and name not in text and "server.db" not in text
 
 

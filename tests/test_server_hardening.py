@@ -183,7 +183,7 @@ def _status_line(sock: socket.socket) -> tuple[bytes, bytes]:
     [
         b"POST /v1/apply",
         b"PUT /v1/value?scope=s&key=k",
-        b"PUT /v1/blobs/chunk?scope=s&key=k&blob_id=b&index=0",
+        b"POST /v1/series/put",
     ],
 )
 def test_no_body_is_read_before_the_token_is_checked(server, auth, request_line) -> None:

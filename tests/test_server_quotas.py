@@ -1,4 +1,4 @@
-"""Server quotas against real storage, blobs sealed once committed, the ledger out of reach.
+"""Server quotas against real storage, large values charged as records, the ledger out of reach.
 
 Each test runs its own server (support_server.serve) on its own store, as some of them
 add an admin with an empty prefix, which sees every tenant's data. The quota test writes
@@ -30,8 +30,9 @@ import support_redis
 import support_server
 from conftest import ENGINES
 from satchel._backends.base import Delete, Expect, Put, Touch
+from satchel._blobs import CHUNK_SIZE
 from satchel._engines import connect
-from satchel._errors import BackendError, QuotaExceeded
+from satchel._errors import QuotaExceeded
 from satchel._keys import RESERVED_SCOPE
 from satchel.server import Config
 from satchel.server.ledger import LEDGER_SCOPE
@@ -59,7 +60,6 @@ def client(running: support_server.Running, token: str) -> httpx.Client:
 def _every_data_call(c: httpx.Client, scope: str) -> Iterator[tuple[str, httpx.Response]]:
     """Each endpoint that names a scope, called on `scope`, with a body it would accept."""
     s, one = {"scope": scope}, [{"t": 1, "value": b64(b"v")}]
-    blob = {**s, "key": "k", "blob_id": "b"}
     q = {"scope": scope, "key": "server-ledger:x"}
     put = {"op": "put", "key": "server-ledger:x", "value": b64(b"forged")}
     expect = [{"key": "server-ledger:x", "version": 1}]
@@ -78,8 +78,6 @@ def _every_data_call(c: httpx.Client, scope: str) -> Iterator[tuple[str, httpx.R
         "/v1/count": s,
         "/v1/clear": s,
         "/v1/incr": {**s, "key": "n"},
-        "/v1/blobs/commit": {**blob, "chunks": 1, "manifest": ""},
-        "/v1/blobs/discard": blob,
         "/v1/series/put": {**s, "name": "n", "points": one},
         "/v1/series/range": {**s, "name": "n"},
         "/v1/series/remove": {**s, "name": "n"},
@@ -99,9 +97,6 @@ def _every_data_call(c: httpx.Client, scope: str) -> Iterator[tuple[str, httpx.R
     yield "GET /v1/value", c.get("/v1/value", params=q)
     yield "PUT /v1/value", c.put("/v1/value", params=q, json={"value": "forged"})
     yield "DELETE /v1/value", c.delete("/v1/value", params=q)
-    chunk = {**blob, "index": 0}
-    yield "PUT /v1/blobs/chunk", c.put("/v1/blobs/chunk", params=chunk, content=b"c")
-    yield "GET /v1/blobs/chunk", c.get("/v1/blobs/chunk", params=chunk)
 
 
 def _ledger(running: support_server.Running) -> list[tuple[str, bytes, int]]:
@@ -118,10 +113,10 @@ def test_no_token_reaches_the_ledger_admin_with_an_empty_prefix_included(running
     with satchel.open(f"{running.url}?token={shop}", scope="m") as store:
         store.series("cpu").add(1, 0.5)  # notes the scope in the ledger
         store.events("log").apply({"a": 1})
-        with store.open_blob("big", "wb") as f:  # and the blob's chunk bytes
+        with store.open_blob("big", "wb") as f:  # its chunks are records: no ledger entry
             f.write(b"x" * (2 << 20))
     ledger = _ledger(running)
-    assert len(ledger) == 2
+    assert len(ledger) == 1
     admin = running.tenant(name="ops", admin=True, prefix=prefix)
     with client(running, admin) as c:
         for what, answer in _every_data_call(c, scope):
@@ -150,72 +145,83 @@ def test_ledger_entries_of_an_older_server_move_out_of_reach(tmp_path):
         backend.apply(RESERVED_SCOPE, [Put(key, value, None, True)], time.time())
     salt = Put("encryption-salt", b"\x01b\x00salt", None, True)
     backend.apply(RESERVED_SCOPE, [salt], time.time())
+    # what a server before 0.2 kept of each large value's chunk bytes: no longer needed
+    backend.apply(LEDGER_SCOPE, [Put("server-blobs:shop:6:shop:m:old", b"\x95")], time.time())
     Service(backend, Config(tenants={}))
     left = [r.key for r in backend.scan(RESERVED_SCOPE, "", None, 100, time.time())]
     assert left == ["encryption-salt"]  # a Store's salt stays where Stores look for it
     moved = {r.key: r.value for r in backend.scan(LEDGER_SCOPE, "", None, 100, time.time())}
-    assert moved == old
+    assert moved == {"server-ledger:shop:shop:m": b""}
     backend.close()
 
 
-# -- committed blobs are sealed (issue 17, item 9) ------------------------------------------
+# -- large values: their chunks are records, charged as such ---------------------------------
 
 
-@pytest.mark.parametrize("name", ["memory", "sqlite", "files", "postgres", "redis", "http"])
-def test_an_engine_refuses_chunks_for_a_committed_blob(name, tmp_path):
-    engine = ENGINES[name]
-    url = engine(tmp_path)
-    backend = connect(url, {})
-    try:
-        now = time.time()
-        backend.apply("s", [Put("k", b"old", now + 3600)], now)
-        for i in range(2):
-            backend.blob_write("s", "k", "b1", i, b"%d" % i * 10, now)
-        backend.blob_commit("s", "k", "b1", 2, b"manifest", now + 3600, now)
-        before = backend.get("s", "k", now)
-        for index in (0, 5):  # replacing a chunk, adding one past the end
-            with pytest.raises(BackendError, match="already committed"):
-                backend.blob_write("s", "k", "b1", index, b"evil", now)
-        assert backend.get("s", "k", now) == before
-        assert [backend.blob_read("s", "k", "b1", i, now) for i in (0, 1, 5)] == [
-            b"0" * 10, b"1" * 10, None]  # fmt: skip
-        if name == "redis":  # and the record keeps its native expiry
-            client = support_redis.client_for(url)
-            assert 0 < client.pttl(backend._name("s", "k")) <= 3_600_000
-    finally:
-        backend.close()
-        if engine.cleanup is not None:
-            engine.cleanup(url)
-
-
-def _chunk(c: httpx.Client, key: str, blob_id: str, index: int, data: bytes) -> httpx.Response:
-    params = {"scope": "s", "key": key, "blob_id": blob_id, "index": index}
-    return c.put("/v1/blobs/chunk", params=params, content=data)
-
-
-def test_the_server_refuses_chunks_for_a_committed_blob_and_charges_nothing(running):
-    token = running.tenant(name="shop")
+def test_a_large_value_is_charged_and_one_over_quota_keeps_the_old_value(running):
+    token = running.tenant(name="shop", quota_bytes=5 << 20, quota_keys=1)
     tenant = running.service.config.tenants["shop"]
-    with client(running, token) as c:
-        assert _chunk(c, "k", "b1", 0, b"a" * 1000).status_code == 204
-        commit = {"scope": "s", "key": "k", "blob_id": "b1", "chunks": 1, "manifest": b64(b"m")}
-        assert c.post("/v1/blobs/commit", json=commit).status_code == 200
-        used, record = c.get("/v1/usage").json()["bytes"], c.post(
-            "/v1/get", json={"scope": "s", "keys": ["k"]}).json()["records"]  # fmt: skip
-        for key, index in (("k", 0), ("k", 1), ("other", 0)):  # other: the engine refuses
-            answer = _chunk(c, key, "b1", index, b"evil" * 1000)
-            assert answer.status_code == 409, answer.text
-            assert "already committed" in answer.json()["error"]["message"]
-        assert c.get("/v1/usage").json()["bytes"] == used
-        assert c.post("/v1/get", json={"scope": "s", "keys": ["k"]}).json()["records"] == record
-        params = {"scope": "s", "key": "k", "blob_id": "b1", "index": 0}
-        assert c.get("/v1/blobs/chunk", params=params).content == b"a" * 1000
-        assert not running.service.staged  # nothing left counting for a day
+    blob_scope = "shop:s\x1fb"  # kind_scope of the tenant's server-side scope
+    with satchel.open(f"{running.url}?token={token}", scope="s") as store:
+        with store.open_blob("k", "wb") as f:
+            f.write(b"a" * (3 << 20))
+        usage = running.service.usage(tenant)
+        charged = usage.bytes
+        assert charged >= 3 << 20 and usage.keys == 1  # its chunks' bytes; one key
         running.service.accounts.forget(tenant)
-        assert c.get("/v1/usage").json()["bytes"] == used
-        # the ledger remembers it past a restart of the server's own bookkeeping
-        running.service.staged.clear()
-        assert _chunk(c, "k", "b1", 0, b"evil").status_code == 409
+        recounted = running.service.usage(tenant)
+        assert (recounted.bytes, recounted.keys) == (charged, 1)
+        stored = running.service.backend.scan(blob_scope, "", None, 100, time.time(), False)
+        assert len(stored) == 4  # three chunks and the blob's head, in the blob scope
+        with pytest.raises(QuotaExceeded, match="bytes"), store.open_blob("k", "wb") as f:
+            f.write(b"b" * (4 << 20))  # refused at its second chunk
+        assert store.open_blob("k").read() == b"a" * (3 << 20)  # the old value
+        assert running.service.usage(tenant).bytes == charged  # its chunks are freed
+        scan = running.service.backend.scan
+        assert scan(blob_scope, "", None, 100, time.time(), False) == stored
+        # its chunks fit, but the key its manifest adds does not: refused at the commit
+        with pytest.raises(QuotaExceeded, match="keys"), store.open_blob("k2", "wb") as f:
+            f.write(b"b" * (1 << 20) + b"c")
+        assert not store.exists("k2") and running.service.usage(tenant).bytes == charged
+        assert scan(blob_scope, "", None, 100, time.time(), False) == stored
+        store.delete("k")
+    running.service.accounts.forget(tenant)
+    # the manifest is gone; its chunks stay (and count) until the server collects them
+    assert running.service.usage(tenant).bytes >= 3 << 20
+
+
+def test_large_values_an_older_server_kept_become_the_tenants_records(tmp_path):
+    path, blob_scope = tmp_path / "old.db", "shop:vault\x1fb"
+    data = os.urandom(2 * CHUNK_SIZE + 5)
+    store = satchel.open(f"sqlite:///{path}", scope="shop:vault")  # as the server kept it
+    with store, store.open_blob("big", "wb") as f:
+        f.write(data)
+    db = sqlite3.connect(path)  # its chunks back where a server before 0.2 kept them
+    try:
+        db.execute("CREATE TABLE satchel_blobs (blob_id TEXT PRIMARY KEY, scope TEXT, "
+                   "key TEXT, staged_at REAL NOT NULL)")  # fmt: skip
+        db.execute("CREATE TABLE satchel_chunks (blob_id TEXT NOT NULL, n INTEGER NOT NULL, "
+                   "data BLOB NOT NULL, PRIMARY KEY (blob_id, n))")  # fmt: skip
+        (head,) = db.execute("SELECT key FROM satchel_kv WHERE scope = ? AND key LIKE 'h/%'",
+                             (blob_scope,)).fetchone()  # fmt: skip
+        db.execute("INSERT INTO satchel_blobs VALUES (?, 'shop:vault', 'big', 0)", (head[2:],))
+        db.execute("INSERT INTO satchel_chunks SELECT ?, CAST(substr(key, -8) AS INTEGER), "
+                   "value FROM satchel_kv WHERE scope = ? AND key LIKE 'c/%'",
+                   (head[2:], blob_scope))  # fmt: skip
+        db.execute("DELETE FROM satchel_kv WHERE scope = ?", (blob_scope,))
+        db.commit()
+    finally:
+        db.close()
+    running = support_server.serve(f"sqlite:///{path}", Config())  # moves them at start
+    try:
+        token = running.tenant(name="shop")
+        with satchel.open(f"{running.url}?token={token}", scope="vault") as store:
+            assert store.open_blob("big").read() == data
+        assert running.service.backend.legacy_blobs(time.time()) is None
+        assert running.service.backend.count(blob_scope, time.time()) == 4  # 3 chunks, a head
+        assert running.service.usage(running.service.config.tenants["shop"]).bytes > len(data)
+    finally:
+        support_server.stop(running)
 
 
 # -- what a tenant is charged against what its writes take (issue 17, item 3) ---------------
@@ -295,8 +301,8 @@ def _workloads(
     c: httpx.Client, n: int, each: int, containers: bool
 ) -> Iterator[tuple[str, int, Callable[[], None]]]:
     """(kind, how many entries, the writes): `n` small entries of each kind, as many with
-    long names or values of ~1 KB (which spill on SQLite), and `each` entries that each
-    have a blob (with `containers`: a scope, series or sequence) of their own."""
+    long names or values of ~1 KB (which spill on SQLite), and with `containers`, `each`
+    entries that each have a scope, series or sequence of their own."""
 
     def ok(answer: httpx.Response) -> None:
         assert answer.status_code in (200, 204), answer.text
@@ -321,14 +327,6 @@ def _workloads(
                      "after_seq": 0, "events": batch, "head": b64(b"h")}))  # fmt: skip
         return write
 
-    def chunks(n: int, blobs: bool) -> Callable[[], None]:
-        def write() -> None:
-            for i in range(n):
-                key, blob_id, index = (f"k{i}", f"b{i}", 0) if blobs else ("k", "one", i)
-                params = {"scope": "b", "key": key, "blob_id": blob_id, "index": index}
-                ok(c.put("/v1/blobs/chunk", params=params, content=b"c"))
-        return write
-
     def scopes(n: int) -> Callable[[], None]:
         return lambda: [ok(c.post("/v1/apply", json={"scope": f"s{i}", "changes": [
             {"op": "put", "key": "k", "value": b64(b"v")}]})) for i in range(n)]  # fmt: skip
@@ -346,21 +344,20 @@ def _workloads(
     yield "events, 1000-byte names", n, events(LONG, n)
     if containers:
         yield "sequences of one event", each, events("one", each, sequences=each)
-    yield "chunks of one blob", each, chunks(each, blobs=False)
-    yield "blobs of one chunk", each, chunks(each, blobs=True)
+    # the chunks and heads of large values: records in the blob scope of a scope
+    yield "blob scope records", n, records("b\x1fb", [f"c/{i:032x}/00000000" for i in range(n)],
+                                          b"c")  # fmt: skip
 
 
 def _warm_up(c: httpx.Client) -> None:
     """What the first write of a kind makes once (tables, folders) is made before measuring."""
-    for scope in ("r", "v", "p", "e", "b"):
+    for scope in ("r", "v", "p", "e", "b\x1fb"):
         c.post("/v1/apply", json={"scope": scope, "changes": [{"op": "put", "key": "w",
                                                                "value": ""}]})  # fmt: skip
     one = [{"t": 0, "value": ""}]
     c.post("/v1/series/put", json={"scope": "p", "name": "w", "points": one})
     c.post("/v1/events/append", json={"scope": "e", "name": "w", "after_seq": 0, "events": one,
                                       "head": ""})  # fmt: skip
-    c.put("/v1/blobs/chunk", params={"scope": "b", "key": "w", "blob_id": "w", "index": 0},
-          content=b"w")
 
 
 def measure(name: str, tmp_path: Path) -> list[tuple[str, int, int, int, int]]:
@@ -399,14 +396,6 @@ def test_a_tenant_is_charged_at_least_half_of_the_storage_its_writes_take(name, 
     short = [(kind, growth, charged, recounted) for kind, _, growth, charged, recounted in rows
              if min(charged, recounted) < growth / 2]  # fmt: skip
     assert not short
-
-
-def test_an_empty_chunk_is_refused(running):
-    with client(running, running.tenant()) as c:
-        answer = _chunk(c, "k", "b", 0, b"")
-        assert answer.status_code == 400 and "empty" in answer.json()["error"]["message"]
-        assert c.get("/v1/usage").json()["bytes"] == 0
-        assert not running.service.staged
 
 
 # -- /v1/apply: one quota check for the whole batch ------------------------------------------

@@ -48,7 +48,7 @@ def test_alice_data_is_stored_under_her_prefix(server, alice):
 @pytest.mark.parametrize(
     "scope",
     ["vault", "../vault", "{name}:vault", "/../{name}:vault", "..", "*", "{name}:*", "%",
-     "vault/..", "\\u2215..\\u2215vault"],
+     "vault/..", "\\u2215..\\u2215vault", "vault\x1fb", "{name}:vault\x1fb"],
 )
 def test_bob_reaches_nothing_of_alice_through_any_endpoint(server, alice, scope):
     _, name = alice
@@ -79,21 +79,49 @@ def test_bob_reaches_nothing_of_alice_through_any_endpoint(server, alice, scope)
         assert len(store.get("big")) == 3 << 20
 
 
-def test_blob_chunks_of_alice_are_out_of_reach(server, alice):
+def test_blob_chunks_of_alice_are_hers_alone(server, alice):
     token, name = alice
     blob_record = server.service.backend.get(f"{name}:vault", "big", 1e9)
     assert blob_record is not None
-    from satchel._blobs import read_manifest
+    from satchel._blobs import chunk_key, read_manifest
 
-    blob_id = read_manifest(blob_record.value).blob_id
+    chunk = chunk_key(read_manifest(blob_record.value).blob_id, 0)
+    stored = server.service.backend.scan(f"{name}:vault\x1fb", "c/", None, 10, 1e9, False)
+    assert [r.key for r in stored][:1] == [chunk]  # in the blob scope of her scope
     bob = server.tenant()
-    with _c(server, bob) as c:
-        for scope, key in (("vault", "big"), (f"{name}:vault", "big"), ("../vault", "big")):
-            params = {"scope": scope, "key": key, "blob_id": blob_id, "index": 0}
-            assert c.get("/v1/blobs/chunk", params=params).status_code == 404
+    for who, found in ((bob, []), (token, [chunk])):
+        with _c(server, who) as c:
+            for scope in ("vault\x1fb", f"{name}:vault\x1fb", "../vault\x1fb"):
+                got = c.post("/v1/get", json={"scope": scope, "keys": [chunk]}).json()
+                assert [r["key"] for r in got["records"]] == (found if scope == "vault\x1fb"
+                                                              else [])  # fmt: skip
+            assert "vault\x1fb" not in c.get("/v1/scopes").json()["scopes"]
+
+
+def test_a_blob_scope_is_the_tenants_only_for_a_scope_it_may_use(server):
+    token = server.tenant(scopes=["app*"])
+    prefix = server.service.tenant_for(token).prefix
+    put = {"op": "put", "key": "c/x/00000000", "value": b64(b"c")}
     with _c(server, token) as c:
-        params = {"scope": "vault", "key": "big", "blob_id": blob_id, "index": 0}
-        assert c.get("/v1/blobs/chunk", params=params).status_code == 200
+        for scope, status in (
+            ("app\x1fb", 200),  # the blob scope of a scope it may use
+            ("other\x1fb", 403),  # of one it may not
+            ("app\x1fz", 400),  # no such kind
+            ("app\x1fb\x1fb", 400),  # a kind of a kind
+            ("__satchel__\x1fb", 400),  # of the reserved scope
+            ("\x1fb", 400),  # of no scope
+        ):
+            r = c.post("/v1/apply", json={"scope": scope, "changes": [put]})
+            assert r.status_code == status, (scope, r.text)
+            assert prefix not in r.text
+        assert c.get("/v1/scopes").json() == {"scopes": []}  # a blob scope is not listed
+        listed = c.get("/v1/scopes", params={"kinds": "true"}).json()  # but for an engine
+        assert listed == {"scopes": ["app\x1fb"]}
+        assert c.post("/v1/count", json={"scope": "app\x1fb"}).json() == {"count": 1}
+    assert server.service.backend.count(f"{prefix}app\x1fb", 1e9) == 1
+    with satchel.open(f"{server.url}?token={token}", scope="app") as store:
+        store.set("k", 1)
+        assert store.scopes() == ["app"]
 
 
 def test_engine_view_of_two_tenants(server, alice):
@@ -150,7 +178,7 @@ def test_over_quota_bytes_is_413_and_stores_nothing(server):
 def test_over_quota_keys(server):
     token = server.tenant(quota_keys=4)
     with satchel.open(f"{server.url}?token={token}") as store:
-        with store.open_blob("blob", "wb") as f:  # a large value is a key too
+        with store.open_blob("blob", "wb") as f:  # a large value is one key (its chunks: bytes)
             f.write(b"b" * (2 << 20))
         store.set_many({"a": 1, "b": 2, "c": 3})
         with pytest.raises(QuotaExceeded, match="keys"):
@@ -203,59 +231,61 @@ def test_a_prefix_reaching_the_reserved_scope_is_refused() -> None:
         config.validate()
 
 
-def _stage(c: httpx.Client, blob_id: str, size: int, index: int = 0) -> httpx.Response:
-    params = {"scope": "s", "key": "k", "blob_id": blob_id, "index": index}
-    return c.put("/v1/blobs/chunk", params=params, content=b"c" * size)
-
-
-def test_staged_chunks_stay_counted_through_a_recount(server):
-    token = server.tenant(quota_bytes=100_000)
-    with _c(server, token) as c:
-        assert _stage(c, "one", 90_000).status_code == 204
+def test_chunks_of_a_value_being_written_count_through_a_recount(server):
+    token = server.tenant(quota_bytes=3 << 20)
+    with satchel.open(f"{server.url}?token={token}", scope="s") as store, _c(server, token) as c:
+        writer = store.open_blob("k", "wb")
+        writer.write(b"c" * (2 << 20))  # one chunk of 1 MiB is stored (the rest is buffered)
         assert c.post("/v1/clear", json={"scope": "empty"}).status_code == 200  # recounts
-        assert c.get("/v1/usage").json()["bytes"] >= 90_000
-        assert _stage(c, "two", 90_000).status_code == 413
-        discard = {"scope": "s", "key": "k", "blob_id": "one"}
-        assert c.post("/v1/blobs/discard", json=discard).status_code == 200
+        assert c.get("/v1/usage").json()["bytes"] >= 1 << 20
+        with pytest.raises(QuotaExceeded):
+            store.set("other", b"x" * (2 << 20))
+        writer.discard()  # frees its chunks
         assert c.get("/v1/usage").json()["bytes"] < 10_000
-        assert _stage(c, "two", 90_000).status_code == 204
+        store.set("other", b"x" * (2 << 20))
 
 
-def test_an_abandoned_upload_leaves_the_count_after_its_lifetime(server, monkeypatch):
+def test_an_abandoned_upload_is_freed_by_the_server(server, monkeypatch):
+    import satchel._blobs as blobs_module
     import satchel.server.service as service_module
 
-    token = server.tenant(quota_bytes=100_000)
-    with _c(server, token) as c:
-        assert _stage(c, "gone", 90_000).status_code == 204  # and its client vanishes
-        assert c.get("/v1/usage").json()["bytes"] >= 90_000
-        monkeypatch.setattr(service_module, "STAGED_LIFETIME", 0.2)
+    token = server.tenant(quota_bytes=3 << 20)
+    tenant = server.service.tenant_for(token)
+    with satchel.open(f"{server.url}?token={token}", scope="s") as store, _c(server, token) as c:
+        writer = store.open_blob("k", "wb")
+        writer.write(b"c" * (2 << 20))  # and its client vanishes (never closes it)
+        assert c.get("/v1/usage").json()["bytes"] >= 1 << 20
+        monkeypatch.setattr(blobs_module, "STAGED_LIFETIME", 0.2)
         monkeypatch.setattr(service_module, "PURGE_EVERY", 0.0)
         monkeypatch.setattr(server.service, "_next_purge", 0.0)  # housekeeping is due
         time.sleep(0.3)
         item = {"op": "put", "key": "small", "value": b64(b"x" * 100)}
         assert c.post("/v1/apply", json={"scope": "s", "changes": [item]}).status_code == 200
+        full = f"{tenant.prefix}s\x1fb"
+        assert server.service.backend.scan(full, "", None, 10, time.time()) == []  # collected
+        server.service.accounts.forget(tenant)  # as the periodic recount does
         assert c.get("/v1/usage").json()["bytes"] < 10_000  # the upload no longer counts
-        assert _stage(c, "next", 90_000).status_code == 204
-        commit = {"scope": "s", "key": "k", "blob_id": "gone", "chunks": 1, "manifest": ""}
-        assert c.post("/v1/blobs/commit", json=commit).status_code == 409  # forgotten
+        with pytest.raises(satchel.BackendError, match="freed"):
+            writer.close()  # its commit finds its chunks gone
+        assert not store.exists("k")
 
 
 def test_a_forged_manifest_does_not_shrink_the_count(server):
-    from satchel._blobs import Manifest
+    from satchel._blobs import Manifest, read_manifest
 
-    token = server.tenant(quota_bytes=100_000)
-    with _c(server, token) as c:
-        assert _stage(c, "real", 90_000).status_code == 204
-        lie = Manifest("real", 1, 1 << 20, 1, "00" * 16, False).pack()
-        commit = {"scope": "s", "key": "k", "blob_id": "real", "chunks": 1,
-                  "manifest": b64(lie)}  # fmt: skip
-        assert c.post("/v1/blobs/commit", json=commit).status_code == 200
+    token = server.tenant(quota_bytes=4 << 20)
+    tenant = server.service.tenant_for(token)
+    with satchel.open(f"{server.url}?token={token}", scope="s") as store, _c(server, token) as c:
+        with store.open_blob("k", "wb") as f:
+            f.write(b"r" * (2 << 20))
+        real = read_manifest(server.service.backend.get(f"{tenant.prefix}s", "k", 1e9).value)
+        lie = Manifest(real.blob_id, 1, 1 << 20, 1, "00" * 16, False).pack()
+        item = {"op": "put", "key": "k", "value": b64(lie)}
+        assert c.post("/v1/apply", json={"scope": "s", "changes": [item]}).status_code == 200
         assert c.post("/v1/clear", json={"scope": "empty"}).status_code == 200  # recounts
-        assert c.get("/v1/usage").json()["bytes"] >= 90_000
-        item = {"op": "put", "key": "e", "value": b64(b"x" * 20_000)}
+        assert c.get("/v1/usage").json()["bytes"] >= 2 << 20  # the chunks it holds count
+        item = {"op": "put", "key": "e", "value": b64(b"x" * (2 << 20))}
         assert c.post("/v1/apply", json={"scope": "s", "changes": [item]}).status_code == 413
-        unknown = {**commit, "blob_id": "never-uploaded-here"}
-        assert c.post("/v1/blobs/commit", json=unknown).status_code == 409
 
 
 def test_an_event_head_is_charged(server):

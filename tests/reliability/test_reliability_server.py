@@ -9,8 +9,8 @@ and a second tenant B sees nothing of A's (and A nothing of B's):
 
 - 10,000 requests with wrong tokens (missing, wrong, revoked, malformed headers) over
   keep-alive connections: every one is a 401, none a 5xx, and A keeps being served.
-- Clients cut mid-request (headers only, half a body, half a blob chunk, a reset mid-body):
-  nothing half-written shows, no quota leaks, the server answers.
+- Clients cut mid-request (headers only, half a body, half a chunk of a large value, a
+  reset mid-body): nothing half-written shows, no quota leaks, the server answers.
 - Slow clients (slowloris: headers or a body a byte at a time, idle connections): A's
   writes stay prompt, and the server closes every slow connection within its timeouts
   (the server started as ``satchel serve`` starts it).
@@ -44,6 +44,13 @@ from satchel.server import Config
 
 LATENCY_BOUND = 2.0  # seconds: the slowest write A may see while hostile clients run
 HOST = "127.0.0.1"
+BLOB_SCOPE = "a\x1fb"  # where A's Store keeps the chunks of its large values (records)
+
+
+def _chunk_put(key: bytes, data: bytes) -> bytes:
+    """The /v1/apply body a Store sends for a chunk of a large value of A's."""
+    return (b'{"scope": "a\\u001fb", "changes": [{"op": "put", "key": "c/%s/00000000", '
+            b'"value": "%s"}]}' % (key, base64.b64encode(data)))  # fmt: skip
 
 
 # --- the legitimate tenant ----------------------------------------------------------------
@@ -152,13 +159,15 @@ class _Tenants:
         prefix = service.tenant_for(token).prefix
         with self.client(token) as c:
             want = {"bytes": 0, "keys": 0}
-            for scope in c.get("/v1/scopes").json()["scopes"]:
+            listed = c.get("/v1/scopes").json()["scopes"]
+            # and the blob scope of each (not listed): its records count as bytes
+            for scope in [*listed, *(f"{s}\x1fb" for s in listed)]:
                 after = None
                 while True:
                     body = {"scope": scope, "after": after, "limit": 1000, "values": True}
                     page = c.post("/v1/scan", json=body).json()["records"]
                     for r in page:
-                        want["keys"] += 1
+                        want["keys"] += "\x1f" not in scope
                         value = base64.b64decode(r["value"])
                         want["bytes"] += service.costs.size_of(prefix + scope, r["key"], value, 1)
                     if not page:
@@ -279,7 +288,7 @@ def test_ten_thousand_wrong_tokens_are_401_and_a_keeps_writing(server, long_run)
         ("GET", "/v1/usage", b""),
         ("POST", "/v1/apply", put),
         ("POST", "/v1/get", b'{"scope": "a", "keys": ["n0000000"]}'),
-        ("PUT", "/v1/blobs/chunk?scope=a&key=intruder&blob_id=x&index=0", b"chunk"),
+        ("POST", "/v1/apply", _chunk_put(b"intruder", b"chunk")),
         ("POST", "/v1/clear", b'{"scope": "a"}'),
     ]
     total, threads = (100_000 if long_run else 10_000), 8
@@ -339,15 +348,15 @@ def test_clients_cut_mid_request_leave_nothing_and_leak_no_quota(server, long_ru
                + base64.b64encode(b"v" * 30000) + b'"}]}')  # fmt: skip
         put_head = (b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     + auth + b"Content-Length: %d\r\n\r\n" % len(put))  # fmt: skip
-        chunk_head = (b"PUT /v1/blobs/chunk?scope=a&key=cut-blob-%d&blob_id=cut%d&index=0 "
-                      b"HTTP/1.1\r\nHost: x\r\n" % (i, i) + auth
-                      + b"Content-Length: 1048576\r\n\r\n")  # fmt: skip
+        chunk = _chunk_put(b"cut%d" % i, b"c" * (1 << 20))
+        chunk_head = (b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      b"\r\n" + auth + b"Content-Length: %d\r\n\r\n" % len(chunk))  # fmt: skip
         return [
             put_head[: len(put_head) // 2],  # cut inside the headers
             put_head,  # headers only
             put_head + put[: len(put) // 2],  # half a body
             put_head + put[:-1],  # all but the last byte
-            chunk_head + b"c" * (512 * 1024),  # half a blob chunk
+            chunk_head + chunk[: len(chunk) // 2],  # half a chunk of a large value
         ]
 
     kinds = len(cuts(0))
@@ -362,11 +371,11 @@ def test_clients_cut_mid_request_leave_nothing_and_leak_no_quota(server, long_ru
         _in_threads(threads, cutter)
         time.sleep(0.2)  # a few writes after the last cut
     elapsed = time.monotonic() - began
-    staged = {k: v for k, v in server.service.staged.items() if k[0] == "tenant-a"}
-    writer.summary("cut clients", rounds, kinds=kinds, staged=len(staged),
+    chunks = server.service.backend.count(f"tenant-a:{BLOB_SCOPE}", time.time())
+    writer.summary("cut clients", rounds, kinds=kinds, chunks=chunks,
                    seconds=f"{elapsed:.1f}")  # fmt: skip
     writer.verify()  # no "cut-*" key among A's: nothing half-written shows
-    assert staged == {}, "a cut chunk upload is still charged"
+    assert chunks == 0, "a cut chunk was stored"
     tenants.check_isolation()
     tenants.check_usage(tenants.a)
     tenants.check_answers()
@@ -426,13 +435,11 @@ def test_slow_clients_do_not_starve_a_and_are_cut_off(tmp_path):
         auth = b"Authorization: Bearer " + tenants.a.encode() + b"\r\n"
         head = (b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 + auth + b"Content-Length: 100000\r\n\r\n")  # fmt: skip
-        chunk = (b"PUT /v1/blobs/chunk?scope=a&key=slow&blob_id=slow&index=0 HTTP/1.1\r\n"
-                 b"Host: x\r\n" + auth + b"Content-Length: 100000\r\n\r\n")  # fmt: skip
         kinds = {
             "idle": (b"", b""),  # connects, sends nothing
             "headers": (b"", head),  # the headers a byte at a time
             "body": (head, b'{"scope": "a", "changes": [' + b" " * 1000),  # the body likewise
-            "chunk": (chunk, b"c" * 1000),
+            "chunk": (head, _chunk_put(b"slow", b"c" * 70000)[:1000]),  # a large value's
         }
         slow = [_Slow(tenants.port, *kinds[k]) for k in kinds for _ in range(20)]
         with _Writer(running.url, tenants.a) as writer:
@@ -517,22 +524,19 @@ def test_oversized_bodies_are_413_and_store_nothing(tmp_path):
             yield b"0\r\n\r\n"
 
         post = b"POST /v1/apply HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + auth
-        chunk = (b"PUT /v1/blobs/chunk?scope=a&key=over&blob_id=over%d&index=0 HTTP/1.1\r\n"
-                 b"Host: x\r\n" + auth)  # fmt: skip
         statuses: collections.Counter[int] = collections.Counter()
         with _Writer(running.url, tenants.a) as writer:
             for i in range(8):
                 body = put(i)
                 sized = b"Content-Length: %d\r\n\r\n" % len(body)
                 chunks = b"Transfer-Encoding: chunked\r\n\r\n"
-                blob_head = chunk % i
+                blob = _chunk_put(b"over%d" % i, b"c" * 2 * limit)  # a chunk of a large value
                 cases = [
                     (post + sized, iter(())),  # refused on the header alone
                     (post + sized, pieces(body)),
                     (post + chunks, chunked(body)),  # no Content-Length: refused while read
-                    (blob_head + b"Content-Length: %d\r\n\r\n" % (2 * limit),
-                     pieces(b"c" * 2 * limit)),
-                    (blob_head + chunks, chunked(b"c" * 2 * limit)),
+                    (post + b"Content-Length: %d\r\n\r\n" % len(blob), pieces(blob)),
+                    (post + chunks, chunked(blob)),
                 ]  # fmt: skip
                 for head, data in cases:
                     statuses[_send_and_read(tenants.port, head, data)] += 1
@@ -540,7 +544,8 @@ def test_oversized_bodies_are_413_and_store_nothing(tmp_path):
                        statuses=dict(statuses), limit=limit)  # fmt: skip
         assert statuses == {413: sum(statuses.values())}, statuses
         writer.verify()  # no "over-*" key among A's
-        assert running.service.staged == {}, "an oversized chunk was staged"
+        chunks = running.service.backend.count(f"tenant-a:{BLOB_SCOPE}", time.time())
+        assert chunks == 0, "an oversized chunk was stored"
         tenants.check_isolation()
         tenants.check_usage(tenants.a)
         tenants.check_answers()

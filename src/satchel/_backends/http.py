@@ -33,11 +33,10 @@ from .._errors import (
     ReadOnlyError,
     ValueChanged,
 )
-from .base import ANY_VERSION, Backend, Change, Delete, EventState, Expect, Put, Record
+from .base import Backend, Change, Delete, EventState, Expect, Put, Record
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
-CHUNK_TIMEOUT = 120.0
 
 
 def _b64(data: bytes) -> str:
@@ -54,10 +53,6 @@ def _record(item: dict[str, Any]) -> Record:
         item["expires_at"],
         item["version"],
     )
-
-
-def _expires_in(expires_at: float | None, now: float) -> float | None:
-    return None if expires_at is None else expires_at - now
 
 
 def _change(change: Change, now: float) -> dict[str, Any]:
@@ -112,7 +107,7 @@ class HTTPBackend(Backend):
             raise BackendUnavailable(str(exc), engine=self.engine) from exc
 
     def _call(self, method: str, path: str, *, read: bool = False, **kwargs: Any) -> Any:
-        """Send one request; return its JSON (or bytes for octet-stream), or raise mapped."""
+        """Send one request; return its JSON (None for 204), or raise mapped."""
         attempts = 1 + (READ_RETRIES if read else 0)
         for attempt in range(attempts):
             try:
@@ -127,8 +122,6 @@ class HTTPBackend(Backend):
             self._raise(response)
         if response.status_code == 204:
             return None
-        if response.headers.get("content-type", "").startswith("application/octet-stream"):
-            return response.content
         try:
             return response.json()
         except ValueError as exc:  # not a satchel server (a proxy's page, another service)
@@ -215,7 +208,9 @@ class HTTPBackend(Backend):
         return int(self._post("/v1/count", {"scope": scope}, read=True)["count"])
 
     def scopes(self, now: float) -> list[str]:
-        return list(self._call("GET", "/v1/scopes", read=True)["scopes"])
+        # kind scopes too, as every engine lists them: the Store's `collect` looks there
+        found = self._call("GET", "/v1/scopes", params={"kinds": "true"}, read=True)
+        return list(found["scopes"])
 
     def clear(self, scope: str) -> None:
         self._post("/v1/clear", {"scope": scope})
@@ -228,49 +223,7 @@ class HTTPBackend(Backend):
         if self._pid == os.getpid():
             self._client.close()
 
-    # -- blobs, series, events --------------------------------------------------------
-
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        params = {"scope": scope, "key": key, "blob_id": blob_id, "index": index}
-        headers = {"Content-Type": "application/octet-stream"}
-        self._call("PUT", "/v1/blobs/chunk", params=params, content=data, headers=headers,
-                   timeout=CHUNK_TIMEOUT)  # fmt: skip
-
-    def blob_commit(
-        self,
-        scope: str,
-        key: str,
-        blob_id: str,
-        chunks: int,
-        manifest: bytes,
-        expires_at: float | None,
-        now: float,
-        expected_version: int | None = ANY_VERSION,
-    ) -> bool:
-        body = {
-            "scope": scope,
-            "key": key,
-            "blob_id": blob_id,
-            "chunks": chunks,
-            "manifest": _b64(manifest),
-            "expires_in": _expires_in(expires_at, now),
-            "expected_version": expected_version,
-        }
-        return bool(self._post("/v1/blobs/commit", body)["ok"])
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        self._post("/v1/blobs/discard", {"scope": scope, "key": key, "blob_id": blob_id})
-
-    def blob_read(self, scope: str, key: str, blob_id: str, index: int, now: float) -> bytes | None:
-        params = {"scope": scope, "key": key, "blob_id": blob_id, "index": index}
-        try:
-            data = self._call("GET", "/v1/blobs/chunk", params=params, read=True,
-                              timeout=CHUNK_TIMEOUT)  # fmt: skip
-        except KeyNotFound:
-            return None
-        return bytes(data)
+    # -- series, events ---------------------------------------------------------------
 
     def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
         encoded = [{"t": t, "value": _b64(v)} for t, v in points]

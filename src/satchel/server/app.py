@@ -1,10 +1,10 @@
 """The ASGI app: the record-level JSON API under /v1, /healthz, /openapi.json and /ui.
 
 Status codes: 401 missing or wrong token (before any of the body is read), 403 forbidden
-scope or read-only tenant, 404 missing key, 400/422 bad input, 409 a conflict (a large
-value changed, or its upload is incomplete), 413 over quota or body too large, 408 a
-body that came too slowly, 503 the engine failed, or the server's config file is
-unreadable (then every token is refused until it is fixed: it may hold a revocation).
+scope or read-only tenant, 404 missing key, 400/422 bad input, 409 a conflict, 413 over
+quota or body too large, 408 a body that came too slowly, 503 the engine failed, or the
+server's config file is unreadable (then every token is refused until it is fixed: it may
+hold a revocation).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (ReadOnlyError, 403, "read_only"),
     (PermissionError, 403, "forbidden"),
     (QuotaExceeded, 413, "over_quota"),
-    (extras.Incomplete, 409, "incomplete"),
     (ValueChanged, 409, "value_changed"),
     (InvalidInput, 400, "invalid"),
     (UnsupportedValue, 400, "invalid"),
@@ -226,9 +225,11 @@ def routes(app: FastAPI, service: Service) -> None:
         return {"status": "ok"}
 
     @app.get("/v1/scopes", responses=RESPONSES, tags=["records"])
-    def scopes(t: T) -> Scopes:
-        """Sorted names of the tenant's scopes holding a live record."""
-        return Scopes(scopes=service.scopes(t))
+    def scopes(t: T, kinds: bool = False) -> Scopes:
+        """Sorted names of the tenant's scopes holding a live record. With `kinds`, also
+        their kind scopes (``scope + "\\u001fb"``: the chunks of a Store's large values),
+        as the http engine lists them for the Store that frees unused chunks."""
+        return Scopes(scopes=service.scopes(t, kinds))
 
     @post("/v1/get", responses=RESPONSES, tags=["records"])
     def get_many(body: GetBody, t: T) -> Records:

@@ -1,61 +1,28 @@
-"""Blob chunks, time series and event sequences over HTTP (one Backend primitive each).
+"""Time series and event sequences over HTTP (one Backend primitive each).
 
-A blob chunk travels as a raw body (``application/octet-stream``), one request per
-chunk, so a large value is never whole in memory on either side. Series points and
-events are charged against the quota when written and recounted with the records.
+Points and events are charged against the quota when written and recounted with the
+records. (Large values need no endpoint: their chunks are records, in the blob scope of
+their scope, written and read through /v1/apply, /v1/get and /v1/scan.)
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
-from .._backends.base import BlobSealed
-from .._errors import BackendError, BackendUnavailable, InvalidInput, ValueChanged
 from .deps import RESPONSES, T
 from .ledger import EVENT_COST, POINT_COST
-from .models import (
-    B64,
-    MAX_BATCH,
-    EventsReseal,
-    ExpiresIn,
-    Int64,
-    Name,
-    ScopeBody,
-    SeriesReseal,
-    _Body,
-)
-from .service import Incomplete as Incomplete  # (app.py maps extras.Incomplete to 409)
-from .service import Service, b64decode, expiry
+from .models import B64, MAX_BATCH, EventsReseal, Int64, Name, ScopeBody, SeriesReseal, _Body
+from .service import Service, b64decode
 from .tenants import Tenant
 
-CHUNK_LIMIT = 8 * 1024 * 1024
-_OCTETS = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-BlobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-Index = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OptT = Annotated[int | None, Field(ge=-(2**63), le=2**63 - 1)]
-
-
-class BlobBody(ScopeBody):
-    key: Name
-    blob_id: BlobId
-
-
-class CommitBody(BlobBody):
-    chunks: Index
-    manifest: B64
-    expires_in: ExpiresIn = None
-    # 0: whatever the key holds; null: only if it has no live value; n: only at version n
-    expected_version: Annotated[int | None, Field(ge=0, le=2**63 - 1)] = 0
 
 
 class Point(_Body):
@@ -120,19 +87,12 @@ class Result(BaseModel):
     names: list[str] | None = None
 
 
-def _blob_id(tenant: Tenant, blob_id: str) -> str:
-    """The id a blob has in the engine: the client's, made the tenant's own (an engine may
-    keep staged chunks by id alone, and one tenant must never commit another's)."""
-    owner = hashlib.sha256(tenant.prefix.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{owner}-{blob_id}"
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
 def routes(app: FastAPI, service: Service) -> None:
-    """Register the blob, series and events endpoints."""
+    """Register the series and events endpoints."""
     post = app.post
     backend = service.backend
 
@@ -151,101 +111,6 @@ def routes(app: FastAPI, service: Service) -> None:
         if count == len(pairs):
             service.credit(t, -sum(d for d in diffs if d < 0))
         return Result(count=count)
-
-    @app.put("/v1/blobs/chunk", responses=RESPONSES, tags=["blobs"], status_code=204,
-             openapi_extra={"requestBody": {"required": True, "content": _OCTETS}})
-    async def blob_write(
-        request: Request,
-        t: T,
-        scope: Annotated[str, Query(min_length=1, max_length=255)],
-        key: Annotated[str, Query(min_length=1, max_length=1024)],
-        blob_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
-        index: Annotated[int, Query(ge=0, le=2**31 - 1)],
-    ) -> Response:
-        """Stage chunk `index` of a blob; the body is the raw chunk (at most 8 MiB)."""
-        service.writable(t, scope)  # refuse before reading the body
-        data = bytearray()
-        try:
-            async for piece in request.stream():
-                data += piece
-                if len(data) > CHUNK_LIMIT:
-                    raise HTTPException(413, f"a chunk is at most {CHUNK_LIMIT} bytes")
-        except ClientDisconnect:  # gone mid-chunk: nothing was staged or charged, nobody
-            return Response(status_code=400)  # reads this; not an error for the log
-        if not data:  # a Store never sends one; each costs the engine a row, key or file
-            raise InvalidInput("a chunk must not be empty")
-        chunk = bytes(data)
-
-        def write() -> None:
-            name, engine_id = service.key(key), _blob_id(t, blob_id)
-            full = service.writable(t, scope)
-            size = service.stage(t, full, name, engine_id, len(chunk))
-            try:
-                backend.blob_write(full, name, engine_id, index, chunk, service.now())
-            except BlobSealed as exc:  # committed (where ids are store-wide: to any key)
-                service.refund(t, engine_id, size)
-                raise Incomplete(exc.message) from exc
-
-        await run_in_threadpool(write)
-        return Response(status_code=204)
-
-    @app.get("/v1/blobs/chunk", tags=["blobs"],
-             responses={**RESPONSES, 200: {"content": _OCTETS, "description": "the chunk"}})
-    def blob_read(
-        t: T,
-        scope: Annotated[str, Query(min_length=1, max_length=255)],
-        key: Annotated[str, Query(min_length=1, max_length=1024)],
-        blob_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
-        index: Annotated[int, Query(ge=0, le=2**31 - 1)],
-    ) -> Response:
-        """The raw bytes of a chunk of the key's live blob; 404 if there is none."""
-        full = service.scope(t, scope)
-        data = backend.blob_read(full, service.key(key), _blob_id(t, blob_id), index,
-                                 service.now())  # fmt: skip
-        if data is None:
-            raise HTTPException(404, "no such chunk")
-        return Response(data, media_type="application/octet-stream")
-
-    @post("/v1/blobs/commit", responses=RESPONSES, tags=["blobs"])
-    def blob_commit(body: CommitBody, t: T) -> Result:
-        """Make a staged blob the key's value; `ok`: the key had no live record."""
-        manifest = b64decode(body.manifest)
-        full, key = service.writable(t, body.scope), service.key(body.key)
-        engine_id = _blob_id(t, body.blob_id)
-        with service.accounts.lock(t):
-            size = service.staged.get((t.name, engine_id))
-            if size is None:  # its chunks were charged by a process that is gone
-                raise Incomplete("this server does not know the upload: write the value again")
-            now = service.now()
-            old = backend.get(full, key, now)
-            grow = service.record_growth(full, key, manifest, old)  # the chunks are charged
-            usage = service.charge(t, grow, int(old is None))
-            try:
-                new = backend.blob_commit(
-                    full, key, engine_id, body.chunks, manifest,
-                    expiry(body.expires_in, now), now, body.expected_version,
-                )  # fmt: skip
-            except (BackendUnavailable, ValueChanged):
-                raise
-            except BackendError as exc:  # a staged chunk is missing: the client's doing
-                raise Incomplete(exc.message) from exc
-            service.unstage(t, engine_id)  # its bytes stay charged, now as the value's
-            record = backend.get(full, key, now)
-            if record is not None:
-                service.ledger.blob_committed(t.name, full, key, record.version, size, engine_id)
-            usage.bytes += grow
-            usage.keys += int(new)
-        return Result(ok=new)
-
-    @post("/v1/blobs/discard", responses=RESPONSES, tags=["blobs"])
-    def blob_discard(body: BlobBody, t: T) -> Result:
-        """Free the staged chunks of a blob."""
-        full, engine_id = service.writable(t, body.scope), _blob_id(t, body.blob_id)
-        backend.blob_discard(full, service.key(body.key), engine_id)
-        with service.accounts.lock(t):
-            usage = service.accounts.usage(t)  # a recount here still sees the staged bytes
-            usage.bytes -= service.unstage(t, engine_id)
-        return Result()
 
     @post("/v1/series/put", responses=RESPONSES, tags=["series"])
     def series_put(body: SeriesPut, t: T) -> Result:

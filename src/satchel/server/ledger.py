@@ -2,13 +2,10 @@
 in LEDGER_SCOPE, which the service refuses to every tenant: an admin's empty prefix
 reaches every other name, the reserved scope included).
 
-- Which scopes of a tenant hold time series or event sequences: a scope that holds only
-  those has no record, so the engine's ``scopes()`` does not list it. The server notes
-  such a scope the first time it writes there; a recount sums its points and events.
-- How many bytes each large value's chunks hold, as the server received them (never as
-  the client's manifest says), with the version of the record that owns them: a recount
-  counts an entry while that record is live at that version, and drops it after. The
-  entry also names the blob, so a chunk sent to it once committed is refused.
+Which scopes of a tenant hold time series or event sequences: a scope that holds only
+those has no record, so the engine's ``scopes()`` does not list it. The server notes such
+a scope the first time it writes there; a recount sums its points and events. (Large
+values need no entry: their chunks are records, which a recount reads.)
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-
-import msgpack
 
 from .._backends.base import Backend, Delete, Put
 from .._errors import SatchelError
@@ -36,12 +31,9 @@ def _prefix(tenant: str) -> str:
     return f"server-ledger:{tenant}:"
 
 
-def _blob_prefix(tenant: str) -> str:
-    return f"server-blobs:{tenant}:"
-
-
-def _blob_name(tenant: str, full_scope: str, key: str) -> str:
-    return f"{_blob_prefix(tenant)}{len(full_scope)}:{full_scope}:{key}"
+# Entries of servers before 0.2 for each large value's chunk bytes: chunks are records
+# now, so they are dropped.
+_OLD_BLOB_PREFIX = "server-blobs:"
 
 
 class Ledger:
@@ -55,14 +47,17 @@ class Ledger:
 
     def _move_old_entries(self) -> None:
         """Move the entries that servers before 0.1.1 kept in RESERVED_SCOPE (where an
-        admin with an empty prefix could reach them) into LEDGER_SCOPE."""
+        admin with an empty prefix could reach them) into LEDGER_SCOPE, and drop the
+        entries of large values that servers before 0.2 kept."""
         b = self._backend
-        for prefix in ("server-ledger:", "server-blobs:"):
-            while page := b.scan(RESERVED_SCOPE, prefix, None, PAGE, time.time()):
-                # an entry already in LEDGER_SCOPE is newer: if_absent keeps it
-                moved = [Put(r.key, r.value, None, True) for r in page]
-                b.apply(LEDGER_SCOPE, moved, time.time())
-                b.apply(RESERVED_SCOPE, [Delete(r.key) for r in page], time.time())
+        while page := b.scan(RESERVED_SCOPE, "server-ledger:", None, PAGE, time.time()):
+            # an entry already in LEDGER_SCOPE is newer: if_absent keeps it
+            moved = [Put(r.key, r.value, None, True) for r in page]
+            b.apply(LEDGER_SCOPE, moved, time.time())
+            b.apply(RESERVED_SCOPE, [Delete(r.key) for r in page], time.time())
+        for scope in (RESERVED_SCOPE, LEDGER_SCOPE):
+            while page := b.scan(scope, _OLD_BLOB_PREFIX, None, PAGE, time.time(), values=False):
+                b.apply(scope, [Delete(r.key) for r in page], time.time())
 
     def note(self, tenant: str, full_scope: str) -> None:
         """Remember that `full_scope` of `tenant` holds series or events."""
@@ -73,39 +68,6 @@ class Ledger:
         self._backend.apply(LEDGER_SCOPE, (Put(key, b"", None, True),), time.time())
         with self._lock:
             self._noted.add((tenant, full_scope))
-
-    def blob_committed(
-        self, tenant: str, full_scope: str, key: str, version: int, size: int, blob_id: str
-    ) -> None:
-        """Record that `key` (at `version`) owns large value `blob_id` of `size` bytes."""
-        data = msgpack.packb([full_scope, key, version, size, blob_id])
-        entry = Put(_blob_name(tenant, full_scope, key), data)
-        self._backend.apply(LEDGER_SCOPE, (entry,), time.time())
-
-    def committed_blob(self, tenant: str, full_scope: str, key: str) -> str | None:
-        """The id of the large value last committed to `key`, if the ledger has it."""
-        name = _blob_name(tenant, full_scope, key)
-        record = self._backend.get(LEDGER_SCOPE, name, time.time())
-        with contextlib.suppress(ValueError, TypeError, IndexError):
-            return None if record is None else str(msgpack.unpackb(record.value)[4])
-        return None
-
-    def blob_sizes(self, tenant: str) -> dict[tuple[str, str], tuple[int, int, str]]:
-        """(scope, key) -> (version, chunk bytes, entry name) of the tenant's large values."""
-        found: dict[tuple[str, str], tuple[int, int, str]] = {}
-        prefix, after = _blob_prefix(tenant), None
-        while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
-            for record in page:
-                with contextlib.suppress(ValueError, TypeError):
-                    scope, key, version, size = msgpack.unpackb(record.value)[:4]
-                    found[str(scope), str(key)] = (int(version), int(size), record.key)
-            after = page[-1].key
-        return found
-
-    def drop(self, names: list[str]) -> None:
-        """Forget ledger entries (of large values that are gone)."""
-        if names:
-            self._backend.apply(LEDGER_SCOPE, [Delete(name) for name in names], time.time())
 
     def extra_bytes(self, tenant: str, size_of: Sizer) -> int:
         """What the series and events of the tenant's noted scopes cost."""

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_BATCH = 100_000  # items in one batch (the body limit applies too)
 MAX_TIME = 1e10  # seconds, as MAX_TTL in the Store
 Name = Annotated[str, Field(min_length=1, max_length=1024)]
-ScopeName = Annotated[str, Field(min_length=1, max_length=255)]
+# A scope (up to 255 UTF-8 bytes), or the blob scope of one: kind_scope(scope, "b").
+ScopeName = Annotated[str, Field(min_length=1, max_length=257)]
 B64 = Annotated[str, Field(max_length=64 * 1024 * 1024, description="base64 of bytes")]
 ExpiresIn = Annotated[float | None, Field(default=None, ge=-MAX_TIME, le=MAX_TIME)]
 Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]

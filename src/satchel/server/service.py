@@ -3,6 +3,13 @@
 No storage rule lives here: keys and scopes are checked by ``satchel._keys``, records
 are made by the client's Store, and the engine keeps them. This layer adds only the
 tenant's prefix, its rights and its quota, and uses the server's clock.
+
+Large values are records too: a client's Store writes their chunks in the blob scope of
+its scope (``kind_scope(scope, "b")``), which maps to the blob scope of the tenant's
+server-side scope (tenants.full_scope), so chunks are charged and recounted like any
+record (as bytes: a large value is one key, its manifest). The server frees the chunks
+of values nobody holds (``_blobs.collect``) as it purges expired records, so they go
+even if the tenant's clients never come back (their Stores collect too).
 """
 
 from __future__ import annotations
@@ -15,29 +22,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._backends.base import (
-    STAGED_LIFETIME,
-    Backend,
-    Change,
-    Delete,
-    Expect,
-    Put,
-    Record,
-    Touch,
-)
+from .._backends.base import Backend, Change, Delete, Expect, Put, Record, Touch
+from .._blobs import collect, migrate
 from .._errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
-from .._keys import check_key
+from .._keys import check_key, split_kind
 from .ledger import LEDGER_SCOPE, Ledger
 from .models import MAX_TIME, ChangeIn, DeleteChange, ExpectIn, PutChange, RecordOut
 from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
 
 PURGE_EVERY = 60.0
+PURGE_LIMIT = 1000  # expired records, and large values nobody holds, freed per purge
 SCAN_BYTES = 8 * 1024 * 1024  # a scan page stops growing past this many value bytes
-
-
-class Incomplete(SatchelError):
-    """A blob committed with chunks missing (never staged, or freed as stale), or a chunk
-    sent to a blob already committed: 409."""
 
 
 def b64decode(text: str) -> bytes:
@@ -75,8 +70,8 @@ class Costs:
     MEMORY USAGE, blocks on disk, Python objects), for many small entries of every kind,
     long names and ~1 KB values included."""
 
-    entry: int  # each record, series point, event, event state and blob chunk
-    container: int  # each record, chunk, series and sequence, and a blob twice more
+    entry: int  # each record (a chunk of a large value too), series point, event, state
+    container: int  # each record, series and sequence
     spilled: int = 0  # the least an entry over SPILL_AT bytes costs
 
     def size_of(self, scope: str, name: str, data: bytes | int, containers: int = 0) -> int:
@@ -91,13 +86,13 @@ class Costs:
 
 # By the scheme of the engine's URL; one set for every engine would charge SQLite's
 # 40-byte records as the files engine's 4 KiB ones. A container is what an engine makes
-# for a record, series, sequence, blob or chunk beside its rows: a key of its own (Redis),
-# a file or folder (files engine: a 4 KiB block, and an inode). Storage measured per
-# small record / point / event / chunk / blob of one chunk, in bytes: SQLite 39 / 18 /
-# 21 / 52 / 107 (a row of 1-4.5 KB: 4.6 KB); PostgreSQL 98 / 98 / 107 / 41 / 287;
-# Redis 184 / 116 / 11 / 29 / 189, a series or sequence 120-136; files 4096 a record,
-# 41 a point or event, 4096 a series, sequence or chunk, 16384 a blob (8192 a record in
-# a scope of its own); memory 167 / 68 / 82 / 81 / 366, a scope 450, a series 550.
+# for a record, series or sequence beside its rows: a key of its own (Redis), a file or
+# folder (files engine: a 4 KiB block, and an inode). Storage measured per small
+# record / point / event, in bytes: SQLite 39 / 18 / 21 (a row of 1-4.5 KB: 4.6 KB);
+# PostgreSQL 98 / 98 / 107; Redis 184 / 116 / 11, a series or sequence 120-136; files
+# 4096 a record, 41 a point or event, 4096 a series or sequence (8192 a record in a
+# scope of its own); memory 167 / 68 / 82, a scope 450, a series 550. A chunk of a large
+# value is a record (in the blob scope of its scope).
 COSTS = {
     "sqlite": Costs(entry=0, container=48, spilled=2400),  # a row has ~5 bytes of its own
     "postgresql": Costs(entry=64, container=32),  # tuple header, item pointer, index entry
@@ -122,6 +117,12 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def holds_keys(tenant: Tenant, full: str) -> bool:
+    """False for a kind scope of the tenant (server-side name `full`): its records, the
+    chunks of large values, count as bytes, not as keys (a large value is one key)."""
+    return split_kind(full[len(tenant.prefix) :]) is None
+
+
 def expiry(expires_in: float | None, now: float) -> float | None:
     return None if expires_in is None else now + max(-MAX_TIME, min(MAX_TIME, expires_in))
 
@@ -133,15 +134,13 @@ class Service:
         self.backend = backend
         self.config = config
         self.accounts = Accounts(self._recount)
+        # Large values a server before 0.2 kept in engine storage become records, in the
+        # blob scopes of the tenants' server-side scopes (where their clients look).
+        migrate(backend, time.time())
         self.ledger = Ledger(backend)
         self.costs = costs_of(backend)
-        # What the chunks received cost per staged blob (tenant, engine blob id): charged
-        # when received, kept in the count until committed (then the ledger has them),
-        # discarded, or left for STAGED_LIFETIME (the engine frees its chunks then).
-        # Lost on a restart: such a blob cannot be committed (409).
-        self.staged: dict[tuple[str, str], int] = {}
-        self._staged_since: dict[tuple[str, str], float] = {}
         self._next_purge = 0.0
+        self._collected_to: tuple[str, str] | None = None  # where `collect` goes on
         self._path = config_path
         self._mtime = self._stat()
         self._next_check = 0.0
@@ -194,32 +193,28 @@ class Service:
             raise ReadOnlyError(f"tenant {tenant.name!r} is read-only")
         return full
 
-    def scopes(self, tenant: Tenant) -> list[str]:
+    def scopes(self, tenant: Tenant, kinds: bool = False) -> list[str]:
+        """The tenant's scopes holding a live record; their kind scopes too with `kinds`."""
         names = self.backend.scopes(time.time())
-        return own_scopes(tenant, (n for n in names if n != LEDGER_SCOPE))
+        return own_scopes(tenant, (n for n in names if n != LEDGER_SCOPE), kinds)
 
     def _recount(self, tenant: Tenant) -> Usage:
+        """Every live record under the tenant's prefix (the chunks of its large values in
+        its blob scopes included, as bytes: a large value is one key, its manifest), and
+        the series and events the ledger notes."""
         now = time.time()
         usage = Usage(counted_at=now)
-        blobs = self.ledger.blob_sizes(tenant.name)
-        live: set[str] = set()
         for name in self.backend.scopes(now):
             if not name.startswith(tenant.prefix) or name == LEDGER_SCOPE:
                 continue
+            keys = holds_keys(tenant, name)
+            size = 1000 if keys else 16  # a page of chunks of 1 MiB each
             after = None
-            while page := self.backend.scan(name, "", after, 1000, now):
-                usage.keys += len(page)
-                for r in page:
-                    usage.bytes += self.record_cost(name, r.key, r.value)
-                    entry = blobs.get((name, r.key))
-                    if entry is not None and entry[0] == r.version:
-                        usage.bytes += entry[1]
-                        live.add(entry[2])
+            while page := self.backend.scan(name, "", after, size, now):
+                usage.keys += len(page) if keys else 0
+                usage.bytes += sum(self.record_cost(name, r.key, r.value) for r in page)
                 after = page[-1].key
-        # Entries whose record moved on (overwritten, deleted, expired) are gone for good.
-        self.ledger.drop([entry[2] for entry in blobs.values() if entry[2] not in live])
         usage.bytes += self.ledger.extra_bytes(tenant.name, self.costs.size_of)
-        usage.bytes += sum(n for (owner, _), n in self.staged.items() if owner == tenant.name)
         return usage
 
     def usage(self, tenant: Tenant) -> Usage:
@@ -267,54 +262,14 @@ class Service:
             with self.accounts.lock(tenant):
                 self.accounts.usage(tenant).bytes -= size
 
-    def stage(self, tenant: Tenant, full: str, key: str, engine_id: str, chunk: int) -> int:
-        """Charge and count a chunk of `chunk` bytes of blob `engine_id` of `key`, staged;
-        return what it costs (its first chunk also pays for the blob).
-
-        Raises Incomplete for the blob the key holds: a chunk would change a live value
-        without a new version, and be kept as long as it (the server would count it a day).
-        """
-        staged = (tenant.name, engine_id)
-        with self.accounts.lock(tenant):
-            new = staged not in self.staged  # a new upload, or a chunk for a committed one
-            if new and self.ledger.committed_blob(tenant.name, full, key) == engine_id:
-                raise Incomplete("that large value is already committed: write the value "
-                                 "again, under a new blob id")  # fmt: skip
-            # Each chunk's row, field or path holds the blob's id too.
-            size = self.costs.size_of(full, key, len(engine_id) + chunk, 3 if new else 1)
-            self._add(tenant, size)
-            self.staged[staged] = self.staged.get(staged, 0) + size
-            self._staged_since.setdefault(staged, time.time())
-        return size
-
-    def refund(self, tenant: Tenant, engine_id: str, size: int) -> None:
-        """Take back what `stage` counted for a chunk the engine refused (wrote nothing)."""
-        staged = (tenant.name, engine_id)
-        with self.accounts.lock(tenant):
-            self.accounts.usage(tenant).bytes -= size
-            left = self.staged.get(staged, 0) - size
-            if left > 0:
-                self.staged[staged] = left
-            else:
-                self.unstage(tenant, engine_id)
-
-    def unstage(self, tenant: Tenant, engine_id: str) -> int:
-        """Stop counting a staged blob (committed or discarded); its bytes."""
-        self._staged_since.pop((tenant.name, engine_id), None)
-        return self.staged.pop((tenant.name, engine_id), 0)
-
     def _housekeeping(self, now: float) -> None:
+        """Purge expired records and free the chunks of large values nobody holds, now
+        and then: what they took leaves the usage at the next recount."""
         if now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY
             with contextlib.suppress(SatchelError):  # expired records are invisible anyway
-                self.backend.purge_expired(now, 1000)
-            # An upload whose client vanished: the purge freed its chunks, so its bytes
-            # leave the count (the next use of the tenant recounts).
-            for key, since in list(self._staged_since.items()):
-                if now - since > STAGED_LIFETIME:
-                    del self._staged_since[key]
-                    self.staged.pop(key, None)
-                    self.accounts.forget(key[0])
+                self.backend.purge_expired(now, PURGE_LIMIT)
+                self._collected_to = collect(self.backend, now, PURGE_LIMIT, self._collected_to)
 
     # -- records ----------------------------------------------------------------------
 
@@ -402,6 +357,8 @@ class Service:
             elif before is not None:
                 grow -= self.record_cost(full, change.key, before.value)
                 add_keys -= 1
+        if not holds_keys(tenant, full):  # chunks and heads of large values: bytes only
+            add_keys = 0
         return self.charge(tenant, grow, add_keys), grow, add_keys
 
     def scan(

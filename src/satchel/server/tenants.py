@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import InvalidInput, SatchelError
-from .._keys import RESERVED_SCOPE, check_scope, compile_pattern
+from .._keys import RESERVED_SCOPE, check_scope, compile_pattern, kind_scope, split_kind
 
 DEFAULT_QUOTA_BYTES = 100 * 1024 * 1024
 DEFAULT_QUOTA_KEYS = 1_000_000
 RECOUNT_EVERY = 300.0  # seconds: expired records leave the usage at the next recount
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+KINDS = frozenset({"b"})  # kinds of scope a tenant's Store keeps beside its scopes (_keys)
 log = logging.getLogger("satchel.server")
 
 
@@ -226,17 +227,30 @@ def _toml(value: Any) -> str:
 
 def full_scope(tenant: Tenant, scope: object) -> str:
     """The server-side name of `scope` for `tenant`. Raises InvalidInput for a bad name,
-    PermissionError for a scope the tenant may not use."""
+    PermissionError for a scope the tenant may not use.
+
+    A kind scope of one of its scopes (``kind_scope(scope, "b")``: where a Store keeps the
+    chunks of its large values) is the tenant's too: ``kind_scope(prefix + scope, kind)``.
+    """
+    if isinstance(scope, str) and (parts := split_kind(scope)) is not None:
+        base, kind = parts
+        if kind in KINDS:
+            name = check_scope(base)  # never the reserved scope, nor a kind of a kind
+            if not tenant.allows(name):
+                raise PermissionError(f"tenant {tenant.name!r} may not use scope {name!r}")
+            return kind_scope(tenant.prefix + name, kind)
     name = RESERVED_SCOPE if scope == RESERVED_SCOPE else check_scope(scope)
     if not tenant.allows(name):
         raise PermissionError(f"tenant {tenant.name!r} may not use scope {name!r}")
     return tenant.prefix + name
 
 
-def own_scopes(tenant: Tenant, names: Iterable[str]) -> list[str]:
-    """The tenant's scope names among server-side `names`, prefix removed."""
+def own_scopes(tenant: Tenant, names: Iterable[str], kinds: bool = False) -> list[str]:
+    """The tenant's scope names among server-side `names`, prefix removed; its kind scopes
+    (a Store's own records, not scopes of their own) only with `kinds`."""
     p = tenant.prefix
-    return sorted(n[len(p) :] for n in names if n.startswith(p) and len(n) > len(p))
+    own = (n[len(p) :] for n in names if n.startswith(p) and len(n) > len(p))
+    return sorted(n for n in own if kinds or split_kind(n) is None)
 
 
 @dataclass
