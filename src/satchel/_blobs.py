@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from ._backends.base import (
-    ANY_VERSION,
-    STAGED_LIFETIME,
     Backend,
     Delete,
     Expect,
@@ -61,6 +59,8 @@ MAX_CHUNK_SIZE = 64 << 20  # what a manifest may claim: a reader holds one chunk
 # A committed blob whose owner does not hold its manifest is freed only after this long:
 # the writer marks the head committed just before it writes the manifest.
 COMMIT_GRACE = 600.0
+STAGED_LIFETIME = 86400.0  # an upload whose writer vanished is freed after this long
+ANY_VERSION = 0  # BlobWriter's expected_version when any (or no) live record may be replaced
 BATCH = 1000  # records per apply when freeing a blob
 
 

@@ -63,8 +63,7 @@ from json.decoder import scanstring  # type: ignore[attr-defined]  # not in type
 from time import time
 from typing import Any
 
-from ._backends.base import ANY_VERSION
-from ._blobs import CHUNK_SIZE, BlobWriter
+from ._blobs import ANY_VERSION, CHUNK_SIZE, BlobWriter
 from ._codecs import MAX_SAME_HASH, floods, is_blob
 from ._core import KeyInfo
 from ._errors import (

@@ -12,8 +12,8 @@ import time
 import pytest
 
 import satchel
-from satchel._backends.base import STAGED_LIFETIME, Backend
-from satchel._blobs import CHUNK_SIZE, COMMIT_GRACE, BlobWriter, collect
+from satchel._backends.base import Backend
+from satchel._blobs import CHUNK_SIZE, COMMIT_GRACE, STAGED_LIFETIME, BlobWriter, collect
 from satchel._keys import kind_scope
 from satchel._store import core_of
 

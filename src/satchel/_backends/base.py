@@ -10,9 +10,10 @@ argument before it reaches an engine. What an engine must honour:
 - each primitive is atomic; ``scan`` returns live records in key order (code point
   order, which is the byte order of UTF-8).
 
-Besides records, an engine keeps three more kinds of data per scope, each in its own
-namespace (never seen by ``scan``, ``count``, ``scopes`` or ``clear``): the chunks of
-large values (blobs), time series points, and event sequences. See the sections below.
+Large values are records too (see _blobs.py). Besides records, an engine keeps two more
+kinds of data per scope, each in its own namespace (never seen by ``scan``, ``count``,
+``scopes`` or ``clear``): time series points and event sequences. See the sections
+below.
 """
 
 from __future__ import annotations
@@ -121,12 +122,6 @@ def holds(record: Record | None, condition: Expect) -> bool:
     )
 
 
-# blob_commit's expected_version when any (or no) live record may be replaced.
-ANY_VERSION = 0
-
-# A staged blob that was never committed is dropped by purge_expired after this long.
-STAGED_LIFETIME = 86400.0
-
 # An event sequence state: (seq of the last event it includes, its timestamp in ms, bytes).
 EventState = tuple[int, int, bytes]
 
@@ -139,11 +134,6 @@ class LegacyBlob(NamedTuple):
     key: str
     blob_id: str
     chunks: int
-
-
-class BlobSealed(BackendError):
-    """`blob_write` named a blob that is committed (or, where ids are store-wide, staged for
-    another key): its chunks belong to a value, so nothing was written."""
 
 
 class Backend(ABC):
@@ -215,16 +205,6 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections and files. Idempotent."""
 
-    # -- large values (blobs) ----------------------------------------------------------
-    # A blob is written as numbered chunks (0, 1, 2, ...) under a fresh `blob_id`: staged,
-    # invisible to every reader. `blob_commit` then makes it the key's value in one atomic
-    # step: the record's value becomes `manifest` (bytes made by the Store; an engine never
-    # parses them) and its chunks readable through `blob_read`. Whatever the key held
-    # before, that blob's chunks included, is replaced at that moment. Once the record is
-    # deleted, overwritten (by any write), cleared or expired, `blob_read` returns None
-    # for its chunks and the engine frees their space (at once, or in purge_expired).
-    # A staged blob never committed is freed by purge_expired after STAGED_LIFETIME.
-
     # -- large values kept by releases before 0.2 ----------------------------------------
     # They kept a blob's chunks in engine storage of their own; now chunks are records
     # (see _blobs.py). `satchel.open` calls `legacy_blobs` on every open (so it must be
@@ -246,47 +226,6 @@ class Backend(ABC):
 
     def _unsupported(self, what: str) -> BackendError:
         return BackendError(f"this engine does not support {what}", engine=self.engine)
-
-    def blob_write(
-        self, scope: str, key: str, blob_id: str, index: int, data: bytes, now: float
-    ) -> None:
-        """Stage chunk `index` of blob `blob_id` for `key` (durable when it returns).
-
-        Raise BlobSealed, writing nothing, if `blob_id` is the committed blob of `key`:
-        a chunk must never change a live value, nor outlive the staging lifetime.
-        """
-        raise self._unsupported("large values")
-
-    def blob_commit(
-        self,
-        scope: str,
-        key: str,
-        blob_id: str,
-        chunks: int,
-        manifest: bytes,
-        expires_at: float | None,
-        now: float,
-        expected_version: int | None = ANY_VERSION,
-    ) -> bool:
-        """Make staged blob `blob_id` (chunks 0..chunks-1, at least one) the value of
-        `key`, atomically.
-
-        Return True if the key had no live record. Raise BackendError, writing nothing,
-        if a staged chunk is missing (e.g. freed as stale). Unless `expected_version` is
-        ANY_VERSION, raise ValueChanged, writing nothing (the blob stays staged), if the
-        live version is not that one (None: if the key has a live record).
-        """
-        raise self._unsupported("large values")
-
-    def blob_discard(self, scope: str, key: str, blob_id: str) -> None:
-        """Free the staged chunks of `blob_id` (nothing if none are left)."""
-        raise self._unsupported("large values")
-
-    def blob_read(
-        self, scope: str, key: str, blob_id: str, index: int, now: float
-    ) -> bytes | None:
-        """Chunk `index` of blob `blob_id`, or None unless `key`'s live value is that blob."""
-        raise self._unsupported("large values")
 
     # -- time series -------------------------------------------------------------------
     # Series `name` of `scope` maps timestamps t (signed 64-bit ints) to value bytes, one
