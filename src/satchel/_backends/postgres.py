@@ -232,6 +232,7 @@ APPLY_CHECK = (
     f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(ekeys)s) AND {LIVE}"
 )
 DELETE = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
+DELETE_MANY = f"DELETE FROM {{t}} WHERE scope = %(scope)s AND key = ANY(%(keys)s) AND {LIVE}"
 TOUCH = f"""
 UPDATE {{t}} SET expires_at = %(expires_at)s
 WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"""
@@ -562,7 +563,7 @@ class PostgresBackend(Backend):
             "GET": GET, "GET_VALUE": GET_VALUE, "GET_MANY": GET_MANY, "PUT": PUT,
             "PUT_IF_ABSENT": PUT_IF_ABSENT,
             "SET_IF_VERSION": SET_IF_VERSION,
-            "DELETE": DELETE, "TOUCH": TOUCH,
+            "DELETE": DELETE, "DELETE_MANY": DELETE_MANY, "TOUCH": TOUCH,
             "COUNT": COUNT, "SCOPES": SCOPES, "CLEAR": CLEAR, "PURGE": PURGE,
             "LEGACY_BLOBS": LEGACY_BLOBS, "LEGACY_CHUNK": LEGACY_CHUNK,
             "SERIES_PUT": SERIES_PUT, "SERIES_REMOVE": SERIES_REMOVE,
@@ -794,6 +795,9 @@ class PostgresBackend(Backend):
                 return self._apply_one(scope, changes[0], now)
             if not changes:
                 return 0
+            if all(type(c) is Delete for c in changes):  # a plain DELETE counts faster
+                keys = sorted(c.key for c in changes)
+                return self._count("DELETE_MANY", {"scope": scope, "keys": keys, "now": now})
         elif len(expect) == 1 and len(changes) == 1 and _is_cas(changes[0], expect[0]):
             return self._apply_cas(scope, cast(Put, changes[0]), now, expect[0])
         elif not changes:
