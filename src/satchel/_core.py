@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from time import time
@@ -31,6 +32,7 @@ from ._keys import Pattern, check_key, compile_pattern
 PAGE_SIZE = 500  # records fetched per round trip when iterating
 PURGE_EVERY = 60.0  # seconds between sweeps of expired records (they are invisible anyway)
 PURGE_LIMIT = 1000
+COLLECT_EVERY = 600.0  # seconds between looks for large values' chunks nobody holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,9 @@ def utc(timestamp: float) -> dt.datetime:
 class Shared:
     """What every scope view of one opened store shares."""
 
-    __slots__ = ("backend", "codec", "collected_to", "engine", "next_purge", "sealer")
+    __slots__ = (
+        "backend", "codec", "collected_to", "engine", "next_collect", "next_purge", "sealer"
+    )  # fmt: skip
 
     def __init__(self, backend: Backend, codec: Codec, sealer: Sealer | None) -> None:
         self.backend = backend
@@ -68,6 +72,9 @@ class Shared:
         self.sealer = sealer
         self.engine = backend.engine
         self.next_purge = 0.0
+        # Chunks nobody holds are looked for less often than expired records (it lists
+        # every scope), and at a random moment, so short-lived processes rarely pay.
+        self.next_collect = time() + COLLECT_EVERY * random.random()
         self.collected_to: tuple[str, str] | None = None  # where `collect` goes on
 
     def close(self) -> None:
@@ -192,7 +199,8 @@ class Core:
             raise
 
     def after_write(self, now: float) -> None:
-        """Purge expired records now and then (every PURGE_EVERY seconds per store)."""
+        """Purge expired records now and then (every PURGE_EVERY seconds per store), and
+        free the chunks of replaced large values (every COLLECT_EVERY, see _blobs)."""
         shared = self.shared
         if now >= shared.next_purge:
             shared.next_purge = now + PURGE_EVERY
@@ -201,6 +209,9 @@ class Core:
             # error).
             with contextlib.suppress(SatchelError):
                 shared.backend.purge_expired(now, PURGE_LIMIT)
+        if now >= shared.next_collect:
+            shared.next_collect = now + COLLECT_EVERY
+            with contextlib.suppress(SatchelError):
                 shared.collected_to = collect(shared.backend, now, PURGE_LIMIT, shared.collected_to)
 
     def records(self, pattern: object, values: bool) -> Iterator[Record]:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .._backends.base import Backend, Change, Delete, Expect, Put, Record, Touch
 from .._blobs import collect, migrate
+from .._core import COLLECT_EVERY
 from .._errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from .._keys import check_key, split_kind
 from .ledger import LEDGER_SCOPE, Ledger
@@ -141,6 +142,7 @@ class Service:
         self.costs = costs_of(backend)
         self._next_purge = 0.0
         self._collected_to: tuple[str, str] | None = None  # where `collect` goes on
+        self._next_collect = 0.0
         self._path = config_path
         self._mtime = self._stat()
         self._next_check = 0.0
@@ -269,6 +271,9 @@ class Service:
             self._next_purge = now + PURGE_EVERY
             with contextlib.suppress(SatchelError):  # expired records are invisible anyway
                 self.backend.purge_expired(now, PURGE_LIMIT)
+        if now >= self._next_collect:
+            self._next_collect = now + COLLECT_EVERY
+            with contextlib.suppress(SatchelError):
                 self._collected_to = collect(self.backend, now, PURGE_LIMIT, self._collected_to)
 
     # -- records ----------------------------------------------------------------------
