@@ -258,6 +258,7 @@ def test_an_abandoned_upload_is_freed_by_the_server(server, monkeypatch):
         monkeypatch.setattr(blobs_module, "STAGED_LIFETIME", 0.2)
         monkeypatch.setattr(service_module, "PURGE_EVERY", 0.0)
         monkeypatch.setattr(server.service, "_next_purge", 0.0)  # housekeeping is due
+        monkeypatch.setattr(server.service, "_next_collect", 0.0)  # and so is the collect
         time.sleep(0.3)
         item = {"op": "put", "key": "small", "value": b64(b"x" * 100)}
         assert c.post("/v1/apply", json={"scope": "s", "changes": [item]}).status_code == 200
