@@ -12,7 +12,7 @@ user can name): ``c/<blob id>/<n:08d>`` holds chunk n, and ``h/<blob id>`` the b
 head: msgpack of [key, committed, since, digest of the committed manifest record]. A
 writer stores its chunks as it goes (invisible: no manifest names them yet), marks the
 head committed, then writes the manifest as the key's value, under a condition if asked.
-Nothing else frees chunks: `collect` (run with the store's periodic purge) frees a blob
+Nothing else frees chunks: `collect` (run by every store now and then) frees a blob
 whose owner no longer holds its manifest (overwritten, deleted, expired), once its head
 is COMMIT_GRACE old, and a staged blob once STAGED_LIFETIME old.
 """
@@ -37,6 +37,7 @@ from ._backends.base import (
     Expect,
     LegacyBlob,
     Put,
+    Record,
 )
 from ._codecs import H_BLOB, H_BYTES, HEADER_SIZE, is_blob
 from ._crypto import unseal
@@ -49,7 +50,7 @@ from ._errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from ._keys import KIND_MARK, kind_scope, split_kind
+from ._keys import kind_scope, split_kind
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -115,18 +116,30 @@ def chunk_key(blob_id: str, index: int) -> str:
     return f"c/{blob_id}/{index:08d}"
 
 
+def _digest(record: bytes) -> bytes:
+    """What a head keeps of the manifest record it was committed with."""
+    return hashlib.blake2b(record, digest_size=16).digest()
+
+
 def _head(key: str, committed: bool, since: float, manifest: bytes = b"") -> bytes:
-    digest = hashlib.blake2b(manifest, digest_size=16).digest() if manifest else b""
-    return msgpack.packb([key, committed, since, digest])
+    return msgpack.packb([key, committed, since, _digest(manifest) if manifest else b""])
+
+
+def _chunk_pages(backend: Backend, scope: str, blob_id: str, now: float) -> Iterator[list[Record]]:
+    """The chunk records of `blob_id` in blob scope `scope`, BATCH keys at a time."""
+    after = None
+    while page := backend.scan(scope, f"c/{blob_id}/", after, BATCH, now, values=False):
+        yield page
+        if len(page) < BATCH:
+            return
+        after = page[-1].key
 
 
 def _free(backend: Backend, scope: str, blob_id: str) -> None:
     """Delete the chunks and the head of `blob_id` in blob scope `scope`."""
-    prefix, now = f"c/{blob_id}/", time()
-    while page := backend.scan(scope, prefix, None, BATCH, now, values=False):
+    now = time()
+    for page in _chunk_pages(backend, scope, blob_id, now):
         backend.apply(scope, [Delete(r.key) for r in page], now)
-        if len(page) < BATCH:
-            break
     backend.apply(scope, [Delete(head_key(blob_id))], now)
 
 
@@ -221,8 +234,9 @@ class BlobWriter(io.RawIOBase):
                 manifest = Manifest(self._blob_id, self._size, CHUNK_SIZE, self._chunks,
                                     self._hash.hexdigest(), core.sealer is not None)  # fmt: skip
                 record = core.seal(manifest.pack(), key)
-                head = _head(key, True, time(), record)  # from now on, `collect` checks
-                backend.apply(self._scope, (Put(head_key(self._blob_id), head),), time())
+                now = time()
+                head = _head(key, True, now, record)  # from now on, `collect` checks
+                backend.apply(self._scope, (Put(head_key(self._blob_id), head),), now)
             else:  # fits in one chunk: an ordinary bytes value, any codec
                 record = core.seal(H_BYTES + bytes(self._buffer), key)
             now = time()
@@ -243,11 +257,7 @@ class BlobWriter(io.RawIOBase):
     def _check_staged(self) -> None:
         """Raise BackendError if a chunk was freed meanwhile (staged too long)."""
         backend, now = self._core.backend, time()
-        found, after = 0, None
-        while page := backend.scan(self._scope, f"c/{self._blob_id}/", after, BATCH, now,
-                                   values=False):  # fmt: skip
-            found += len(page)
-            after = page[-1].key
+        found = sum(len(page) for page in _chunk_pages(backend, self._scope, self._blob_id, now))
         if found != self._chunks or backend.get(self._scope, head_key(self._blob_id), now) is None:
             raise BackendError(f"{self._chunks - found} staged chunks of the large value were "
                                "freed before the commit (staged for over a day?)")  # fmt: skip
@@ -315,7 +325,8 @@ class BlobReader(io.RawIOBase):
         scope, backend = core.scope, core.backend
         data = backend.get_value(self._scope, chunk_key(manifest.blob_id, index), time())
         if data is None:  # a store an earlier release wrote and nobody migrated (read-only)
-            data = self._legacy_chunk(index)
+            legacy = LegacyBlob(core.scope, self._key, manifest.blob_id, manifest.chunks)
+            data = backend.legacy_chunk(legacy, index)
         # A replaced blob's chunks stay until `collect` frees them: read on only while
         # the key still holds this one.
         if not self._still_current():
@@ -340,14 +351,6 @@ class BlobReader(io.RawIOBase):
                               key=self._key, scope=scope)  # fmt: skip
         self._cached = (index, data)
         return data
-
-    def _legacy_chunk(self, index: int) -> bytes | None:
-        manifest = self._manifest
-        blob = LegacyBlob(self._core.scope, self._key, manifest.blob_id, manifest.chunks)
-        try:
-            return self._core.backend.legacy_chunk(blob, index)
-        except BackendError:
-            return None  # an engine that never kept chunks another way
 
     def _still_current(self) -> bool:
         """True if the key's live value is still this blob: then a chunk it lacks is lost,
@@ -434,15 +437,19 @@ def collect(backend: Backend, now: float, limit: int, after: tuple[str, str] | N
     """Free up to `limit` blobs nobody holds (see the module docstring), looking at the
     heads after `after` ((blob scope, head key), None: from the start); return where to
     go on next time (None: a whole round is done)."""
-    scopes = sorted(s for s in backend.scopes(now) if (split_kind(s) or ("", ""))[1] == "b")
+    owners = {}  # blob scope -> the scope whose records hold the manifests
+    for name in backend.scopes(now):
+        split = split_kind(name)
+        if split is not None and split[1] == "b":
+            owners[name] = split[0]
     start_scope, start_key = after or ("", None)
-    for scope in scopes:
+    for scope in sorted(owners):
         if scope < start_scope:
             continue
         cursor = start_key if scope == start_scope else None
         while page := backend.scan(scope, "h/", cursor, min(limit, BATCH), now):
             for record in page:
-                _collect_one(backend, scope, record.key, record.value, now)
+                _collect_one(backend, scope, owners[scope], record, now)
             limit -= len(page)
             cursor = page[-1].key
             if limit <= 0:
@@ -452,13 +459,12 @@ def collect(backend: Backend, now: float, limit: int, after: tuple[str, str] | N
     return None
 
 
-def _collect_one(backend: Backend, scope: str, name: str, head: bytes, now: float) -> None:
+def _collect_one(backend: Backend, scope: str, owner_scope: str, head: Record, now: float) -> None:
     try:
-        key, committed, since, digest = msgpack.unpackb(head)
+        key, committed, since, digest = msgpack.unpackb(head.value)
     except (ValueError, TypeError, msgpack.UnpackException):
         return  # not ours to judge: leave it
-    owner_scope = scope.rpartition(KIND_MARK)[0]
-    blob_id = name[2:]
+    blob_id = head.key.removeprefix("h/")
     if not committed:
         if now - since > STAGED_LIFETIME:
             _free(backend, scope, blob_id)
@@ -466,7 +472,7 @@ def _collect_one(backend: Backend, scope: str, name: str, head: bytes, now: floa
     if now - since <= COMMIT_GRACE:
         return
     owner = backend.get(owner_scope, key, now) if isinstance(key, str) else None
-    if owner is None or hashlib.blake2b(owner.value, digest_size=16).digest() != digest:
+    if owner is None or _digest(owner.value) != digest:
         _free(backend, scope, blob_id)
 
 

@@ -18,7 +18,7 @@ import base64
 import binascii
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,38 +304,22 @@ class Service:
         # Decoded before taking the lock: a 64 MiB batch takes a while.
         values = [b64decode(c.value) if isinstance(c, PutChange) else b"" for c in changes]
         conditions = [Expect(check_key(e.key), e.version, e.created_at) for e in expect]
-
-        def made(now: float) -> list[Change]:
-            out: list[Change] = []
-            for change, key, value in zip(changes, keys, values, strict=True):
-                if isinstance(change, PutChange):
-                    out.append(Put(key, value, expiry(change.expires_in, now), change.if_absent))
-                elif isinstance(change, DeleteChange):
-                    out.append(Delete(key))
-                else:
-                    out.append(Touch(key, expiry(change.expires_in, now)))
-            return out
-
-        return self._apply(tenant, full, made, conditions)
-
-    def _apply(
-        self,
-        tenant: Tenant,
-        full: str,
-        changes: Callable[[float], Sequence[Change]],
-        expect: Sequence[Expect] = (),
-    ) -> int | None:
-        """`Backend.apply` of `changes(now)` (distinct, checked keys) on server-side scope
-        `full`, charged to the tenant once for the whole batch: every write of records
-        is charged here. `now` is taken under the tenant's lock, so its writes see time
-        move forward."""
+        # Charged once for the whole batch: every write of records is charged here. `now`
+        # is taken under the tenant's lock, so its writes see time move forward.
         with self.accounts.lock(tenant):
             now = time.time()
-            made = changes(now)
-            if not made and not expect:
+            made: list[Change] = []
+            for change, key, value in zip(changes, keys, values, strict=True):
+                if isinstance(change, PutChange):
+                    made.append(Put(key, value, expiry(change.expires_in, now), change.if_absent))
+                elif isinstance(change, DeleteChange):
+                    made.append(Delete(key))
+                else:
+                    made.append(Touch(key, expiry(change.expires_in, now)))
+            if not made and not conditions:
                 return 0
             usage, grow, add_keys = self._charge_for(tenant, full, made, now)
-            count = self.backend.apply(full, made, now, expect)
+            count = self.backend.apply(full, made, now, conditions)
             if count is not None and usage is not None:
                 usage.bytes += grow
                 usage.keys += add_keys
