@@ -33,7 +33,7 @@ from satchel._backends import files
 from satchel._backends.base import LegacyBlob, Put
 from satchel._backends.files import FilesBackend, escape_name, unescape_name
 from satchel._blobs import CHUNK_SIZE, Manifest
-from satchel._codecs import HEADER_SIZE
+from satchel._codecs import HEADER_SIZE, get_codec
 from satchel._keys import kind_scope
 
 PROCESS_DEADLINE = 60.0  # seconds for one multi-process run
@@ -61,7 +61,8 @@ def test_layout_and_readable_values(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == [
         ".lock", ".satchel", ".tmp", "default", "users"
     ]  # fmt: skip
-    assert json.loads((root / ".satchel").read_text())["application"] == "satchel"
+    marker = json.loads((root / ".satchel").read_text())
+    assert marker["application"] == "satchel" and marker["format"] == files.FORMAT == 3
     assert list((root / ".tmp").iterdir()) == []
     data = (root / "default" / "greeting").read_bytes()
     assert data[1:2] == b"s"  # the str codec: the text follows the header as it is
@@ -595,7 +596,7 @@ def test_bad_file_urls_are_invalid_input(url: str) -> None:
         satchel.open(url)
 
 
-# --- large values of format 1, series, events -------------------------------------------
+# --- large values of format 1, event logs of formats 1 and 2, series ----------------------
 
 
 def _legacy_store(
@@ -657,7 +658,7 @@ def test_large_values_of_format_1_become_records_at_open(tmp_path: Path) -> None
         assert "gone" not in store and store.get("replaced") == b""
         assert sorted(store.keys()) == ["Other:Key", "big", "replaced"]
     assert not (root / ".blobs").exists() and os.listdir(root / ".tmp") == []
-    assert json.loads((root / ".satchel").read_text())["format"] == 2
+    assert json.loads((root / ".satchel").read_text())["format"] == 3  # no event log either
     backend = FilesBackend(root)
     assert backend.legacy_blobs(now) is None  # from the marker alone
     chunks = backend.scan(kind_scope("default", "b"), "c/", None, 100, now, values=False)
@@ -670,15 +671,129 @@ def test_large_values_of_format_1_become_records_at_open(tmp_path: Path) -> None
         assert store.get("big") == big
 
 
-def test_a_format_1_store_without_large_values_is_marked_format_2(tmp_path: Path) -> None:
+def test_a_format_1_store_without_old_data_is_marked_format_3(tmp_path: Path) -> None:
     root = tmp_path / "kv"
     _legacy_store(root, {})
     with satchel.open(_url(root)) as store:
         store.set("k", 1)
-    assert json.loads((root / ".satchel").read_text())["format"] == 2
+    assert json.loads((root / ".satchel").read_text())["format"] == 3
     (root / ".satchel").write_text('{"application": "satchel", "engine": "files", "format": 0}')
     with pytest.raises(satchel.IncompatibleDatabase, match="format 0"):
         FilesBackend(root)
+
+
+def _entries(*entries: tuple[bytes, int, int, bytes]) -> bytes:
+    """The payload of a batch of an old event log: entries (kind, seq, ms, data)."""
+    return b"".join(b"%s %d %d %d\n%s\n" % (k, seq, ms, len(data), data)
+                    for k, seq, ms, data in entries)  # fmt: skip
+
+
+def _old_event_log(
+    root: Path, scope: str, name: str, *payloads: bytes, file: str | None = None
+) -> Path:
+    """Write an event log as formats 1 and 2 kept sequence `name` of `scope`: the first
+    line, then a batch per payload. Return its path."""
+    folder = root / ".events" / escape_name(scope)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (file or escape_name(name))
+    label = json.dumps(name, ensure_ascii=False).encode()
+    path.write_bytes(b"satchel-events 0123456789abcdef %s\n" % label
+                     + b"".join(map(files._batch, payloads)))  # fmt: skip
+    return path
+
+
+def _format(root: Path, version: int) -> None:
+    marker = {"application": "satchel", "engine": "files", "format": version}
+    (root / ".satchel").write_text(json.dumps(marker))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_event_logs_of_formats_1_and_2_become_records_at_open(tmp_path: Path, version: int) -> None:
+    root = tmp_path / "kv"
+    long_scope = "x" * 255  # a hashed folder name: known by the label of its records
+    FilesBackend(root).close()
+    with satchel.open(_url(root), scope=long_scope) as store:
+        store.set("k", 1)
+    _format(root, version)
+    typed = get_codec("typed")
+    rows = [(n, 1000 + n, typed.encode([f"i{n}", "set", n])) for n in range(1, 7)]
+    state = {n: typed.encode({f"i{i}": i for i in range(1, n + 1)}) for n in range(1, 7)}
+    # "log": as a compaction at 2 rewrote it, then one append, then an append torn by a crash
+    _old_event_log(
+        root, "default", "log",
+        _entries((b"b", 2, 1002, state[2]), *((b"e", *row) for row in rows[2:5]),
+                 (b"h", 5, 1005, state[5])),
+        _entries((b"e", *rows[5]), (b"h", 6, 1006, state[6])),
+    )  # fmt: skip
+    with open(root / ".events" / "default" / "log", "ab") as f:
+        f.write(files._batch(_entries((b"e", 7, 1007, b"torn"), (b"h", 7, 1007, b"x")))[:-2])
+    for n in (1, 2):  # "other" of scope "s": two appends, no base
+        _old_event_log(root, "s", "other", *(_entries((b"e", *rows[i]), (b"h", i + 1,
+                       1001 + i, state[i + 1])) for i in range(n)))  # fmt: skip
+    _old_event_log(root, long_scope, "n", _entries((b"e", *rows[0]), (b"h", 1, 1001, state[1])))
+    # Passed by: a log under another file name, foreign files, names no key can be, a FIFO.
+    _old_event_log(root, "default", "named", file="other-name")
+    (root / ".events" / "default" / "readme").write_bytes(b"x" * 100_000)
+    for file, label in (("surrogate", b'"\\ud800"'), ("deep", b"[" * 5000)):
+        (root / ".events" / "default" / file).write_bytes(b"satchel-events 0 %s\n" % label)
+    os.mkfifo(root / ".events" / "default" / "fifo")
+
+    backend = FilesBackend(root)
+    assert backend.legacy_sequences() == [("default", "log"), ("s", "other"), (long_scope, "n")]
+    assert backend.legacy_states("default", "log") == (
+        (6, 1006, state[6]), (2, 1002, state[2])
+    )  # fmt: skip
+    assert backend.legacy_events("default", "log", 0, 10) == rows[2:]
+    assert backend.legacy_events("default", "log", 3, 2) == rows[3:5]
+    assert backend.legacy_states("s", "other") == ((2, 1002, state[2]), None)
+    assert backend.legacy_states("default", "nope") == (None, None)
+    assert backend.legacy_events("default", "nope", 0, 10) == []
+    backend.close()
+
+    with satchel.open(_url(root)) as store:
+        log = store.events("log")
+        assert len(log) == 6 and log.current() == {f"i{n}": n for n in range(1, 7)}
+        assert [e.seq for e in log.history()] == [3, 4, 5, 6]
+        assert log.at(1003) == {"i1": 1, "i2": 2, "i3": 3}
+        with pytest.raises(satchel.InvalidInput):
+            log.at(1001)  # compacted away
+        assert store.scope("s").events("other").current() == {"i1": 1, "i2": 2}
+        assert store.scope(long_scope).events("n").current() == {"i1": 1}
+        assert log.apply({"i7": 7})["i7"] == 7 and [e.seq for e in log.history()][-1] == 7
+        backend = store._shared.backend
+        assert backend.legacy_sequences() is None  # from the marker alone
+        backend.drop_legacy_events()  # idempotent
+        assert backend.legacy_events("default", "log", 0, 10) == []  # gone: nothing to read
+    assert not (root / ".events").exists() and os.listdir(root / ".tmp") == []
+    assert json.loads((root / ".satchel").read_text())["format"] == 3
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"e 1 1 99\nx\n",  # longer than its batch
+        b"e 1 1 -1\nx\n",
+        _entries((b"e", 2, 1, b"x")),  # not the first event
+        _entries((b"b", 5, 1, b"s"), (b"b", 2, 1, b"s")),  # a base behind the events
+        _entries((b"e", 1, 1, b"x"), (b"h", 2, 1, b"s")),  # a head after the last event
+        _entries((b"e", 1, 10**20, b"x")),  # a time msgpack cannot hold
+        _entries((b"q", 1, 1, b"x")),
+        b"e 1 1\nx\n",
+    ],
+)
+def test_a_damaged_old_event_log_is_corrupt_data_and_stays(tmp_path: Path, payload: bytes) -> None:
+    root = tmp_path / "kv"
+    FilesBackend(root).close()
+    _format(root, 2)
+    log = _old_event_log(root, "default", "log", payload)
+    backend = FilesBackend(root)
+    assert backend.legacy_sequences() == [("default", "log")]
+    with pytest.raises(satchel.CorruptData, match=re.escape(f"{log} is damaged")):
+        backend.legacy_states("default", "log")
+    backend.close()
+    with satchel.open(_url(root)) as store:  # opens; the log is kept for a person to see
+        assert store.event_names() == []
+    assert log.is_file() and json.loads((root / ".satchel").read_text())["format"] == 2
 
 
 HOSTILE_NAMES = ["../x", "..", ".", "/etc/passwd", "a/../../b", ".hidden", "x" * 1024,
@@ -693,13 +808,10 @@ def test_hostile_names_stay_inside(tmp_path: Path) -> None:
         for i, name in enumerate(HOSTILE_NAMES):
             assert backend.apply(scope, [Put(name, name.encode())], now) == 1
             backend.series_put(scope, name, [(i, name.encode())])
-            assert backend.events_append(scope, name, 0, [(i, name.encode())], b"h")
         for i, name in enumerate(HOSTILE_NAMES):
             assert backend.get_value(scope, name, now) == name.encode()
             assert backend.series_range(scope, name, None, None, 10) == [(i, name.encode())]
-            assert backend.events_read(scope, name, 0, 10) == [(1, i, name.encode())]
         assert backend.series_names(scope) == sorted(HOSTILE_NAMES)
-        assert backend.events_names(scope) == sorted(HOSTILE_NAMES)
         assert backend.count(scope, now) == len(HOSTILE_NAMES)
     assert backend.scopes(now) == sorted(["../up", "x" * 255, ".blobs"])
     assert sorted(os.listdir(tmp_path)) == ["kv"]
@@ -752,68 +864,22 @@ def test_a_torn_batch_is_ignored_then_cut_off(tmp_path: Path) -> None:
     root = tmp_path / "kv"
     backend = FilesBackend(root)
     backend.series_put("s", "temp", [(1, b"one")])
-    assert backend.events_append("s", "ev", 0, [(1, b"a")], b"H1")
-    for log in (root / ".series" / "s" / "temp", root / ".events" / "s" / "ev"):
-        whole = log.stat().st_size
-        with open(log, "ab") as f:  # a crash in the middle of an append
-            f.write(files._batch(b"p 2 3\ntwo\n")[:-3])
-        reader = FilesBackend(root)
-        assert reader.series_range("s", "temp", None, None, 10) == [(1, b"one")]
-        assert reader.events_state("s", "ev", "head") == (1, 1, b"H1")
-        reader.close()
-        assert log.stat().st_size > whole
+    log = root / ".series" / "s" / "temp"
+    whole = log.stat().st_size
+    with open(log, "ab") as f:  # a crash in the middle of an append
+        f.write(files._batch(b"p 2 3\ntwo\n")[:-3])
+    reader = FilesBackend(root)
+    assert reader.series_range("s", "temp", None, None, 10) == [(1, b"one")]
+    reader.close()
+    assert log.stat().st_size > whole
     backend.series_put("s", "temp", [(3, b"three")])
-    assert backend.events_append("s", "ev", 1, [(2, b"b")], b"H2")
     assert backend.series_range("s", "temp", None, None, 10) == [(1, b"one"), (3, b"three")]
-    assert backend.events_read("s", "ev", 0, 10) == [(1, 1, b"a"), (2, 2, b"b")]
-    (root / ".events" / "s" / "ev").write_bytes(b"garbage\n")
-    with pytest.raises(satchel.CorruptData, match="ev is damaged"):
-        backend.events_read("s", "ev", 0, 10)
-    backend.close()
-
-
-def test_event_log_keeps_only_the_last_head(tmp_path: Path) -> None:
-    root = tmp_path / "kv"
-    backend = FilesBackend(root)
-    big_head = b"h" * 100_000
-    for seq in range(40):
-        assert backend.events_append("s", "ev", seq, [(seq, b"e%d" % seq)], big_head)
-    log = root / ".events" / "s" / "ev"
-    assert log.stat().st_size < 3 * files.REWRITE_MIN  # dead heads were rewritten away
-    assert len(backend.events_read("s", "ev", 0, 100)) == 40
-    backend.events_compact("s", "ev", (30, 30, b"base"))
-    assert backend.events_read("s", "ev", 0, 100)[0] == (31, 30, b"e30")
-    assert backend.events_state("s", "ev", "base") == (30, 30, b"base")
-    backend.events_compact("s", "ev", (20, 20, b"older"))  # behind the base: no-op
-    assert backend.events_state("s", "ev", "base") == (30, 30, b"base")
-    assert backend.events_state("s", "ev", "head") == (40, 39, big_head)
-    backend.close()
-
-
-def _events_racer(url: str, rounds: int) -> list[int]:
-    backend = FilesBackend(url)
-    won = []
-    for _ in range(rounds):
-        while True:
-            head = backend.events_state("s", "ev", "head")
-            seq = 0 if head is None else head[0]
-            if backend.events_append("s", "ev", seq, [(os.getpid(), b"%d" % seq)], b"%d" % seq):
-                won.append(seq)
-                break
-    backend.close()
-    return won
-
-
-def test_concurrent_events_append_has_one_winner_per_seq(tmp_path: Path) -> None:
-    root = tmp_path / "kv"
-    FilesBackend(root).close()
-    results = _run_in_processes([(_events_racer, (str(root), 50))] * 4)
-    won = sorted(seq for result in results for seq in result)
-    assert won == list(range(200))
-    backend = FilesBackend(root)
-    events = backend.events_read("s", "ev", 0, 1000)
-    assert [seq for seq, _, _ in events] == list(range(1, 201))
-    assert [data for _, _, data in events] == [b"%d" % i for i in range(200)]
+    with open(log, "ab") as f:  # a batch that claims more than the file holds
+        f.write(b"@%016x %08x\n" % (2**63, 0))
+    assert backend.series_count("s", "temp") == 2
+    log.write_bytes(b"garbage\n")
+    with pytest.raises(satchel.CorruptData, match="temp is damaged"):
+        backend.series_count("s", "temp")
     backend.close()
 
 
@@ -835,10 +901,12 @@ def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> No
         store.delete("big")
     assert not (root / ".blobs").exists() and os.listdir(root / ".tmp") == []
     assert os.listdir(root / ".series" / "default") == ["temp"]
-    assert os.listdir(root / ".events" / "default") == ["cart"]
+    assert not (root / ".events").exists()  # event sequences are records
 
 
-def test_logs_match_the_memory_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_series_logs_match_the_memory_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from satchel._backends.memory import MemoryBackend
 
     monkeypatch.setattr(files, "REWRITE_MIN", 300)  # rewrites happen often
@@ -854,13 +922,6 @@ def test_logs_match_the_memory_engine(tmp_path: Path, monkeypatch: pytest.Monkey
             ("series_remove", ("s", "a", t, t + rng.randrange(-5, 20))),
             ("series_remove", ("s", "a", rng.choice([None, t]), rng.choice([None, t + 9]))),
         ]
-        head = model.events_state("s", "e", "head")
-        last = 0 if head is None else head[0]
-        events = [(step, os.urandom(rng.randrange(20))) for _ in range(rng.randrange(1, 4))]
-        ops += [("events_append", ("s", "e", last - (step % 5 == 0), events, b"h%d" % step))] * 4
-        if step % 5 == 0:
-            base = (max(0, last - rng.randrange(20)), step, b"b%d" % step)
-            ops += [("events_compact", ("s", "e", base)), ("events_delete", ("s", "e"))]
         name, args = rng.choice(ops)
         expected = getattr(model, name)(*args)
         assert getattr(writer, name)(*args) == expected, (seed, step, name)
@@ -871,11 +932,6 @@ def test_logs_match_the_memory_engine(tmp_path: Path, monkeypatch: pytest.Monkey
             ), (seed, step)
         assert backend.series_count("s", "a") == model.series_count("s", "a"), seed
         assert backend.series_names("s") == model.series_names("s"), seed
-        assert backend.events_read("s", "e", last - 3, 10) == model.events_read(
-            "s", "e", last - 3, 10
-        ), (seed, step)
-        for which in ("head", "base"):
-            assert backend.events_state("s", "e", which) == model.events_state("s", "e", which)
     model.close()
     writer.close()
     reader.close()

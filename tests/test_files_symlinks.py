@@ -22,7 +22,7 @@ import pytest
 
 import satchel
 from satchel._backends.base import Put
-from satchel._backends.files import FilesBackend
+from satchel._backends.files import FilesBackend, _batch, escape_name
 from satchel._blobs import CHUNK_SIZE, Manifest
 
 BIG = b"0123456789" * (CHUNK_SIZE // 10 + 1)  # two chunks
@@ -273,12 +273,6 @@ LOG_OPS: dict[str, Callable[[satchel.Store], object]] = {
     "series-remove-some": lambda s: s.series("temp").remove(0, 1),
     "series-remove-all": lambda s: s.series("temp").remove(),
     "series-reseal": lambda s: s._shared.backend.series_reseal("default", "temp", [(0, b"", b"")]),
-    "events-apply": lambda s: s.events("log").apply({"b": 2}),
-    "events-current": lambda s: s.events("log").current(),
-    "events-history": lambda s: list(s.events("log").history()),
-    "events-compact": lambda s: s.events("log").compact(),
-    "events-delete": lambda s: s.events("log").delete(),
-    "events-reseal": lambda s: s._shared.backend.events_reseal("default", "log", [(1, b"", b"")]),
 }
 
 
@@ -286,18 +280,12 @@ LOG_OPS: dict[str, Callable[[satchel.Store], object]] = {
 @pytest.mark.parametrize("level", ["kind", "scope", "log"])
 def test_a_linked_log_is_refused(tmp_path: Path, outside: Path, level: str, op: str) -> None:
     root = tmp_path / "kv"
-    kind, name = (".series", "temp") if op.startswith("series") else (".events", "log")
     with satchel.open(_url(root)) as store:
         store.series("temp").extend({0: 0.0, 1: 1.0, 2: 2.0})
-        store.events("log").apply({"a": 1})
-        store.events("log").apply({"a": 2})
-        rel = {"kind": kind, "scope": f"{kind}/default", "log": f"{kind}/default/{name}"}[level]
-        before = _plant(root, rel, outside)
-        if (op, level) == ("events-delete", "log"):
-            assert LOG_OPS[op](store)  # the link goes, not what it points at
-        else:
-            _link_error(lambda: LOG_OPS[op](store), root / rel)
-            assert (root / rel).is_symlink()
+        rel = {"kind": ".series", "scope": ".series/default", "log": ".series/default/temp"}
+        before = _plant(root, rel[level], outside)
+        _link_error(lambda: LOG_OPS[op](store), root / rel[level])
+        assert (root / rel[level]).is_symlink()
     assert _snapshot(outside) == before
 
 
@@ -313,6 +301,41 @@ def test_listing_logs_never_follows_a_link(tmp_path: Path, outside: Path, level:
             assert store.series_names() == ["other"]  # the link is no log of the store's
         else:
             _link_error(store.series_names, root / rel[level])
+    assert _snapshot(outside) == before
+
+
+def _old_event_log(root: Path, scope: str, name: str) -> None:
+    """An event log as formats 1 and 2 kept one: sequence `name` of `scope` holds one
+    event (data b"e") and its head (b"h")."""
+    folder = root / ".events" / escape_name(scope)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = b"e 1 1000 1\ne\nh 1 1000 1\nh\n"
+    (folder / escape_name(name)).write_bytes(
+        b"satchel-events 0123456789abcdef %s\n" % json.dumps(name).encode() + _batch(payload)
+    )
+
+
+@pytest.mark.parametrize("level", ["events", "scope", "log", "records"])
+def test_moving_event_logs_of_format_2_never_follows_a_link(
+    tmp_path: Path, outside: Path, level: str
+) -> None:
+    root = tmp_path / "kv"
+    hashed = "x" * 255  # its scope is known from the label in its records' folder
+    with satchel.open(_url(root), scope=hashed) as store:
+        store.set("k", 1)
+    (root / ".satchel").write_text('{"application": "satchel", "engine": "files", "format": 2}')
+    _old_event_log(root, "default", "log")
+    _old_event_log(root, hashed, "log")
+    rel = {"events": ".events", "scope": ".events/default", "log": ".events/default/log",
+           "records": escape_name(hashed)}[level]  # fmt: skip
+    before = _plant(root, rel, outside)
+    backend = FilesBackend(root)
+    found = {"events": [], "records": [("default", "log")]}.get(level, [(hashed, "log")])
+    assert backend.legacy_sequences() == found  # the linked logs are passed by
+    backend.drop_legacy_events()
+    assert backend.legacy_sequences() is None
+    backend.close()
+    assert not os.path.lexists(root / ".events")  # the link went, not what it points at
     assert _snapshot(outside) == before
 
 

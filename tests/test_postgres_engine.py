@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +16,9 @@ from psycopg import sql
 import satchel
 import support_postgres
 from satchel._backends.base import LegacyBlob, Put
-from satchel._backends.postgres import SCAN, SCHEMA_VERSION, PostgresBackend
+from satchel._backends.postgres import SCAN, SCHEMA_VERSION, PostgresBackend, _derived
 from satchel._blobs import migrate
+from satchel._codecs import get_codec
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_schemas_of_tests_are_isolated(tmp_path):
         support_postgres.drop(second)
 
 
-# -- time series, event sequences, large values ----------------------------------------------
+# -- time series, and what satchel 0.1 kept apart --------------------------------------
 
 
 class _Engine(PostgresBackend):
@@ -230,7 +230,7 @@ def test_series_range_is_an_index_range_scan(url):
             assert "Sort" not in plan, plan
 
 
-def test_series_and_events_names_skip_through_the_index(url):
+def test_series_names_skip_through_the_index(url):
     with _backend(url) as b:
         b.series_put("s", "one", [(t, b"") for t in range(5000)])
         b.series_put("s", "two", [(1, b"")])
@@ -244,8 +244,7 @@ def test_tables_of_two_stores_in_one_schema_are_separate(url):
     long_table = "t" * 63  # derived names must be shortened without colliding
     with _backend(url) as a, _backend(url, table=long_table) as b:
         a.series_put("s", "x", [(1, b"a")])
-        a.events_append("s", "e", 0, [(1, b"a")], b"head")
-        assert b.series_names("s") == [] and b.events_names("s") == []
+        assert b.series_names("s") == []
     with _admin() as conn:
         names = [
             row[0]
@@ -253,90 +252,8 @@ def test_tables_of_two_stores_in_one_schema_are_separate(url):
                 "SELECT tablename FROM pg_tables WHERE schemaname = %s", (_schema(url),)
             )
         ]
-    assert len(names) == len(set(names)) == 1 + 2 * 4  # meta, and 4 tables for each
+    assert len(names) == len(set(names)) == 1 + 2 * 2  # meta, and kv and series for each
     assert all(len(name) <= 63 for name in names)
-
-
-def test_events_append_without_a_head_and_after_delete(url):
-    with _backend(url) as b:
-        assert b.events_append("s", "e", 0, [(5, b"a"), (6, b"b")], b"h2")
-        assert not b.events_append("s", "e", 0, [(7, b"x")], b"hx")
-        assert not b.events_append("s", "e", 1, [(7, b"x")], b"hx")
-        assert b.events_state("s", "e", "head") == (2, 6, b"h2")
-        b.events_compact("s", "e", (1, 5, b"b1"))
-        b.events_compact("s", "e", (0, 0, b"older"))  # behind the base: a no-op
-        assert b.events_state("s", "e", "base") == (1, 5, b"b1")
-        assert b.events_read("s", "e", 0, 10) == [(2, 6, b"b")]
-        assert b.events_delete("s", "e") is True
-        assert b.events_delete("s", "e") is False
-        assert b.events_append("s", "e", 0, [(9, b"new")], b"h1")  # starts again at 1
-        assert b.events_read("s", "e", 0, 10) == [(1, 9, b"new")]
-
-
-def _race(b: PostgresBackend, name: str, barrier: threading.Barrier, me: int, rounds: int,
-          wins: list[tuple[int, int]]) -> None:  # fmt: skip
-    for after in range(rounds):
-        barrier.wait()
-        if b.events_append("s", name, after, [(me, str(me).encode())], b"head"):
-            wins.append((after, me))
-        barrier.wait()  # every racer has tried before the next round
-
-
-@pytest.mark.parametrize("isolation", ["read committed", "serializable"])
-def test_racing_appends_from_threads_have_one_winner_each(url, isolation):
-    threads, rounds = 6, 25
-    escaped = isolation.replace(" ", "\\ ")  # libpq's options are split at spaces
-    options = {"options": f"-c default_transaction_isolation={escaped}"}
-    backends = [_backend(url, libpq=options) for _ in range(threads)]
-    barrier = threading.Barrier(threads)
-    wins: list[tuple[int, int]] = []
-    try:
-        workers = [
-            threading.Thread(target=_race, args=(backends[i], "e", barrier, i, rounds, wins))
-            for i in range(threads)
-        ]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(120)
-        assert sorted(after for after, _ in wins) == list(range(rounds))
-        events = backends[0].events_read("s", "e", 0, 1000)
-        winners = dict(wins)
-        assert [(seq, ts) for seq, ts, _ in events] == [
-            (after + 1, winners[after]) for after in range(rounds)
-        ]
-        assert backends[0].events_state("s", "e", "head")[0] == rounds
-    finally:
-        for b in backends:
-            b.close()
-
-
-def _append_many(url: str, name: str, me: int, times: int) -> None:
-    with _backend(url) as b:
-        done = 0
-        while done < times:
-            head = b.events_state("s", name, "head")
-            after = 0 if head is None else head[0]
-            if b.events_append("s", name, after, [(me, f"{me}:{done}".encode())], b"h"):
-                done += 1
-
-
-def test_appends_from_many_processes_lose_nothing(url):
-    satchel.open(url).close()
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_append_many, args=(url, "e", i, 40)) for i in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(120)
-        assert w.exitcode == 0
-    with _backend(url) as b:
-        events = b.events_read("s", "e", 0, 1000)
-        assert [seq for seq, _, _ in events] == list(range(1, 161))
-        for me in range(4):  # each process's events, in its own order
-            mine = [data for _, ts, data in events if ts == me]
-            assert mine == [f"{me}:{i}".encode() for i in range(40)]
-        assert b.events_state("s", "e", "head")[0] == 160
 
 
 # The schema of satchel 0.1 (version 1): records only.
@@ -383,7 +300,7 @@ def test_a_version_1_database_is_upgraded_on_open(url):
         with store.open_blob("big", "wb") as f:
             f.write(b"x" * (3 << 20))
         store["big"] = 1
-    assert _legacy_objects(url) == []
+    assert _legacy_objects(url) == [] and _old_event_tables(url, "satchel_kv") == []
     with _backend(url) as b:
         old = b.get("default", "old", NOW)
         assert (old.value, old.version) == (b"opaque", 3)
@@ -412,7 +329,6 @@ def test_a_newer_database_is_not_touched(url):
 def test_a_table_name_with_quotes_and_dollars_works(url):
     with _backend(url, table="we\"ird $$ 'name'") as b:
         b.series_put("s", "x", [(1, b"a")])
-        assert b.events_append("s", "e", 0, [(1, b"a")], b"h")
         b.apply("s", [Put("k", b"v")], NOW)
         assert b.get_value("s", "k", NOW) == b"v"
     assert _rows(url, "we\"\"ird $$ 'name'_series") == 1
@@ -618,3 +534,99 @@ def test_two_processes_moving_the_same_old_large_values(url):
     assert _legacy_objects(url) == []
     with satchel.open(url) as store:
         assert store.get("k") == payload
+
+
+# -- event sequences kept by satchel 0.1 -------------------------------------------------
+
+# The event tables satchel 0.1 created beside the kv table (named by _derived).
+OLD_EVENT_TABLES = """
+CREATE TABLE {events} (
+    scope text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    ts bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (scope, name, seq)
+);
+CREATE TABLE {states} (
+    scope text COLLATE "C" NOT NULL,
+    name text COLLATE "C" NOT NULL,
+    which text COLLATE "C" NOT NULL CHECK (which IN ('head', 'base')),
+    seq bigint NOT NULL,
+    ts bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (scope, name, which)
+);
+UPDATE {meta} SET value = '2' WHERE name = {version_name};
+"""
+
+
+def _old_event_names(url: str, table: str) -> dict[str, sql.Composable]:
+    names = {name: sql.Identifier(_schema(url), _derived(table, f"_{name}"))
+             for name in ("events", "states")}  # fmt: skip
+    return {**_legacy_names(url, table), **names}
+
+
+def _old_event_tables(url: str, table: str) -> list[str]:
+    """The old event tables of `table` still in the database."""
+    names = _old_event_names(url, table)
+    with _admin() as conn:
+        return [
+            name
+            for name in ("events", "states")
+            if conn.execute("SELECT to_regclass(%s)", (names[name].as_string(conn),)).fetchone()
+            != (None,)
+        ]
+
+
+@pytest.mark.parametrize("table", ["satchel_kv", "we\"ird $$ 'name'", "t" * 63])
+def test_event_sequences_of_satchel_0_1_are_moved_to_records_on_open(url, table):
+    with satchel.open(url, table=table) as store:
+        store.set("k", 1)
+    assert _old_event_tables(url, table) == []  # a new table has none
+    typed = get_codec("typed")
+    rows = [(n, 1000 + n, typed.encode([f"i{n}", "set", n])) for n in range(1, 6)]
+    everything = typed.encode({f"i{n}": n for n in range(1, 6)})
+    two = typed.encode({"i1": 1, "i2": 2})
+    names = _old_event_names(url, table)
+    with _admin() as conn, conn.transaction():  # a version 2 table, as satchel 0.1 left it
+        conn.execute(sql.SQL(OLD_EVENT_TABLES).format(**names))
+        # "log": events 3..5 after a base at 2; "other" in scope "s": two events, no base
+        insert = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s)").format(names["events"])
+        with conn.cursor() as cur:
+            cur.executemany(insert, [("default", "log", *row) for row in rows[2:]])
+            cur.executemany(insert, [("s", "other", *row) for row in rows[:2]])
+            cur.executemany(
+                sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s)").format(names["states"]),
+                [("default", "log", "head", 5, 1005, everything),
+                 ("default", "log", "base", 2, 1002, two),
+                 ("s", "other", "head", 2, 1002, two)],
+            )  # fmt: skip
+
+    with _backend(url, table=table) as b:
+        assert _version_of(url, table) == str(SCHEMA_VERSION)  # set on open, tables kept
+        assert b.legacy_sequences() == [("default", "log"), ("s", "other")]
+        assert b.legacy_states("default", "log") == ((5, 1005, everything), (2, 1002, two))
+        assert b.legacy_states("s", "other") == ((2, 1002, two), None)
+        assert b.legacy_states("default", "nope") == (None, None)
+        assert b.legacy_events("default", "log", 2, 10) == rows[2:]
+        assert b.legacy_events("default", "log", 3, 1) == rows[3:4]
+        assert b.legacy_events("default", "log", 5, 10) == []
+        with satchel.open(url, table=table) as store:  # moves them, drops the tables
+            log = store.events("log")
+            assert len(log) == 5 and log.current() == {f"i{n}": n for n in range(1, 6)}
+            assert [e.seq for e in log.history()] == [3, 4, 5]
+            assert log.at(1003) == {"i1": 1, "i2": 2, "i3": 3}
+            with pytest.raises(satchel.InvalidInput):
+                log.at(1001)  # compacted away
+            assert store.scope("s").events("other").current() == {"i1": 1, "i2": 2}
+            assert log.apply({"i6": 6})["i6"] == 6  # takes events on, after 5
+            assert [e.seq for e in log.history()][-1] == 6
+        # `b` found the tables at its open: another process dropped them meanwhile.
+        assert b.legacy_states("default", "log") == (None, None)
+        assert b.legacy_events("default", "log", 0, 10) == []
+        assert b.legacy_sequences() is None
+        b.drop_legacy_events()  # idempotent
+    assert _old_event_tables(url, table) == []
+    with _backend(url, table=table) as b:
+        assert b.legacy_sequences() is None

@@ -28,9 +28,10 @@ from redis.crc import key_slot
 import satchel
 import support_redis
 from conftest import ENGINES, require_service
-from satchel._backends.base import Put
-from satchel._backends.redis import LAYOUT, RedisBackend, open_redis
+from satchel._backends.base import EventState, Put
+from satchel._backends.redis import BLOBS_MIGRATED, LAYOUT, RedisBackend, open_redis
 from satchel._blobs import Manifest
+from satchel._codecs import get_codec
 from satchel._keys import compile_pattern
 
 PASSWORD = "s3cret-pw-9f4e"
@@ -597,7 +598,7 @@ def test_close_is_idempotent(url: str) -> None:
     backend.close()
 
 
-# --- large values, time series, event sequences (backend level) -------------------------------
+# --- large values, time series, old event sequences (backend level) ---------------------------
 
 
 @pytest.fixture
@@ -617,6 +618,26 @@ META = [b"created_at", b"updated_at", b"value", b"version"]
 def _old_record(url: str, key: str, fields: dict[str, bytes | str | float]) -> None:
     """A hash as releases before 0.2 wrote it (no native expiry: staging had lifted it)."""
     _raw(url).hset(_name(url, "default", key), mapping=fields)  # type: ignore[arg-type]
+
+
+def _old_sequence(
+    url: str,
+    scope: str,
+    name: str,
+    events: list[tuple[int, int, bytes]],
+    head: EventState,
+    base: EventState | None = None,
+) -> None:
+    """Sequence `name` of `scope` as releases before 0.2 kept it: one hash of its events
+    (seq, ms, data), its last seq, head and base (see the engine's module docstring)."""
+    encoded = scope.encode()
+    fields = {b"%d" % seq: b"%d %s" % (ms, data) for seq, ms, data in events}
+    fields |= {b"seq": b"%d" % head[0], b"head": b"%d %d %s" % head}
+    if base is not None:
+        fields |= {b"bseq": b"%d" % base[0], b"base": b"%d %d %s" % base}
+    prefix = support_redis.prefix_of(url).encode()
+    _raw(url).hset(b"%s~e:%d:%s:%s" % (prefix, len(encoded), encoded, name.encode()),
+                   mapping=fields)  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_large_values_kept_the_old_way_are_migrated_at_open(url: str) -> None:
@@ -661,11 +682,14 @@ def test_large_values_kept_the_old_way_are_migrated_at_open(url: str) -> None:
         assert store["big"] == b"small"
 
 
-def test_a_new_store_is_marked_as_holding_no_old_large_values(url: str) -> None:
+def test_a_new_store_is_marked_as_holding_no_old_storage(url: str) -> None:
     with satchel.open(url) as store:
         store.set("k", b"v")
+        store.events("log").apply({"a": 1})
+        assert store._shared.backend.legacy_sequences() is None
     assert _raw(url).get(f"{support_redis.prefix_of(url)}~layout") == LAYOUT
     assert _fields(url, "k") == META
+    assert not any(b"~e:" in name for name in _names(url))
 
 
 def test_record_scans_never_see_series_or_events(url: str, backend: RedisBackend) -> None:
@@ -673,17 +697,16 @@ def test_record_scans_never_see_series_or_events(url: str, backend: RedisBackend
     for scope in ("default", "s"):
         backend.apply(scope, [Put("rec", b"v")], now)
         backend.series_put(scope, "temps", [(1, b"a")])
-        backend.events_append(scope, "log", 0, [(5, b"e")], b"head")
+        _old_sequence(url, scope, "log", [(1, 5, b"e")], (1, 5, b"head"))
     backend.drop_legacy_blobs()  # the marker: not a scope either
     backend.series_put("only-series", "temps", [(1, b"a")])
-    backend.events_append("only-events", "log", 0, [(5, b"e")], b"head")
+    _old_sequence(url, "only-events", "log", [(1, 5, b"e")], (1, 5, b"head"))
     assert backend.scopes(now) == ["default", "s"]
     assert [r.key for r in backend.scan("default", "", None, 100, now)] == ["rec"]
     assert backend.count("default", now) == 1 and backend.count("only-series", now) == 0
     backend.clear("s")
-    assert backend.series_names("s") == ["temps"] and backend.events_names("s") == ["log"]
-    assert backend.series_count("s", "temps") == 1
-    assert backend.events_state("s", "log", "head") == (1, 5, b"head")
+    assert backend.series_names("s") == ["temps"] and backend.series_count("s", "temps") == 1
+    assert backend.legacy_states("s", "log") == ((1, 5, b"head"), None)
     assert backend.scopes(now) == ["default"]
     with satchel.open(url) as store:
         assert list(store.keys()) == ["rec"] and len(store) == 1
@@ -726,14 +749,13 @@ def test_series_and_sequence_names_with_braces_and_globs(url: str, backend: Redi
     for scope in ("{t}", "t*"):
         for name in names:
             backend.series_put(scope, name, [(1, b"a"), (2, b"b")])
-            backend.events_append(scope, name, 0, [(1, b"a"), (2, b"b")], b"h")
-            backend.events_compact(scope, name, (1, 1, b"base"))
+            _old_sequence(url, scope, name, [(2, 2, b"b")], (2, 2, b"h"), (1, 1, b"base"))
         assert backend.series_names(scope) == sorted(names)
-        assert backend.events_names(scope) == sorted(names)
         for name in names:
             assert backend.series_range(scope, name, 2, None, 9) == [(2, b"b")]
-            assert backend.events_read(scope, name, 0, 9) == [(2, 2, b"b")]
-    assert backend.series_names("t") == [] and backend.events_names("{") == []
+            assert backend.legacy_events(scope, name, 0, 9) == [(2, 2, b"b")]
+    assert backend.series_names("t") == []
+    assert backend.legacy_sequences() == sorted((s, n) for s in ("{t}", "t*") for n in names)
 
 
 def test_series_put_of_ten_thousand_points_is_one_round_trip(
@@ -750,84 +772,67 @@ def test_series_put_of_ten_thousand_points_is_one_round_trip(
         assert backend.series_count("default", "rt") == 10_000
         assert backend.series_range("default", "rt", 5_000_000, None, 2) == points[5000:5002]
     finally:
-        backend.events_delete("default", "rt")
         _raw_private = redis.Redis(port=private_port, password=PASSWORD)
         _raw_private.flushall()  # the private server of this module only
         _raw_private.close()
         backend.close()
 
 
-def test_events_log_states_and_compaction(url: str, backend: RedisBackend) -> None:
-    assert backend.events_state("default", "e", "head") is None
-    assert backend.events_read("default", "e", 0, 10) == []
-    events = [(1000 + i, b"data %d\n\x00{}" % i) for i in range(10)]
-    assert backend.events_append("default", "e", 0, events[:4], b"h4")
-    assert not backend.events_append("default", "e", 0, events[4:], b"no")
-    assert not backend.events_append("default", "e", 5, events[4:], b"no")
-    assert backend.events_append("default", "e", 4, events[4:], b"h 10")
-    assert backend.events_state("default", "e", "head") == (10, 1009, b"h 10")
-    assert backend.events_state("default", "e", "base") is None
-    expected = [(i + 1, t, d) for i, (t, d) in enumerate(events)]
-    assert backend.events_read("default", "e", 0, 100) == expected
-    assert backend.events_read("default", "e", 3, 2) == expected[3:5]
-    assert backend.events_read("default", "e", 10, 100) == []
-    backend.events_compact("default", "e", (6, 1005, b"b6"))
-    backend.events_compact("default", "e", (4, 1003, b"older: ignored"))
-    assert backend.events_state("default", "e", "base") == (6, 1005, b"b6")
-    assert backend.events_read("default", "e", 0, 2) == expected[6:8]
-    assert backend.events_read("default", "e", 7, 100) == expected[7:]
-    fields = _raw(url).hkeys(f"{support_redis.prefix_of(url)}~e:7:default:e")
-    assert sorted(f for f in fields if f.isdigit()) == sorted(b"%d" % s for s in range(7, 11))
-    backend.events_compact("default", "e", (10, 1009, b"b10"))
-    assert backend.events_read("default", "e", 0, 100) == []
-    assert backend.events_append("default", "e", 10, [(2000, b"x")], b"h11")
-    assert backend.events_read("default", "e", 0, 100) == [(11, 2000, b"x")]
-    assert backend.events_names("default") == ["e"]
-    assert backend.events_delete("default", "e") is True
-    assert backend.events_delete("default", "e") is False
-    assert backend.events_names("default") == []
-    assert backend.events_append("default", "e", 0, [(1, b"again")], b"h")
-    assert backend.events_read("default", "e", 0, 100) == [(1, 1, b"again")]
-
-
-def _append_worker(url: str, worker: int, until: int, start: Any, results: Any) -> None:
+def test_event_sequences_kept_the_old_way_are_migrated_at_open(url: str) -> None:
+    raw, layout = _raw(url), f"{support_redis.prefix_of(url)}~layout"
+    with satchel.open(url) as store:
+        store.set("k", 1)
+    raw.set(layout, BLOBS_MIGRATED)  # as code that still kept sequences in hashes left it
+    typed = get_codec("typed")
+    rows = [(n, 1000 + n, typed.encode([f"i{n}", "set", n])) for n in range(1, 7)]
+    state = {n: typed.encode({f"i{i}": i for i in range(1, n + 1)}) for n in range(1, 7)}
+    odd = "a}{b*\n"  # a name with braces, a glob and a newline, in a scope with a hash tag
+    _old_sequence(url, "default", "log", rows[2:], (6, 1006, state[6]), (2, 1002, state[2]))
+    _old_sequence(url, "{t}", odd, rows[:2], (2, 1002, state[2]))
     backend = open_redis(url.split("?")[0], {"prefix": support_redis.prefix_of(url)})
-    won = []
-    backend.events_state("default", "race", "head")  # connected
-    start.wait(30)
     try:
-        while True:
-            head = backend.events_state("default", "race", "head")
-            seq = 0 if head is None else head[0]
-            if seq >= until:
-                break
-            if backend.events_append("default", "race", seq, [(worker, b"%d" % worker)], b"h"):
-                won.append(seq + 1)
+        assert backend.legacy_blobs(time.time()) is None  # the mark spares that scan only
+        assert backend.legacy_sequences() == [("default", "log"), ("{t}", odd)]
+        assert backend.legacy_states("default", "log") == (
+            (6, 1006, state[6]), (2, 1002, state[2])
+        )  # fmt: skip
+        assert backend.legacy_events("default", "log", 0, 10) == rows[2:]
+        assert backend.legacy_events("default", "log", 3, 2) == rows[3:5]
+        assert backend.legacy_events("default", "log", 6, 10) == []
+        assert backend.legacy_states("{t}", odd) == ((2, 1002, state[2]), None)
+        assert backend.legacy_events("{t}", odd, 0, 1) == rows[:1]
+        assert backend.legacy_states("default", "nope") == (None, None)
+        assert backend.legacy_events("default", "nope", 0, 10) == []
     finally:
         backend.close()
-        results.put((worker, won))
+    with satchel.open(url) as store:
+        log = store.events("log")
+        assert len(log) == 6 and log.current() == {f"i{n}": n for n in range(1, 7)}
+        assert [e.seq for e in log.history()] == [3, 4, 5, 6]
+        assert log.at(1003) == {"i1": 1, "i2": 2, "i3": 3}
+        assert store.scope("{t}").events(odd).current() == {"i1": 1, "i2": 2}
+        assert log.apply({"i7": 7})["i7"] == 7 and [e.seq for e in log.history()][-1] == 7
+        backend = store._shared.backend
+        assert backend.legacy_sequences() is None  # from the mark alone
+        backend.drop_legacy_events()  # idempotent
+        assert backend.legacy_sequences() is None
+        assert backend.legacy_events("default", "log", 0, 10) == []  # gone: nothing to read
+    assert raw.get(layout) == LAYOUT
+    assert not any(b"~e:" in name for name in _names(url))
 
 
-def test_concurrent_appends_have_one_winner_per_seq(url: str, backend: RedisBackend) -> None:
-    workers, until = 4, 400
-    ctx = multiprocessing.get_context("fork")
-    start, queue = ctx.Barrier(workers), ctx.Queue()
-    procs = [
-        ctx.Process(target=_append_worker, args=(url, w, until, start, queue))
-        for w in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for proc in procs:
-        proc.join(30)
-    assert sorted(seq for won in results.values() for seq in won) == list(range(1, until + 1))
-    events = backend.events_read("default", "race", 0, until + 10)
-    assert [seq for seq, _, _ in events] == list(range(1, until + 1))
-    for worker, won in results.items():
-        assert [seq for seq, t, data in events if data == b"%d" % worker] == won
-        assert all(t == worker for seq, t, data in events if seq in won)
-    assert sum(1 for won in results.values() if won) > 1  # they really raced
+def test_the_layout_mark_says_what_is_migrated(url: str, backend: RedisBackend) -> None:
+    raw, layout = _raw(url), f"{support_redis.prefix_of(url)}~layout"
+    _old_sequence(url, "default", "log", [(1, 5, b"e")], (1, 5, b"head"))
+    assert backend.legacy_blobs(time.time()) == []
+    backend.drop_legacy_events()  # large values are not migrated yet: no mark
+    assert raw.get(layout) is None and backend.legacy_sequences() == []
+    backend.drop_legacy_blobs()
+    assert raw.get(layout) == BLOBS_MIGRATED and backend.legacy_sequences() == []
+    backend.drop_legacy_events()
+    assert raw.get(layout) == LAYOUT and backend.legacy_sequences() is None
+    backend.drop_legacy_blobs()  # never lowers the mark
+    assert raw.get(layout) == LAYOUT and backend.legacy_blobs(time.time()) is None
 
 
 def test_cluster_reloads_lost_scripts_for_the_new_primitives(
@@ -841,10 +846,6 @@ def test_cluster_reloads_lost_scripts_for_the_new_primitives(
     try:
         _flush_scripts(raw)
         backend.series_put("default", "s", [(1, b"a")])
-        _flush_scripts(raw)
-        assert backend.events_append("default", "e", 0, [(1, b"a")], b"h")
-        _flush_scripts(raw)
-        assert backend.events_read("default", "e", 0, 9) == [(1, 1, b"a")]
         _flush_scripts(raw)
         assert backend.legacy_blobs(time.time()) == []
         _flush_scripts(raw)

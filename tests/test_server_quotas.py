@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
+import msgpack
 import psycopg
 import pytest
 
@@ -83,12 +84,6 @@ def _every_data_call(c: httpx.Client, scope: str) -> Iterator[tuple[str, httpx.R
         "/v1/series/remove": {**s, "name": "n"},
         "/v1/series/count": {**s, "name": "n"},
         "/v1/series/names": s,
-        "/v1/events/append": {**s, "name": "n", "after_seq": 0, "events": one, "head": ""},
-        "/v1/events/read": {**s, "name": "n"},
-        "/v1/events/state": {**s, "name": "n"},
-        "/v1/events/compact": {**s, "name": "n", "base": {"seq": 1, "t": 1, "data": ""}},
-        "/v1/events/delete": {**s, "name": "n"},
-        "/v1/events/names": s,
     }
     for path, body in posts.items():
         yield path, c.post(path, json=body)
@@ -319,13 +314,14 @@ def _workloads(
                                                   "points": batch}))  # fmt: skip
         return write
 
-    def events(name: str, n: int, sequences: int = 1) -> Callable[[], None]:
-        def write() -> None:
-            for s in range(sequences):
-                batch = [{"t": t, "value": b64(b"e")} for t in range(n // sequences)]
-                ok(c.post("/v1/events/append", json={"scope": "e", "name": f"{name}{s}",
-                     "after_seq": 0, "events": batch, "head": b64(b"h")}))  # fmt: skip
-        return write
+    def events(n: int, sequences: int = 1) -> Callable[[], None]:
+        """The records a Store writes for `sequences` sequences of n/sequences events
+        (see _events.py): a head each, and each event's timestamp and data."""
+        keys = []
+        for s in range(sequences):
+            sid = f"{{{s:032x}}}"
+            keys += [sid, *(f"{sid}/{0:016x}/{i:016d}" for i in range(1, n // sequences + 1))]
+        return records("e\x1fe", keys, msgpack.packb([1 << 40, b"e"]))
 
     def scopes(n: int) -> Callable[[], None]:
         return lambda: [ok(c.post("/v1/apply", json={"scope": f"s{i}", "changes": [
@@ -340,10 +336,9 @@ def _workloads(
     yield "points, 1000-byte names", n, points(LONG, n)
     if containers:
         yield "series of one point", each, points("one", each, series=each)
-    yield "events", n, events("log", n)
-    yield "events, 1000-byte names", n, events(LONG, n)
+    yield "events", n, events(n)
     if containers:
-        yield "sequences of one event", each, events("one", each, sequences=each)
+        yield "sequences of one event", each, events(each, sequences=each)
     # the chunks and heads of large values: records in the blob scope of a scope
     yield "blob scope records", n, records("b\x1fb", [f"c/{i:032x}/00000000" for i in range(n)],
                                           b"c")  # fmt: skip
@@ -351,13 +346,11 @@ def _workloads(
 
 def _warm_up(c: httpx.Client) -> None:
     """What the first write of a kind makes once (tables, folders) is made before measuring."""
-    for scope in ("r", "v", "p", "e", "b\x1fb"):
+    for scope in ("r", "v", "p", "e\x1fe", "b\x1fb"):
         c.post("/v1/apply", json={"scope": scope, "changes": [{"op": "put", "key": "w",
                                                                "value": ""}]})  # fmt: skip
     one = [{"t": 0, "value": ""}]
     c.post("/v1/series/put", json={"scope": "p", "name": "w", "points": one})
-    c.post("/v1/events/append", json={"scope": "e", "name": "w", "after_seq": 0, "events": one,
-                                      "head": ""})  # fmt: skip
 
 
 def measure(name: str, tmp_path: Path) -> list[tuple[str, int, int, int, int]]:

@@ -28,6 +28,7 @@ import pytest
 import satchel
 from satchel._backends import sqlite as sqlite_backend
 from satchel._blobs import CHUNK_SIZE, chunk_key, head_key
+from satchel._codecs import get_codec
 from satchel._keys import kind_scope
 
 PROCESS_DEADLINE = 60.0  # seconds for a whole multi-process run
@@ -470,8 +471,7 @@ def _foreign_database(path: Path) -> None:
     db.close()
 
 
-SATCHEL_TABLES = {"satchel_kv", "satchel_kv_expiry", "satchel_meta", "satchel_points",
-                  "satchel_events", "satchel_event_states"}  # fmt: skip
+SATCHEL_TABLES = {"satchel_kv", "satchel_kv_expiry", "satchel_meta", "satchel_points"}
 
 
 def _tables(path: Path) -> list[str]:
@@ -957,13 +957,72 @@ def test_large_values_of_a_schema_2_file_move_into_records(tmp_path: Path) -> No
         assert not store.exists("first")
 
 
+# The event tables of schema 2, as releases before 0.2 made them.
+OLD_EVENT_TABLES = (
+    """CREATE TABLE satchel_events (scope TEXT NOT NULL, name TEXT NOT NULL,
+        seq INTEGER NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (scope, name, seq)) WITHOUT ROWID""",
+    """CREATE TABLE satchel_event_states (scope TEXT NOT NULL, name TEXT NOT NULL,
+        which TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL, data BLOB NOT NULL,
+        PRIMARY KEY (scope, name, which))""",
+)
+
+
+def test_event_sequences_of_a_schema_2_file_move_into_records(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    with satchel.open(path) as store:
+        store.set("k", 1)
+    typed = get_codec("typed")
+    rows = [(n, 1000 + n, typed.encode([f"i{n}", "set", n])) for n in range(1, 6)]
+    db = sqlite3.connect(path)
+    try:
+        for statement in OLD_EVENT_TABLES:
+            db.execute(statement)
+        # "log": events 3..5 after a base at 2; "other" in scope "s": two events, no base
+        db.executemany("INSERT INTO satchel_events VALUES ('default', 'log', ?, ?, ?)", rows[2:])
+        db.executemany("INSERT INTO satchel_events VALUES ('s', 'other', ?, ?, ?)", rows[:2])
+        everything = typed.encode({f"i{n}": n for n in range(1, 6)})
+        states = [("default", "log", "head", 5, 1005, everything),
+                  ("default", "log", "base", 2, 1002, typed.encode({"i1": 1, "i2": 2})),
+                  ("s", "other", "head", 2, 1002, typed.encode({"i1": 1, "i2": 2}))]  # fmt: skip
+        db.executemany("INSERT INTO satchel_event_states VALUES (?, ?, ?, ?, ?, ?)", states)
+        db.commit()
+    finally:
+        db.close()
+
+    backend = sqlite_backend.SQLiteBackend(path)
+    try:
+        assert backend.legacy_sequences() == [("default", "log"), ("s", "other")]
+        head, base = backend.legacy_states("default", "log")
+        assert head is not None and head[:2] == (5, 1005) and base is not None and base[0] == 2
+        assert backend.legacy_events("default", "log", 3, 10) == rows[3:]
+        assert backend.legacy_states("default", "nope") == (None, None)
+    finally:
+        backend.close()
+
+    with satchel.open(path) as store:
+        log = store.events("log")
+        assert len(log) == 5 and log.current() == {f"i{n}": n for n in range(1, 6)}
+        assert [e.seq for e in log.history()] == [3, 4, 5]
+        assert log.at(1003) == {"i1": 1, "i2": 2, "i3": 3}
+        with pytest.raises(satchel.InvalidInput):
+            log.at(1001)  # compacted away
+        assert store.scope("s").events("other").current() == {"i1": 1, "i2": 2}
+        assert log.apply({"i6": 6})["i6"] == 6  # takes events on, after 5
+        assert [e.seq for e in log.history()][-1] == 6
+        backend = store._shared.backend
+        assert backend.legacy_sequences() is None
+        backend.drop_legacy_events()  # idempotent
+        assert backend.legacy_events("default", "log", 0, 10) == []  # gone: nothing to read
+    assert not {"satchel_events", "satchel_event_states"} & set(_tables(path))
+
+
 def test_version_1_file_gains_the_new_tables(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     with satchel.open(f"sqlite:///{path}") as store:
         store.set("kept", {"a": 1})
     db = sqlite3.connect(path)
-    for table in ("satchel_points", "satchel_events", "satchel_event_states"):
-        db.execute(f"DROP TABLE {table}")
+    db.execute("DROP TABLE satchel_points")
     db.execute("UPDATE satchel_meta SET value = '1' WHERE name = 'schema_version'")
     db.commit()
     db.close()

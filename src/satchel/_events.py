@@ -1,27 +1,46 @@
 """Event sequences: a dict whose every change is kept as an event, replayable to any time.
 
-Each `apply` appends its events and the new state in one atomic engine step that only
+Each `apply` appends its events and the new state in one `Backend.apply` that only
 succeeds if nobody appended meanwhile (else it re-reads and retries), so concurrent
 writers never lose an event and every reader sees one order: ``seq``. Timestamps are
 milliseconds and never go back along ``seq`` (two events in one millisecond keep their
 order by ``seq``). Operations are stored by name, never as code.
+
+A sequence is records in the scope's event scope (``kind_scope(scope, "e")``, which no
+user can name), under the digest `id` of its name, in braces so that a Redis Cluster
+keeps them in one hash slot:
+
+- ``{id}``: the head, msgpack of [name, generation, last seq, its timestamp, state];
+- ``{id}/base``: the base, [generation, seq, timestamp, state]: the state after every
+  event up to seq, whose events `compact` has dropped;
+- ``{id}/<generation>/<seq:016d>``: event seq, [timestamp, data].
+
+States and events are sealed like values, each under its own name (see `_seal_name`).
+The generation (random, per life of the sequence) keeps the events of a deleted sequence,
+which `delete` frees after the head, apart from those of a sequence begun again.
 """
 
 from __future__ import annotations
 
 import decimal
+import hashlib
 import operator
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from time import time
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._errors import InvalidInput, InvalidInputType, SatchelError
-from ._keys import check_key
+import msgpack
+
+from ._backends.base import Backend, Delete, Expect, Put, Record
+from ._errors import CorruptData, InvalidInput, InvalidInputType, SatchelError, ValueChanged
+from ._keys import check_key, kind_scope
 
 if TYPE_CHECKING:
     from ._core import Core
 
 PAGE = 1000  # events per round trip when replaying
+KIND = "e"
 
 
 class Event(NamedTuple):
@@ -128,6 +147,58 @@ def _check_ms(
                                  f"not {value!r}"))  # fmt: skip
 
 
+class _Head(NamedTuple):
+    record: Record
+    generation: str
+    seq: int
+    ts: int
+    state: bytes
+
+
+def _unpack(data: bytes, shape: tuple[type, ...], what: str) -> list[Any]:
+    """The fields of a stored head, base or event. Raises CorruptData unless they are
+    `shape` (exact types: a bool is not an int)."""
+    try:
+        fields = msgpack.unpackb(data)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptData(f"the {what} of an event sequence is damaged: {exc}") from exc
+    if (
+        not isinstance(fields, list)
+        or len(fields) != len(shape)
+        or any(type(f) is not t for f, t in zip(fields, shape, strict=True))
+    ):
+        raise CorruptData(f"the {what} of an event sequence is damaged")
+    return fields
+
+
+def sequence_id(name: str) -> str:
+    """The digest a sequence's records are named by (a name can be long, or hold braces)."""
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+
+
+def _event_key(seq_id: str, generation: str, seq: int) -> str:
+    return f"{{{seq_id}}}/{generation}/{seq:016d}"
+
+
+def _events_prefix(seq_id: str, generation: str) -> str:
+    return f"{{{seq_id}}}/{generation}/"
+
+
+def names(backend: Backend, scope: str) -> list[str]:
+    """Sorted names of the event sequences of `scope`."""
+    events_scope, heads, after = kind_scope(scope, KIND), [], None
+    while page := backend.scan(events_scope, "", after, PAGE, time(), values=False):
+        heads += [r.key for r in page if "/" not in r.key]
+        last = page[-1].key
+        # skip the rest of the last sequence's events: its keys all sort before "{id}~"
+        after = last.partition("/")[0] + "~"
+        if len(page) < PAGE and "/" not in last:
+            break
+    found = backend.get_many(events_scope, heads, time())
+    return sorted(_unpack(r.value, (str, str, int, int, bytes), "head")[0]
+                  for r in found.values())  # fmt: skip
+
+
 class Events:
     """An event sequence: a dict whose changes are all recorded. Get one with
     ``store.events(name)``.
@@ -139,11 +210,14 @@ class Events:
     {'apples': 2}
     """
 
-    __slots__ = ("_core", "_name")
+    __slots__ = ("_core", "_head_key", "_id", "_name", "_scope")
 
     def __init__(self, core: Core, name: str) -> None:
         self._core = core
         self._name = check_key(name)
+        self._id = sequence_id(self._name)
+        self._scope = kind_scope(core.scope, KIND)
+        self._head_key = f"{{{self._id}}}"
 
     @property
     def name(self) -> str:
@@ -160,30 +234,72 @@ class Events:
         core = self._core
         return core.seal(core.encode(value), self._seal_name(tag))
 
-    def _state(self, which: Literal["head", "base"]) -> tuple[int, int, dict[Any, Any]]:
-        core = self._core
-        found = core.backend.events_state(core.scope, self._name, which)
-        if found is None:
-            return 0, 0, {}
-        seq, ts, data = found
-        return seq, ts, core.load_small(data, self._seal_name(f"{which}{seq}@{ts}"))
+    def _load(self, data: bytes, tag: str) -> Any:
+        return self._core.load_small(data, self._seal_name(tag))
 
-    def _pages(self, after_seq: int) -> Iterator[list[tuple[int, int, bytes]]]:
-        """The stored events after `after_seq`, a page at a time."""
-        core = self._core
-        while True:
-            page = core.backend.events_read(core.scope, self._name, after_seq, PAGE)
+    def _head(self) -> _Head | None:
+        record = self._core.backend.get(self._scope, self._head_key, time())
+        if record is None:
+            return None
+        name, generation, seq, ts, state = _unpack(record.value, (str, str, int, int, bytes),
+                                                   "head")  # fmt: skip
+        if name != self._name:
+            raise CorruptData("the head of the event sequence names another sequence")
+        return _Head(record, generation, seq, ts, state)
+
+    def _base(self, head: _Head | None) -> tuple[Record | None, int, int, dict[Any, Any]]:
+        """The base record (any generation) and the base state of `head`'s generation."""
+        if head is None:
+            return None, 0, 0, {}
+        record = self._core.backend.get(self._scope, f"{self._head_key}/base", time())
+        if record is None:
+            return None, 0, 0, {}
+        generation, seq, ts, state = _unpack(record.value, (str, int, int, bytes), "base")
+        if generation != head.generation:  # left by a compaction of a deleted sequence
+            return record, 0, 0, {}
+        return record, seq, ts, self._load(state, f"base{seq}@{ts}")
+
+    def _state(self, head: _Head | None) -> tuple[int, int, dict[Any, Any]]:
+        if head is None:
+            return 0, 0, {}
+        return head.seq, head.ts, self._load(head.state, f"head{head.seq}@{head.ts}")
+
+    def _pages(self, head: _Head, after_seq: int, values: bool = True) -> Iterator[list[Record]]:
+        """The event records of `head`'s generation after `after_seq`, a page at a time."""
+        backend, prefix = self._core.backend, _events_prefix(self._id, head.generation)
+        after = _event_key(self._id, head.generation, after_seq)
+        while page := backend.scan(self._scope, prefix, after, PAGE, time(), values=values):
             yield page
             if len(page) < PAGE:
                 return
-            after_seq = page[-1][0]
+            after = page[-1].key
 
-    def _events(self, after_seq: int) -> Iterator[Event]:
-        core = self._core
-        for page in self._pages(after_seq):
-            for seq, ts, data in page:
-                item, op, value = core.load_small(data, self._seal_name(f"e{seq}@{ts}"))
+    def _events(self, head: _Head | None, after_seq: int) -> Iterator[Event]:
+        if head is None:
+            return
+        expected = after_seq + 1
+        for page in self._pages(head, after_seq):
+            for record in page:
+                seq = int(record.key[-16:])
+                if seq != expected:
+                    raise self._gap(head, expected)
+                ts, data = _unpack(record.value, (int, bytes), "event")
+                item, op, value = self._load(data, f"e{seq}@{ts}")
                 yield Event(ts, seq, item, op, value)
+                expected += 1
+
+    def _gap(self, head: _Head, missing: int) -> SatchelError:
+        """ValueChanged if event `missing` was compacted or deleted meanwhile (callers read
+        again), else CorruptData: a record was lost, and reading again would not help."""
+        now = self._head()
+        base = self._core.backend.get(self._scope, f"{self._head_key}/base", time())
+        generation, seq = ("", 0) if base is None else _unpack(
+            base.value, (str, int, int, bytes), "base")[:2]  # fmt: skip
+        if now is None or now.generation != head.generation or (
+            generation == head.generation and seq >= missing
+        ):
+            return ValueChanged("the event sequence changed while it was read")
+        return CorruptData(f"event {missing} of the sequence is missing")
 
     def apply(self, changes: Mapping[Any, Any]) -> dict[Any, Any]:
         """Record the changes atomically and return the new state.
@@ -203,28 +319,42 @@ class Events:
             if core.codec.name == "json" and any(type(i) is not str for i, *_ in parsed):
                 raise InvalidInput("with the json codec, items must be str (JSON object keys)")
             while True:
-                seq, ts, state = self._state("head")
+                head = self._head()
+                state = self._state(head)[2]
                 for item, op, value in parsed:
                     replay(state, item, op, value)
                 if not parsed:
                     return state
-                now = max(int(time() * 1000), ts)
-                events = [
-                    (now, self._dump([item, op, value], f"e{seq + i}@{now}"))
-                    for i, (item, op, value) in enumerate(parsed, 1)
-                ]
-                head = self._dump(state, f"head{seq + len(parsed)}@{now}")
-                if core.backend.events_append(
-                    core.scope, self._name, seq, events, head
-                ):
+                if self._append(head, parsed, state):
                     return state
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
+    def _append(self, head: _Head | None, parsed: Sequence[tuple[Any, str, Any]],
+                state: dict[Any, Any]) -> bool:  # fmt: skip
+        """Write the events and the new head unless the head moved on from `head`."""
+        if head is None:
+            seq, ts, generation = 0, 0, uuid.uuid4().hex[:16]
+            expect = Expect(self._head_key, None)
+        else:
+            seq, ts, generation = head.seq, head.ts, head.generation
+            expect = Expect(self._head_key, head.record.version, head.record.created_at)
+        now = max(int(time() * 1000), ts)
+        changes = [
+            Put(_event_key(self._id, generation, seq + i),
+                msgpack.packb([now, self._dump([item, op, value], f"e{seq + i}@{now}")]))
+            for i, (item, op, value) in enumerate(parsed, 1)
+        ]  # fmt: skip
+        last = seq + len(parsed)
+        sealed = self._dump(state, f"head{last}@{now}")
+        changes.append(Put(self._head_key, msgpack.packb([self._name, generation, last, now,
+                                                          sealed])))  # fmt: skip
+        return self._core.backend.apply(self._scope, changes, time(), (expect,)) is not None
+
     def current(self) -> dict[Any, Any]:
         """The state after every event ({} for a new sequence)."""
         try:
-            return self._state("head")[2]
+            return self._state(self._head())[2]
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
@@ -235,14 +365,19 @@ class Events:
         """
         _check_ms(timestamp_ms, "timestamp_ms", self._guard, optional=False)
         try:
-            seq, ts, state = self._state("base")
-            if seq and timestamp_ms < ts:
-                raise InvalidInput(f"events before {ts} ms were compacted; at() starts there")
-            for event in self._events(seq):
-                if event.timestamp_ms > timestamp_ms:
-                    break
-                replay(state, event.item, event.op, event.value)
-            return state
+            while True:
+                head = self._head()
+                _, seq, ts, state = self._base(head)
+                if seq and timestamp_ms < ts:
+                    raise InvalidInput(f"events before {ts} ms were compacted; at() starts there")
+                try:
+                    for event in self._events(head, seq):
+                        if event.timestamp_ms > timestamp_ms:
+                            break
+                        replay(state, event.item, event.op, event.value)
+                except ValueChanged:
+                    continue  # compacted meanwhile: start again from the new base
+                return state
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
@@ -254,73 +389,163 @@ class Events:
         return self._history(start, stop)
 
     def _history(self, start: int | None, stop: int | None) -> Iterator[Event]:
-        for event in self._events(self._state("base")[0]):
-            if stop is not None and event.timestamp_ms >= stop:
-                return
-            if start is None or event.timestamp_ms >= start:
-                yield event
+        try:
+            head = self._head()
+            for event in self._events(head, self._base(head)[1]):
+                if stop is not None and event.timestamp_ms >= stop:
+                    return
+                if start is None or event.timestamp_ms >= start:
+                    yield event
+        except SatchelError as exc:
+            raise self._guard(exc) from exc.__cause__
 
     def compact(self, before: int | None = None) -> int:
         """Fold the events older than `before` ms (None: all) into a snapshot; return how
         many were folded. `current()` and `at()` from the snapshot on are unchanged."""
-        core = self._core
         _check_ms(before, "before", self._guard)
         try:
-            seq, ts, state = self._state("base")
-            folded = 0
-            for event in self._events(seq):
-                if before is not None and event.timestamp_ms >= before:
-                    break
-                replay(state, event.item, event.op, event.value)
-                seq, ts, folded = event.seq, event.timestamp_ms, folded + 1
-            if folded:
-                base = (seq, ts, self._dump(state, f"base{seq}@{ts}"))
-                core.backend.events_compact(core.scope, self._name, base)
-            return folded
+            while True:
+                head = self._head()
+                record, seq, ts, state = self._base(head)
+                folded = 0
+                try:
+                    for event in self._events(head, seq):
+                        if before is not None and event.timestamp_ms >= before:
+                            break
+                        replay(state, event.item, event.op, event.value)
+                        seq, ts, folded = event.seq, event.timestamp_ms, folded + 1
+                except ValueChanged:
+                    continue  # compacted by someone else meanwhile: fold from there
+                if not folded or head is None:
+                    return 0
+                base = [head.generation, seq, ts, self._dump(state, f"base{seq}@{ts}")]
+                change = Put(f"{self._head_key}/base", msgpack.packb(base))
+                expect = Expect(change.key, None) if record is None else Expect(
+                    change.key, record.version, record.created_at)  # fmt: skip
+                if self._core.backend.apply(self._scope, (change,), time(), (expect,)) is None:
+                    continue  # compacted by someone else meanwhile: fold from there
+                self._drop_events(head, seq)
+                return folded
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
+    def _drop_events(self, head: _Head, through: int | None) -> None:
+        """Delete the events of `head`'s generation up to seq `through` (None: all)."""
+        backend = self._core.backend
+        for page in self._pages(head, 0, values=False):
+            doomed = [Delete(r.key) for r in page if through is None or int(r.key[-16:]) <= through]
+            if doomed:
+                backend.apply(self._scope, doomed, time())
+            if len(doomed) < len(page):
+                return
+
     def _reseal(self, reseal: Callable[[bytes, str], bytes | None]) -> tuple[int, int]:
-        """Rewrite each event, then the snapshots, as ``reseal(data, seal name)`` gives them
+        """Rewrite each event, then the states, as ``reseal(data, seal name)`` gives them
         (None: left as it is), unless they changed meanwhile; return (checked, rewritten)."""
-        core = self._core
-        backend, scope, name = core.backend, core.scope, self._name
         checked = rewritten = 0
         try:
-            for page in self._pages(0):
+            head = self._head()
+            if head is None:
+                return 0, 0
+            for page in self._pages(head, 0):
                 checked += len(page)
-                changes = [(seq, data, new) for seq, ts, data in page
-                           if (new := reseal(data, self._seal_name(f"e{seq}@{ts}")))]  # fmt: skip
-                if changes:
-                    rewritten += backend.events_reseal(scope, name, changes)
-            states: list[tuple[Literal["head", "base"], bytes, bytes]] = []
-            for which in ("base", "head"):
-                found = backend.events_state(scope, name, which)
-                if found is not None:
-                    seq, ts, data = found
-                    checked += 1
-                    if new := reseal(data, self._seal_name(f"{which}{seq}@{ts}")):
-                        states.append((which, data, new))
-            if states:
-                rewritten += backend.events_reseal(scope, name, (), states)
+                changed: list[tuple[Record, bytes]] = []
+                for record in page:
+                    ts, data = _unpack(record.value, (int, bytes), "event")
+                    if new := reseal(data, self._seal_name(f"e{int(record.key[-16:])}@{ts}")):
+                        changed.append((record, msgpack.packb([ts, new])))
+                rewritten += self._replace_all(changed)
+            base = self._core.backend.get(self._scope, f"{self._head_key}/base", time())
+            if base is not None:
+                checked += 1
+                generation, seq, ts, data = _unpack(base.value, (str, int, int, bytes), "base")
+                if new := reseal(data, self._seal_name(f"base{seq}@{ts}")):
+                    rewritten += self._replace(base, msgpack.packb([generation, seq, ts, new]))
+            while head is not None:  # the head moves on with every append: retry
+                checked += 1
+                tag = f"head{head.seq}@{head.ts}"
+                if not (new := reseal(head.state, self._seal_name(tag))):
+                    break
+                fields = [self._name, head.generation, head.seq, head.ts, new]
+                if self._replace(head.record, msgpack.packb(fields)):
+                    rewritten += 1
+                    break
+                head = self._head()
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
         return checked, rewritten
 
+    def _replace(self, record: Record, value: bytes) -> bool:
+        """Set `record`'s value unless it changed meanwhile."""
+        return self._replace_all([(record, value)]) == 1
+
+    def _replace_all(self, changed: Sequence[tuple[Record, bytes]]) -> int:
+        """Set each record's value unless it changed meanwhile; return how many were set.
+        One batch, or one record at a time once a batch finds a record changed."""
+        if not changed:
+            return 0
+        changes = [Put(record.key, value) for record, value in changed]
+        expect = [Expect(r.key, r.version, r.created_at) for r, _ in changed]
+        if self._core.backend.apply(self._scope, changes, time(), expect) is not None:
+            return len(changed)
+        if len(changed) == 1:
+            return 0
+        return sum(self._replace_all([pair]) for pair in changed)
+
     def delete(self) -> bool:
         """Delete the sequence, events and snapshots; False if it did not exist."""
-        core = self._core
         try:
-            return core.backend.events_delete(core.scope, self._name)
+            while (head := self._head()) is not None:
+                gone = (Delete(self._head_key), Delete(f"{self._head_key}/base"))
+                expect = Expect(self._head_key, head.record.version, head.record.created_at)
+                if self._core.backend.apply(self._scope, gone, time(), (expect,)) is not None:
+                    self._drop_events(head, None)
+                    return True
+            return False
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
     def __len__(self) -> int:
         """How many events are recorded (including those folded by `compact`)."""
         try:
-            return self._state("head")[0]
+            head = self._head()
+            return 0 if head is None else head.seq
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"<satchel.Events {self._name!r} scope={self._core.scope!r}>"
+
+
+MIGRATED = "0" * 16  # the generation of a copied sequence: a copy run again overwrites it
+
+
+def migrate(backend: Backend) -> int:
+    """Copy the event sequences kept the way releases before 0.2 kept them into records,
+    then drop that old storage; return how many were copied. A sequence whose head is a
+    record already is left alone (the head is written last, once its events are in).
+    Safe to run from several processes at once."""
+    found = backend.legacy_sequences()
+    if found is None:
+        return 0
+    moved = 0
+    for scope, name in found:
+        events_scope, seq_id = kind_scope(scope, KIND), sequence_id(name)
+        head_key = f"{{{seq_id}}}"
+        if backend.get(events_scope, head_key, time()) is not None:
+            continue
+        head, base = backend.legacy_states(scope, name)
+        if head is None:
+            continue
+        after = 0 if base is None else base[0]
+        while page := backend.legacy_events(scope, name, after, PAGE):
+            changes = [Put(_event_key(seq_id, MIGRATED, seq), msgpack.packb([ts, data]))
+                       for seq, ts, data in page]  # fmt: skip
+            backend.apply(events_scope, changes, time())
+            after = page[-1][0]
+        states = [] if base is None else [Put(f"{head_key}/base",
+                                              msgpack.packb([MIGRATED, *base]))]  # fmt: skip
+        states.append(Put(head_key, msgpack.packb([name, MIGRATED, *head])))
+        moved += backend.apply(events_scope, states, time(), (Expect(head_key, None),)) is not None
+    backend.drop_legacy_events()
+    return moved

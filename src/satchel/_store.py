@@ -7,13 +7,15 @@ import datetime as dt
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from time import time
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ._backends.base import Backend, Delete, Expect, Put, Record, Touch
 from ._backends.readonly import ReadOnlyBackend
-from ._blobs import CHUNK_SIZE, BlobWriter, lines, migrate, open_reader
+from ._blobs import CHUNK_SIZE, BlobWriter, lines, open_reader
+from ._blobs import migrate as migrate_blobs
 from ._codecs import UserCodec, get_codec, is_blob
 from ._core import PAGE_SIZE, Core, KeyInfo, Shared
 from ._crypto import SALT_SIZE, KeyMaterial, Keyring, Sealer, is_current, needs_salt, unseal
@@ -28,7 +30,10 @@ from ._errors import (
     UnsupportedValue,
     ValueChanged,
 )
+from ._events import KIND as EVENTS_KIND
 from ._events import Events
+from ._events import migrate as migrate_events
+from ._events import names as event_names
 from ._keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern, kind_scope, split_kind
 from ._series import Series
 
@@ -268,6 +273,7 @@ class Store:
         try:
             core.backend.clear(core.scope)
             core.backend.clear(kind_scope(core.scope, "b"))  # the chunks of its large values
+            core.backend.clear(kind_scope(core.scope, EVENTS_KIND))  # its event sequences
         except SatchelError as exc:
             self._core.tag(exc)
             raise
@@ -435,7 +441,7 @@ class Store:
 
     def event_names(self, pattern: str = "*") -> list[str]:
         """Sorted names of this scope's event sequences matching the glob `pattern`."""
-        return self._names(self._core.backend.events_names, pattern)
+        return self._names(partial(event_names, self._core.backend), pattern)
 
     @_about_key
     def touch(self, key: str, ttl: float | dt.timedelta | None) -> bool:
@@ -505,7 +511,7 @@ class Store:
             if progress is not None and checked % PAGE_SIZE == 0:
                 progress(checked, rewritten)
         kinds: list[Series | Events] = [Series(core, n) for n in core.backend.series_names(scope)]
-        kinds += [Events(core, n) for n in core.backend.events_names(scope)]
+        kinds += [Events(core, n) for n in event_names(core.backend, scope)]
         for kind in kinds:
             seen, done = kind._reseal(reseal)
             checked, rewritten = checked + seen, rewritten + done
@@ -611,10 +617,13 @@ def open(
         if readonly:
             backend = ReadOnlyBackend(backend)
         else:
-            # Large values kept the way releases before 0.2 did move into records; where
-            # that cannot be written (a file opened ?mode=ro), readers find them in place.
+            # Large values and event sequences kept the way releases before 0.2 did move
+            # into records; where that cannot be written (a file opened ?mode=ro), readers
+            # find large values in place.
             with contextlib.suppress(SatchelError):
-                migrate(backend, time())
+                migrate_blobs(backend, time())
+            with contextlib.suppress(SatchelError):
+                migrate_events(backend)
         keyring = None
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None

@@ -7,13 +7,16 @@ import threading
 import time
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import satchel
 from satchel import InvalidInput
-from satchel._events import replay
+from satchel._backends.base import Delete, Put
+from satchel._events import KIND, replay, sequence_id
+from satchel._keys import kind_scope
 
 
 def test_apply_and_current(store):
@@ -223,10 +226,14 @@ def test_stale_compaction_after_delete_is_ignored(store):
     ev = store.events("e")
     ev.apply({"a": 1})
     ev.apply({"a": ("add", 1)})
-    stale = (2, int(time.time() * 1000), b"never read")  # a base computed before delete
+    backend, scope = store._shared.backend, kind_scope(store.scope_name, KIND)
+    head_key = f"{{{sequence_id('e')}}}"
+    old_generation = msgpack.unpackb(backend.get(scope, head_key, time.time()).value)[1]
     ev.delete()
     ev.apply({"b": 1})
-    store._shared.backend.events_compact(store.scope_name, "e", stale)
+    # what a compaction computed before the delete writes after it: a base of the old life
+    stale = msgpack.packb([old_generation, 2, int(time.time() * 1000), b"never read"])
+    backend.apply(scope, [Put(f"{head_key}/base", stale)], time.time())
     assert ev.current() == {"b": 1}
     assert [e.seq for e in ev.history()] == [1]
     assert ev.at(int(time.time() * 1000) + 1000) == {"b": 1}
@@ -257,3 +264,17 @@ def test_json_codec_needs_str_items(make_store):
         ev.apply({1: ("add", 1)})
     assert ev.apply({"1": ("add", 1)}) == {"1": 1}
     assert ev.current() == ev.at(int(time.time() * 1000) + 1000) == {"1": 1}
+
+
+def test_a_lost_event_record_is_corrupt_data_not_a_retry_loop(store):
+    ev = store.events("e")
+    for i in range(3):
+        ev.apply({"n": i})
+    backend, scope = store._shared.backend, kind_scope(store.scope_name, KIND)
+    head_key = f"{{{sequence_id('e')}}}"
+    generation = msgpack.unpackb(backend.get(scope, head_key, time.time()).value)[1]
+    backend.apply(scope, [Delete(f"{head_key}/{generation}/{2:016d}")], time.time())
+    for call in (lambda: ev.at(2**62), ev.compact, lambda: list(ev.history())):
+        with pytest.raises(satchel.CorruptData):
+            call()
+    assert ev.current() == {"n": 2}  # the head alone still reads

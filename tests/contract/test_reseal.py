@@ -1,14 +1,20 @@
-"""series_reseal / events_reseal (compare-and-swap rewrites of stored bytes) on every engine,
-called on the store's engine as Store.rotate_encryption does."""
+"""series_reseal and Events._reseal (compare-and-swap rewrites of stored bytes) on every
+engine, called as Store.rotate_encryption does."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import msgpack
 import pytest
 
 import satchel
 import support_server
 from satchel import QuotaExceeded, ReadOnlyError
+from satchel._events import KIND as EVENTS
+from satchel._events import sequence_id
+from satchel._keys import kind_scope
 
 
 def _raw(store, name):
@@ -43,48 +49,65 @@ def test_series_reseal_leaves_removed_and_missing_points_alone(store):
     assert [t for t, _ in series.range()] == [2, 3]
 
 
-def test_events_reseal_events_and_head(store):
-    cart = store.events("cart")
-    cart.apply({"a": 1})
-    cart.apply({"b": 2})
-    backend, scope = store._shared.backend, store._scope
-    (_, ts1, e1), (_, ts2, e2) = backend.events_read(scope, "cart", 0, 10)
-    seq, ts, head = backend.events_state(scope, "cart", "head")
-    replaced = backend.events_reseal(
-        scope, "cart", [(1, e1, b"event-1"), (2, b"stale", b"event-2")],
-        [("head", head, b"head!"), ("base", b"", b"base!")],
-    )  # fmt: skip
-    assert replaced == 2
-    assert backend.events_read(scope, "cart", 0, 10) == [(1, ts1, b"event-1"), (2, ts2, e2)]
-    assert backend.events_state(scope, "cart", "head") == (seq, ts, b"head!")
-    assert backend.events_state(scope, "cart", "base") is None
-    # Back to the originals: the sequence reads and takes events as before.
-    assert backend.events_reseal(scope, "cart", [(1, b"event-1", e1)],
-                                 [("head", b"head!", head)]) == 2  # fmt: skip
-    assert [e.item for e in cart.history()] == ["a", "b"]
-    assert cart.apply({"c": 3}) == {"a": 1, "b": 2, "c": 3}
-    assert len(cart) == 3
+def _event_records(store, name):
+    """The stored records of event sequence `name`: {key: value}."""
+    scope = kind_scope(store._scope, EVENTS)
+    records = store._shared.backend.scan(scope, f"{{{sequence_id(name)}}}", None, 100, time.time())
+    return {r.key: r.value for r in records}
 
 
-def test_events_reseal_after_compact_and_delete(store):
+def _marked(data, name):
+    return b"!" + data
+
+
+def _unmarked(data, name):
+    return data[1:] if data.startswith(b"!") else None
+
+
+def test_events_reseal_rewrites_events_base_and_head(store):
     cart = store.events("cart")
     for i in range(3):
         cart.apply({"n": i})
-    backend, scope = store._shared.backend, store._scope
-    (_, _, e1), *_ = backend.events_read(scope, "cart", 0, 10)
-    assert cart.compact() == 3
-    base = backend.events_state(scope, "cart", "base")
-    assert base is not None
-    # Event 1 was folded into the base: gone, so not replaced; the base is.
-    assert backend.events_reseal(scope, "cart", [(1, e1, b"x")], [("base", base[2], b"b")]) == 1
-    assert backend.events_state(scope, "cart", "base") == (base[0], base[1], b"b")
-    assert backend.events_read(scope, "cart", 0, 10) == []
-    assert backend.events_reseal(scope, "cart", [], [("base", b"b", base[2])]) == 1
-    assert cart.current() == {"n": 2}
-    assert cart.delete()
-    assert backend.events_reseal(scope, "cart", [(1, e1, b"x")], [("base", base[2], b"b")]) == 0
-    assert backend.events_reseal(scope, "cart", []) == 0
-    assert store.event_names() == []
+    assert cart.compact(before=None) == 3
+    cart.apply({"m": 1})
+    before = _event_records(store, "cart")
+    assert len(before) == 3  # head, base, event 4
+    assert cart._reseal(_marked) == (3, 3)
+    after = _event_records(store, "cart")
+    assert after.keys() == before.keys() and after != before
+    assert cart._reseal(_unmarked) == (3, 3)  # back to the originals
+    assert _event_records(store, "cart") == before
+    assert cart.current() == {"n": 2, "m": 1} and len(cart) == 4
+    assert [e.item for e in cart.history()] == ["m"]
+    assert cart._reseal(lambda data, name: None) == (3, 0)  # nothing to do: nothing written
+
+
+def test_events_reseal_leaves_what_changed_meanwhile(store):
+    cart = store.events("cart")
+    cart.apply({"a": 1})
+    cart.apply({"b": 2})
+    calls = []
+
+    def append_then_mark(data, name):
+        calls.append(name)
+        if len(calls) == 1:  # the head moves on while the events are resealed
+            cart.apply({"c": 3})
+        return b"!" + data
+
+    checked, rewritten = cart._reseal(append_then_mark)
+    assert rewritten == checked - 1  # the first head it read had moved on: read again
+    records = _event_records(store, "cart")
+    marked = [key for key, v in records.items() if msgpack.unpackb(v)[-1].startswith(b"!")]
+    assert len(marked) == 3  # events 1 and 2 (3 came after their page) and the head
+    assert cart._reseal(_unmarked)[1] == 3
+    assert cart.current() == {"a": 1, "b": 2, "c": 3}
+
+    def delete_then_mark(data, name):
+        cart.delete()
+        return b"!" + data
+
+    assert cart._reseal(delete_then_mark)[1] == 0  # deleted: nothing comes back
+    assert _event_records(store, "cart") == {} and store.event_names() == []
 
 
 def test_reseal_refused_on_a_read_only_store(tmp_path):
@@ -98,7 +121,7 @@ def test_reseal_refused_on_a_read_only_store(tmp_path):
         with pytest.raises(ReadOnlyError):
             backend.series_reseal(scope, "s", [(1, point, b"x")])
         with pytest.raises(ReadOnlyError):
-            backend.events_reseal(scope, "e", [], [("head", b"", b"x")])
+            store.events("e")._reseal(_marked)
         assert _raw(store, "s") == {1: point}
 
 

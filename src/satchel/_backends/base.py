@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from .._errors import BackendError
 
@@ -122,7 +122,7 @@ def holds(record: Record | None, condition: Expect) -> bool:
     )
 
 
-# An event sequence state: (seq of the last event it includes, its timestamp in ms, bytes).
+# An old event sequence state: (seq of the last event it includes, its timestamp ms, bytes).
 EventState = tuple[int, int, bytes]
 
 
@@ -225,6 +225,30 @@ class Backend(ABC):
         """Remove the old storage of large values (and whatever kept it up to date)."""
         raise self._unsupported("large values kept the old way")
 
+    # Event sequences as releases before 0.2 kept them: outside the records, as a log of
+    # events numbered 1, 2, 3, ... (seq), each (seq, timestamp ms, bytes), and two states
+    # (seq, timestamp ms, bytes): "head", after the last event, and "base", after every
+    # event up to its seq, whose events were dropped. `_events.migrate` copies them into
+    # records; an engine that never kept them keeps these defaults.
+
+    def legacy_sequences(self) -> list[tuple[str, str]] | None:
+        """(scope, name) of every event sequence kept the old way; None if the engine
+        holds no such storage (never had it, or dropped it)."""
+        return None
+
+    def legacy_states(self, scope: str, name: str) -> tuple[EventState | None, EventState | None]:
+        """The head and base states of an old sequence (None: none)."""
+        return None, None
+
+    def legacy_events(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Up to `limit` events of an old sequence with seq > `after_seq`, by seq."""
+        return []
+
+    def drop_legacy_events(self) -> None:  # noqa: B027 (nothing to drop by default)
+        """Drop the old storage of event sequences (after they were copied)."""
+
     def _unsupported(self, what: str) -> BackendError:
         return BackendError(f"this engine does not support {what}", engine=self.engine)
 
@@ -270,62 +294,3 @@ class Backend(ABC):
         `old` (a point rewritten or removed meanwhile is left alone), in one transaction.
         Return how many were replaced."""
         raise self._unsupported("time series")
-
-    # -- event sequences ---------------------------------------------------------------
-    # Sequence `name` of `scope` is a log of events numbered 1, 2, 3, ... (`seq`), each a
-    # (timestamp ms, bytes) pair, plus two states (bytes made by the Store): "head", the
-    # state after the last event, and "base", the state after every event up to its seq,
-    # whose events have been dropped (compacted). A deleted sequence starts again at 1.
-
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        """The head or base state of sequence `name`, or None (empty / never compacted)."""
-        raise self._unsupported("event sequences")
-
-    def events_append(
-        self,
-        scope: str,
-        name: str,
-        after_seq: int,
-        events: Sequence[tuple[int, bytes]],
-        head: bytes,
-    ) -> bool:
-        """If the last seq is `after_seq` (0: no events yet), atomically append `events`
-        (at least one) as seq after_seq+1, ... and set the head to (last seq, last
-        timestamp, `head`).
-        Return False, writing nothing, if the sequence has moved on."""
-        raise self._unsupported("event sequences")
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        """Up to `limit` events ``(seq, timestamp_ms, data)`` with seq > `after_seq`, in order."""
-        raise self._unsupported("event sequences")
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        """Atomically set the base to `base` and drop the events up to its seq; a no-op
-        if the current base already reaches that seq, or if the head does not (the
-        sequence was deleted, and maybe begun again, since `base` was computed)."""
-        raise self._unsupported("event sequences")
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        """Delete sequence `name` (events and states); False if it did not exist."""
-        raise self._unsupported("event sequences")
-
-    def events_names(self, scope: str) -> list[str]:
-        """Sorted names of the sequences of `scope` holding at least one event or state."""
-        raise self._unsupported("event sequences")
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        """For each event (seq, old, new) (distinct seq): set its data to `new` if it is
-        still `old`; for each state (which, old, new) (distinct which): set that state's
-        data (its seq and timestamp kept) to `new` if it is still `old`. All in one
-        transaction. Return how many were replaced."""
-        raise self._unsupported("event sequences")

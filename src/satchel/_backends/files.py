@@ -1,12 +1,11 @@
 r"""``file:///dir``: one plain file per record under a directory (POSIX).
 
-    dir/.satchel          marker: {"application": "satchel", "engine": "files", "format": 2}
+    dir/.satchel          marker: {"application": "satchel", "engine": "files", "format": 3}
     dir/.lock             the store's flock; its first 8 bytes count exclusive sections
     dir/.journal          a batch being applied (or whose writer died)
     dir/.tmp/             temp files (w-*) and cleared scopes (trash-*)
     dir/<scope>/<key>     one file per record (.scope: the name of a hashed scope)
     dir/.series/<scope>/<name>   a time series: a log of points
-    dir/.events/<scope>/<name>   an event sequence: a log of events and states
 
 Names: every UTF-8 byte outside ``a-z 0-9 _ - .`` is percent-escaped (lowercase hex), as
 are a leading or trailing dot and the first letter of a Windows device name (``con``).
@@ -32,28 +31,36 @@ fsyncs the scope directory and deletes the journal. A writer that dies drops its
 whoever takes it next and finds a journal rolls it forward (each step is idempotent).
 A crash before the commit point leaves only temp files, deleted by the next open.
 
-Large values are records (see satchel._blobs). Format 1 (releases before 0.2) kept their
-chunks as files ``.blobs/<scope>/<key>/<blob id>/<n>``, named by the record's metadata
-(``"blob"``, ``"chunks"``). `legacy_blobs` lists those of live records (nothing to do,
-no file read, once the marker says 2); `drop_legacy_blobs` moves ``.blobs`` to the
-trash in one rename, then marks the store format 2, which releases before 0.2 refuse.
+Large values and event sequences are records (see satchel._blobs, satchel._events).
+Older formats kept them apart, and `satchel.open` moves them into records:
 
-Logs (series, events): a first line ``satchel-series|satchel-events <nonce> <json
-name>``, then batches, each ``@<size:16 hex> <crc32:8 hex>\n`` and its payload. A
-change appends one batch and fsyncs; a batch torn by a crash fails its size or CRC, is
-ignored and cut off by the next writer. Series entries are ``p <t> <n>\n<value>\n``
-(a point; the last one at t wins) and ``r <start> <stop>\n`` (remove, ``*``: unbounded).
-Event entries are ``e|h|b <seq> <ms> <n>\n<data>\n`` (an event, the head, the base): an
-append writes its events and the new head in one batch. A log is rewritten (new file,
-one rename) when half of it is dead entries, or by ``events_compact`` or ``events_reseal``
-(``series_reseal`` appends the replaced points). Each store keeps the index of the logs
-it used lately (t or seq -> offset), and reads only what other processes appended since;
-the nonce tells a rewritten log from the one it indexed.
+- format 1 (releases before 0.2) kept a large value's chunks as files
+  ``.blobs/<scope>/<key>/<blob id>/<n>``, named by the record's metadata (``"blob"``,
+  ``"chunks"``). `legacy_blobs` lists those of live records; `drop_legacy_blobs` moves
+  ``.blobs`` to the trash in one rename and marks the store format 2;
+- formats 1 and 2 kept each event sequence as a log ``.events/<scope>/<name>``, framed
+  as series logs are (below) with first line ``satchel-events <nonce> <json name>`` and
+  entries ``e|h|b <seq> <ms> <n>\n<data>\n``: an event, the head state, the base state.
+  `legacy_sequences`, `legacy_states` and `legacy_events` read them;
+  `drop_legacy_events` moves ``.events`` to the trash and marks a format 2 store format 3.
+
+Once the marker says 3, these cost one read of the marker; releases that wrote the old
+formats refuse format 3. A scope whose folder name is hashed is known from its records'
+folder (``.scope``): old logs of such a scope without records are not found.
+
+Series logs: a first line ``satchel-series <nonce> <json name>``, then batches, each
+``@<size:16 hex> <crc32:8 hex>\n`` and its payload. A change appends one batch and
+fsyncs; a batch torn by a crash fails its size or CRC, is ignored and cut off by the
+next writer. Entries are ``p <t> <n>\n<value>\n`` (a point; the last one at t wins) and
+``r <start> <stop>\n`` (remove, ``*``: unbounded). A log is rewritten (new file, one
+rename) when half of it is dead entries (``series_reseal`` appends the replaced points).
+Each store keeps the index of the logs it used lately (t -> offset), and reads only what
+other processes appended since; the nonce tells a rewritten log from the one it indexed.
 
 Costs: `scan` lists and sorts the whole scope directory, kept until the next write to
 the store (the counter in ``.lock``), so paging through ``keys()`` lists once. `count`,
 `scopes` and `purge_expired` read each record's last line. A log's index takes 24 bytes
-a point or event, built by reading the log once. Use a local file system.
+a point, built by reading the log once. Use a local file system.
 
 Links: the directory may be a symbolic link (resolved once, at open); below it the store
 follows none. Its files are opened with O_NOFOLLOW and its folders checked with lstat
@@ -82,7 +89,7 @@ from contextlib import contextmanager, suppress
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote_to_bytes
 
 from .._errors import (
@@ -105,15 +112,14 @@ from .base import (
     holds,
 )
 
-FORMAT = 2  # 1: large values kept under .blobs (releases before 0.2)
+FORMAT = 3  # 1: large values under .blobs (releases before 0.2); 2: event logs in .events
 MARKER, LOCK, JOURNAL, TMP, SCOPE_NAME = ".satchel", ".lock", ".journal", ".tmp", ".scope"
-MARKER_CONTENT = {"application": "satchel", "engine": "files", "format": FORMAT}
 NAME_LIMIT = 200  # characters of an escaped name (file systems allow 255 bytes)
 HASHED_PREFIX = 120  # escaped characters kept in front of a hashed name
 TAIL = 16384  # bytes read from a record's end for its metadata: the longest line fits
 LISTINGS_CACHED = 4  # sorted scope listings kept per open store
-SERIES, EVENTS = ".series", ".events"
-LEGACY_BLOBS = ".blobs"  # format 1's chunk files
+SERIES = ".series"
+LEGACY_BLOBS, LEGACY_EVENTS = ".blobs", ".events"  # chunk files (format 1), event logs (1, 2)
 LOGS_CACHED = 8  # log indexes kept per open store
 BATCH_HEAD = 27  # "@<size:16 hex> <crc32:8 hex>\n"
 REWRITE_MIN = 1 << 20  # dead bytes a log may hold before it is rewritten
@@ -125,7 +131,7 @@ _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_-.")
 _ESCAPED = [chr(b) if b in _SAFE else f"%{b:02x}" for b in range(256)]
 _PLAIN = re.compile(r"[a-z0-9_-](?:[a-z0-9_.-]*[a-z0-9_-])?")  # its own file name
 _DEVICE = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)")  # reserved on Windows
-_OURS = frozenset((MARKER, LOCK, JOURNAL, TMP, LEGACY_BLOBS, SERIES, EVENTS))
+_OURS = frozenset((MARKER, LOCK, JOURNAL, TMP, LEGACY_BLOBS, SERIES, LEGACY_EVENTS))
 _JOURNAL_STEP = re.compile(r"(?:\.tmp/w-[0-9a-f]+)?\n[^./][^/]*/[^./][^/]*")
 _KEY = itemgetter(0)
 META = ("key", "created_at", "updated_at", "expires_at", "version")  # a record's last line
@@ -201,20 +207,23 @@ def _fsync(path: str, directory: bool = False) -> None:
         os.close(fd)
 
 
-# -- logs (series, events) ------------------------------------------------------------------
+# -- logs (series; event sequences of formats 1 and 2) -------------------------------------
 
 
 def _batch(payload: bytes) -> bytes:
     return b"@%016x %08x\n" % (len(payload), zlib.crc32(payload)) + payload
 
 
-def _batches(f: BinaryIO, start: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, payload) of each whole batch from `start` on; a torn one ends the log."""
+def _batches(f: BinaryIO, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, payload) of each whole batch from `start` on in the file of `end` bytes;
+    a torn one ends the log."""
     f.seek(start)
     while len(head := f.read(BATCH_HEAD)) == BATCH_HEAD and head[:1] == b"@":
         try:
             size, crc = int(head[1:17], 16), int(head[18:26], 16)
         except ValueError:
+            return
+        if size > end - start - BATCH_HEAD:  # never read more than the file holds
             return
         payload = f.read(size)
         if len(payload) != size or zlib.crc32(payload) != crc:
@@ -269,10 +278,6 @@ _L = TypeVar("_L", bound=_Log)
 def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
     f.seek(offset)
     return f.read(size)
-
-
-def _entry(kind: bytes, seq: int, stamp: int, data: bytes) -> bytes:
-    return b"%s %d %d %d\n%s\n" % (kind, seq, stamp, len(data), data)
 
 
 class _Series(_Log):
@@ -357,8 +362,9 @@ class _Series(_Log):
             yield b"p %d %d\n%s\n" % (t, n, _read_at(f, offset, n))
 
 
-class _Events(_Log):
-    """Index of an event log: the events' offsets from seq `first` on, head and base."""
+class _LegacyEvents(_Log):
+    """Index of an event log of formats 1 and 2: the offsets of the events from seq
+    `first` on, and (seq, timestamp, offset, length) of the head and base states."""
 
     MAGIC = b"satchel-events"
 
@@ -366,17 +372,20 @@ class _Events(_Log):
         super().__init__(nonce, name, end)
         self.first = 1
         self.offs, self.lens, self.stamps = array("q"), array("q"), array("q")
-        # (seq, timestamp, offset, length) of each state
         self.head: tuple[int, int, int, int] | None = None
         self.base: tuple[int, int, int, int] | None = None
 
     def apply(self, offset: int, payload: bytes) -> None:
-        self.dead += BATCH_HEAD
         pos = 0
         while pos < len(payload):
             eol = payload.index(b"\n", pos)
             kind, *fields = payload[pos:eol].split(b" ")
             seq, stamp, n = map(int, fields)
+            pos = eol + n + 2
+            if n < 0 or pos > len(payload) or payload[pos - 1] != 0x0A:
+                raise ValueError("an entry overruns its batch")
+            if not (0 <= seq < 2**63 and -(2**63) <= stamp < 2**63):  # as they are copied
+                raise ValueError(f"seq {seq} or time {stamp} out of range")
             entry = (seq, stamp, offset + eol + 1, n)
             if kind == b"e":
                 if seq != self.first + len(self.offs):
@@ -385,38 +394,23 @@ class _Events(_Log):
                 self.lens.append(n)
                 self.stamps.append(stamp)
             elif kind == b"h":
-                if self.head is not None:
-                    old, old_stamp, _, old_n = self.head
-                    self.dead += len(b"h %d %d %d\n" % (old, old_stamp, old_n)) + old_n + 1
                 self.head = entry
             elif kind == b"b":
-                drop = min(max(0, seq + 1 - self.first), len(self.offs))
+                if seq < self.first - 1:
+                    raise ValueError(f"base {seq} behind the events")
+                drop = min(seq + 1 - self.first, len(self.offs))
                 for column in (self.offs, self.lens, self.stamps):
                     del column[:drop]
                 self.first, self.base = seq + 1, entry
             else:
                 raise ValueError(f"unknown entry {kind!r}")
-            pos = eol + n + 2
 
-    def entries(
-        self, f: BinaryIO, base: EventState | None = None, swap: dict[int, bytes] | None = None
-    ) -> Iterator[bytes]:
-        """`swap`: data (event, head or base) at file offset -> the bytes to write instead."""
-
-        def read(offset: int, n: int) -> bytes:
-            return swap[offset] if swap and offset in swap else _read_at(f, offset, n)
-
-        if base is None and self.base is not None:
-            seq, stamp, offset, n = self.base
-            base = (seq, stamp, read(offset, n))
-        if base is not None:
-            yield _entry(b"b", *base)
-        skip = 0 if base is None else max(0, base[0] + 1 - self.first)
-        for k in range(skip, len(self.offs)):
-            yield _entry(b"e", self.first + k, self.stamps[k], read(self.offs[k], self.lens[k]))
-        if self.head is not None:
-            seq, stamp, offset, n = self.head
-            yield _entry(b"h", seq, stamp, read(offset, n))
+    def check(self) -> None:
+        """Raise ValueError unless the states sit where the events end and begin."""
+        if self.head is not None and self.head[0] != self.first + len(self.offs) - 1:
+            raise ValueError(f"head {self.head[0]} is not the last event")
+        if self.base is not None and self.base[0] != self.first - 1:
+            raise ValueError(f"base {self.base[0]} is not before the first event")
 
 
 # flock belongs to the open file, which a forked child would share with its parent: a
@@ -597,10 +591,10 @@ class FilesBackend(Backend):
                     with suppress(FileNotFoundError):
                         os.unlink(entry.path)  # a file, or a link (not what it points at)
 
-    def _mark(self) -> None:
-        """Write the marker of this format (lock held)."""
-        os.replace(self._stage(json.dumps(MARKER_CONTENT).encode()),
-                   os.path.join(self._root, MARKER))  # fmt: skip
+    def _mark(self, version: int = FORMAT) -> None:
+        """Write the marker of format `version` (lock held)."""
+        marker = {"application": "satchel", "engine": "files", "format": version}
+        os.replace(self._stage(json.dumps(marker).encode()), os.path.join(self._root, MARKER))
         _fsync(self._root, directory=True)
 
     def _format(self) -> int:
@@ -656,9 +650,19 @@ class FilesBackend(Backend):
     def _label(self, path: str) -> str | None:
         try:
             with self._open(os.path.join(path, SCOPE_NAME), buffering=0) as f:
-                return f.read().decode()
+                return f.read(TAIL).decode()  # a longer label names no scope: no match
         except (FileNotFoundError, UnicodeDecodeError, CorruptData):
             return None  # a link: as if missing, so a write replaces it
+
+    def _scope_of(self, name: str) -> str | None:
+        """The scope whose folder is named `name`, or None. A hashed name: as the label in
+        that folder says (a link there names no scope)."""
+        scope = unescape_name(name)
+        if scope is None and "~" in name:
+            folder = os.path.join(self._root, name)
+            with suppress(CorruptData):
+                scope = self._label(folder) if self._inside(folder) else None
+        return scope if scope is not None and escape_name(scope) == name else None
 
     def _load(self, path: str, values: bool = True, key: str | None = None) -> Record | None:
         """The record in `path`, live or not, or None; with `key`, it must hold that key."""
@@ -762,10 +766,8 @@ class FilesBackend(Backend):
             for entry in entries:
                 if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
                     continue  # a link is no scope of the store's (using it reports it)
-                scope = unescape_name(entry.name)
-                if scope is None and "~" in entry.name:
-                    scope = self._label(entry.path)
-                if scope is not None and escape_name(scope) == entry.name:
+                scope = self._scope_of(entry.name)
+                if scope is not None:
                     names.append(scope)
         return names
 
@@ -901,8 +903,8 @@ class FilesBackend(Backend):
 
     def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
         """Format 1: the blobs in ``.blobs/<scope>/<key>/<blob id>`` named by the live
-        record at ``<scope>/<key>``, each chunk a plain file. Format 2: None, from the
-        marker alone. Links and damage are passed by, as a purge did: such a value reads
+        record at ``<scope>/<key>``, each chunk a plain file. Later formats: None, from
+        the marker alone. Links and damage are passed by, as a purge did: such a value reads
         as a missing chunk, as it did before."""
         found = []
         with self._locked(exclusive=False):
@@ -911,10 +913,8 @@ class FilesBackend(Backend):
             for scope_dir in self._subdirs(os.path.join(self._root, LEGACY_BLOBS)):
                 scope_name = os.path.basename(scope_dir)
                 folder = os.path.join(self._root, scope_name)
-                scope = unescape_name(scope_name)
-                if scope is None and "~" in scope_name:
-                    scope = self._label(folder)
-                if scope is None or escape_name(scope) != scope_name:
+                scope = self._scope_of(scope_name)
+                if scope is None:
                     continue  # no scope of the store's: no record names these chunks
                 for key_dir in self._subdirs(scope_dir):
                     with suppress(CorruptData, FileNotFoundError):
@@ -959,10 +959,17 @@ class FilesBackend(Backend):
     def drop_legacy_blobs(self) -> None:
         """``.blobs`` goes to the trash in one rename (a link there: the link goes), then
         the marker says format 2."""
+        self._drop_legacy(LEGACY_BLOBS, 1)
+
+    def _drop_legacy(self, folder: str, version: int) -> None:
+        """Move `folder` to the trash in one rename (a link there: the link goes); then a
+        store of format `version` is marked the next one (a later store is left alone,
+        an earlier one keeps its format until its older data is gone too)."""
         trash = os.path.join(self._tmp, f"trash-{secrets.token_hex(8)}")
-        legacy = os.path.join(self._root, LEGACY_BLOBS)
+        legacy = os.path.join(self._root, folder)
         with self._locked(exclusive=True):
-            if self._format() > 1:
+            found = self._format()
+            if found > version:
                 return
             try:
                 if stat.S_ISLNK(os.lstat(legacy).st_mode):
@@ -972,8 +979,67 @@ class FilesBackend(Backend):
                 _fsync(self._root, directory=True)
             except FileNotFoundError:
                 pass
-            self._mark()
+            if found == version:
+                self._mark(version + 1)
         shutil.rmtree(trash, ignore_errors=True)  # what is left, the next open deletes
+
+    # -- event sequences kept by formats 1 and 2 -----------------------------------------------
+
+    def legacy_sequences(self) -> list[tuple[str, str]] | None:
+        """Formats 1 and 2: (scope, name) of every log in ``.events/<scope>`` whose first
+        line names it; links and foreign files are passed by. Format 3: None, from the
+        marker alone."""
+        found = []
+        with self._locked(exclusive=False):
+            if self._format() > 2:
+                return None
+            for scope_dir in self._subdirs(os.path.join(self._root, LEGACY_EVENTS)):
+                scope = self._scope_of(os.path.basename(scope_dir))
+                if scope is not None:
+                    found += [(scope, name) for name in self._names_in(scope_dir, _LegacyEvents)]
+        return sorted(found)
+
+    def _legacy_log(self, scope: str, name: str) -> tuple[str, _LegacyEvents | None]:
+        """The path of an old event log and its index (None: no such log, or dropped);
+        CorruptData if it is damaged (lock held)."""
+        path = self._log_path(LEGACY_EVENTS, scope, name)
+        index = self._index(path, _LegacyEvents, name)
+        try:
+            if index is not None:
+                index.check()
+        except ValueError as exc:
+            raise CorruptData(f"{path} is damaged: {exc}", engine=self.engine) from None
+        return path, index
+
+    def legacy_states(self, scope: str, name: str) -> tuple[EventState | None, EventState | None]:
+        with self._locked(exclusive=False):
+            path, index = self._legacy_log(scope, name)
+            if index is None:
+                return None, None
+            with self._open(path, buffering=0) as f:
+                head, base = (
+                    None if state is None else (state[0], state[1], _read_at(f, *state[2:]))
+                    for state in (index.head, index.base)
+                )
+            return head, base
+
+    def legacy_events(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        with self._locked(exclusive=False):
+            path, index = self._legacy_log(scope, name)
+            if index is None:
+                return []
+            first = max(after_seq + 1, index.first) - index.first
+            picked = range(first, min(len(index.offs), first + limit))
+            with self._open(path) as f:
+                return [(index.first + k, index.stamps[k],
+                         _read_at(f, index.offs[k], index.lens[k])) for k in picked]  # fmt: skip
+
+    def drop_legacy_events(self) -> None:
+        """``.events`` goes to the trash in one rename (a link there: the link goes); a
+        store of format 2 is then marked format 3."""
+        self._drop_legacy(LEGACY_EVENTS, 2)
 
     # -- logs ----------------------------------------------------------------------------------
 
@@ -991,19 +1057,20 @@ class FilesBackend(Backend):
             return None
         with f:
             try:
-                magic, nonce, header = f.readline().rstrip(b"\n").split(b" ", 2)
+                magic, nonce, header = f.readline(TAIL).rstrip(b"\n").split(b" ", 2)
                 if magic != kind.MAGIC:
                     raise ValueError(f"not a {kind.MAGIC.decode()} log")
                 index = cached if isinstance(cached, kind) and cached.nonce == nonce else None
-                if index is None or index.end > os.fstat(f.fileno()).st_size:
+                size = os.fstat(f.fileno()).st_size
+                if index is None or index.end > size:
                     label = json.loads(header)
                     if not isinstance(label, str):
                         raise ValueError("no name")
                     index = kind(nonce, label, f.tell())
-                for offset, payload in _batches(f, index.end):
+                for offset, payload in _batches(f, index.end, size):
                     index.apply(offset, payload)
                     index.end = offset + len(payload)
-            except (ValueError, TypeError, OverflowError) as exc:
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:
                 raise CorruptData(f"{path} is damaged: {exc}", engine=self.engine) from None
         if index.name != name:
             raise CorruptData(f"{path} holds another log, {index.name!r}", engine=self.engine)
@@ -1065,24 +1132,27 @@ class FilesBackend(Backend):
             _fsync(os.path.dirname(path), directory=True)
         return True
 
-    def _log_names(self, kind: str, scope: str, magic: bytes) -> list[str]:
-        """Sorted names of the logs of `scope` in folder `kind`."""
-        directory = os.path.join(self._root, kind, escape_name(scope))
+    def _names_in(self, directory: str, kind: type[_Log]) -> list[str]:
+        """Sorted names of the logs of `kind` in `directory` (lock held): the name on a
+        file's first line, if it is that file's name. Links and other files are passed by
+        (reading the log itself reports a link)."""
         names = []
-        with self._locked(exclusive=False):
+        try:
+            if not self._inside(directory):
+                return []
+            with os.scandir(directory) as entries:
+                files = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return []
+        for file in files:
             try:
-                files = os.listdir(directory) if self._inside(directory) else []
-            except FileNotFoundError:
-                files = []
-            for file in files:
-                try:
-                    with self._open(os.path.join(directory, file)) as f:
-                        found, _, name = f.readline().rstrip(b"\n").split(b" ", 2)
-                    label = json.loads(name)
-                except (FileNotFoundError, ValueError, CorruptData):
-                    continue  # a foreign file or a link; reading the log itself reports it
-                if found == magic and isinstance(label, str) and escape_name(label) == file:
-                    names.append(label)
+                with self._open(os.path.join(directory, file)) as f:
+                    found, _, label = f.readline(TAIL).rstrip(b"\n").split(b" ", 2)
+                name = json.loads(label)
+                if found == kind.MAGIC and isinstance(name, str) and escape_name(name) == file:
+                    names.append(name)
+            except (FileNotFoundError, ValueError, RecursionError, CorruptData):
+                continue  # gone, foreign, a lone surrogate (no name) or a link meanwhile
         return sorted(names)
 
     # -- time series ---------------------------------------------------------------------------
@@ -1133,7 +1203,8 @@ class FilesBackend(Backend):
             return 0 if index is None else len(index.ts)
 
     def series_names(self, scope: str) -> list[str]:
-        return self._log_names(SERIES, scope, _Series.MAGIC)
+        with self._locked(exclusive=False):
+            return self._names_in(os.path.join(self._root, SERIES, escape_name(scope)), _Series)
 
     def series_reseal(
         self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
@@ -1154,97 +1225,3 @@ class FilesBackend(Backend):
             if hits:
                 self._append(path, _Series, name, b"".join(hits), index)
             return len(hits)
-
-    # -- event sequences -------------------------------------------------------------------------
-
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        path = self._log_path(EVENTS, scope, name)
-        with self._locked(exclusive=False):
-            index = self._index(path, _Events, name)
-            state = None if index is None else index.head if which == "head" else index.base
-            if index is None or state is None:
-                return None
-            seq, stamp, offset, n = state
-            with self._open(path, buffering=0) as f:  # one read
-                return seq, stamp, _read_at(f, offset, n)
-
-    def events_append(self, scope: str, name: str, after_seq: int,
-                      events: Sequence[tuple[int, bytes]], head: bytes) -> bool:  # fmt: skip
-        path = self._log_path(EVENTS, scope, name)
-        with self._locked(exclusive=True):
-            index = self._index(path, _Events, name)
-            last = None if index is None else index.head or index.base
-            if (0 if last is None else last[0]) != after_seq:
-                return False
-            stamp = events[-1][0] if events else (0 if last is None else last[1])
-            entries = [
-                _entry(b"e", after_seq + i, t, data) for i, (t, data) in enumerate(events, 1)
-            ]
-            entries.append(_entry(b"h", after_seq + len(events), stamp, head))
-            self._append(path, _Events, name, b"".join(entries), index)
-            return True
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        path = self._log_path(EVENTS, scope, name)
-        with self._locked(exclusive=False):
-            index = self._index(path, _Events, name)
-            if index is None:
-                return []
-            first = max(after_seq + 1, index.first) - index.first
-            picked = range(first, min(len(index.offs), first + limit))
-            with self._open(path) as f:
-                return [(index.first + k, index.stamps[k],
-                         _read_at(f, index.offs[k], index.lens[k])) for k in picked]  # fmt: skip
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        path = self._log_path(EVENTS, scope, name)
-        with self._locked(exclusive=True):
-            index = self._index(path, _Events, name)
-            # No head up to the base: the sequence was deleted (maybe begun again) since
-            # the base was computed, so the base is not this sequence's.
-            if index is None or index.head is None or index.head[0] < base[0]:
-                return
-            if index.base is None or index.base[0] < base[0]:
-                with self._open(path) as f:
-                    self._write_log(path, _Events, name, _parts(index.entries(f, base)))
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        with self._locked(exclusive=True):
-            return self._drop_log(self._log_path(EVENTS, scope, name))
-
-    def events_names(self, scope: str) -> list[str]:
-        return self._log_names(EVENTS, scope, _Events.MAGIC)
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        """The log rewritten with the replaced data (one rename, as events_compact): a
-        log's events are never changed in place. Costs a whole rewrite per call."""
-        path = self._log_path(EVENTS, scope, name)
-        with self._locked(exclusive=True):
-            index = self._index(path, _Events, name)
-            if index is None:
-                return 0
-            spots = []  # (offset, length, old, new) of each stored data to check
-            for seq, old, new in events:
-                k = seq - index.first
-                if 0 <= k < len(index.offs):
-                    spots.append((index.offs[k], index.lens[k], old, new))
-            for which, old, new in states:
-                state = index.head if which == "head" else index.base
-                if state is not None:
-                    spots.append((state[2], state[3], old, new))
-            with self._open(path) as f:
-                swap = {offset: new for offset, n, old, new in spots
-                        if n == len(old) and _read_at(f, offset, n) == old}  # fmt: skip
-                if swap:
-                    self._write_log(path, _Events, name, _parts(index.entries(f, swap=swap)))
-            return len(swap)

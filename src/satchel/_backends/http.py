@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -33,7 +33,7 @@ from .._errors import (
     ReadOnlyError,
     ValueChanged,
 )
-from .base import Backend, Change, Delete, EventState, Expect, Put, Record
+from .base import Backend, Change, Delete, Expect, Put, Record
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
@@ -265,63 +265,6 @@ class HTTPBackend(Backend):
         encoded = [{"t": t, "old": _b64(old), "new": _b64(new)} for t, old, new in points]
         body = {"scope": scope, "name": name, "points": encoded}
         return int(self._post("/v1/series/reseal", body)["count"])
-
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        body = {"scope": scope, "name": name, "which": which}
-        state = self._post("/v1/events/state", body, read=True)["state"]
-        if state is None:
-            return None
-        return (int(state["seq"]), int(state["t"]), base64.b64decode(state["data"]))
-
-    def events_append(
-        self,
-        scope: str,
-        name: str,
-        after_seq: int,
-        events: Sequence[tuple[int, bytes]],
-        head: bytes,
-    ) -> bool:
-        encoded = [{"t": t, "value": _b64(v)} for t, v in events]
-        body = {"scope": scope, "name": name, "after_seq": after_seq, "events": encoded,
-                "head": _b64(head)}  # fmt: skip
-        return bool(self._post("/v1/events/append", body)["ok"])
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        body = {"scope": scope, "name": name, "after_seq": after_seq, "limit": limit}
-        found = self._post("/v1/events/read", body, read=True)["events"]
-        return [(int(e["seq"]), int(e["t"]), base64.b64decode(e["data"])) for e in found]
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        seq, t, data = base
-        body = {"scope": scope, "name": name, "base": {"seq": seq, "t": t, "data": _b64(data)}}
-        self._post("/v1/events/compact", body)
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        return bool(self._post("/v1/events/delete", {"scope": scope, "name": name})["ok"])
-
-    def events_names(self, scope: str) -> list[str]:
-        return list(self._post("/v1/events/names", {"scope": scope}, read=True)["names"])
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        if not events and not states:
-            return 0
-        body = {
-            "scope": scope,
-            "name": name,
-            "events": [{"seq": s, "old": _b64(o), "new": _b64(n)} for s, o, n in events],
-            "states": [{"which": w, "old": _b64(o), "new": _b64(n)} for w, o, n in states],
-        }
-        return int(self._post("/v1/events/reseal", body)["count"])
 
 
 def open_http(url: str, options: dict[str, Any]) -> HTTPBackend:

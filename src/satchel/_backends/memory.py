@@ -6,13 +6,11 @@ import bisect
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Literal
 
 from .base import (
     Backend,
     Change,
     Delete,
-    EventState,
     Expect,
     Put,
     Record,
@@ -43,14 +41,6 @@ class _Series:
         self.values: dict[int, bytes] = {}
 
 
-class _Sequence:
-    __slots__ = ("events", "states")
-
-    def __init__(self) -> None:
-        self.events: list[tuple[int, int, bytes]] = []  # (seq, ts, data), by seq
-        self.states: dict[str, EventState] = {}
-
-
 class _Data:
     """The records of one memory store, shared by every open of the same name."""
 
@@ -58,7 +48,6 @@ class _Data:
         self.scopes: dict[str, _Scope] = {}
         self.lock = threading.RLock()
         self.series: dict[tuple[str, str], _Series] = {}
-        self.sequences: dict[tuple[str, str], _Sequence] = {}
 
 
 # Named stores live while at least one open store refers to them.
@@ -276,89 +265,4 @@ class MemoryBackend(Backend):
                     replaced += 1
             return replaced
 
-    # -- event sequences -----------------------------------------------------------------
 
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        with self._lock:
-            sequence = self._data.sequences.get((scope, name))
-            return None if sequence is None else sequence.states.get(which)
-
-    def events_append(
-        self,
-        scope: str,
-        name: str,
-        after_seq: int,
-        events: Sequence[tuple[int, bytes]],
-        head: bytes,
-    ) -> bool:
-        with self._lock:
-            sequence = self._data.sequences.setdefault((scope, name), _Sequence())
-            current = sequence.states.get("head")
-            if (0 if current is None else current[0]) != after_seq:
-                return False
-            if not events:
-                return True
-            seq = after_seq
-            for ts, data in events:
-                seq += 1
-                sequence.events.append((seq, ts, data))
-            sequence.states["head"] = (seq, events[-1][0], head)
-            return True
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        with self._lock:
-            sequence = self._data.sequences.get((scope, name))
-            if sequence is None:
-                return []
-            i = bisect.bisect_right(sequence.events, after_seq, key=lambda e: e[0])
-            return sequence.events[i : i + limit]
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        with self._lock:
-            sequence = self._data.sequences.get((scope, name))
-            head = None if sequence is None else sequence.states.get("head")
-            if sequence is None or head is None or head[0] < base[0]:
-                return  # deleted (maybe begun again) since the base was computed
-            current = sequence.states.get("base")
-            if current is not None and current[0] >= base[0]:
-                return
-            sequence.states["base"] = base
-            i = bisect.bisect_right(sequence.events, base[0], key=lambda e: e[0])
-            del sequence.events[:i]
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        with self._lock:
-            return self._data.sequences.pop((scope, name), None) is not None
-
-    def events_names(self, scope: str) -> list[str]:
-        with self._lock:
-            return sorted(name for (s, name) in self._data.sequences if s == scope)
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        with self._lock:
-            sequence = self._data.sequences.get((scope, name))
-            if sequence is None:
-                return 0
-            replaced = 0
-            log = sequence.events
-            for seq, old, new in events:
-                i = bisect.bisect_left(log, seq, key=lambda e: e[0])
-                if i < len(log) and log[i][0] == seq and log[i][2] == old:
-                    log[i] = (seq, log[i][1], new)
-                    replaced += 1
-            for which, old, new in states:
-                state = sequence.states.get(which)
-                if state is not None and state[2] == old:
-                    sequence.states[which] = (state[0], state[1], new)
-                    replaced += 1
-            return replaced

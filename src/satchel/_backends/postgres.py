@@ -12,23 +12,25 @@ locks the expected keys' rows, a placeholder row standing in for an absent key, 
 concurrent insert of it waits. ``incr`` serialises on a transaction-scoped
 advisory lock, so a missing counter cannot be created twice.
 
-Beside it, tables named after it (for the default table):
+Beside it, ``satchel_kv_series (scope, series, t, value)`` (named after the table) holds
+time series points, one primary key range per series.
 
-- ``satchel_kv_series (scope, series, t, value)``: time series points, one primary key
-  range per series.
-- ``satchel_kv_events (scope, name, seq, ts, data)`` and ``satchel_kv_states (scope,
-  name, which, seq, ts, data)``: event sequences and their head/base states. An append
-  is one statement conditional on the head row (updated where ``seq`` is as expected,
-  or inserted if absent), so of two racing appends exactly one wins.
+Large values and event sequences are records (see _blobs.py, _events.py). Releases
+before 0.2 (schema version 2) kept them in tables of their own, named after the kv table,
+which new tables never get. Opening such a table sets schema version 3 (so an older
+satchel no longer writes them) and leaves them alone until `satchel.open` has copied
+them into records:
 
-Large values are records (see _blobs.py). Releases before 0.2 (schema version 2) kept
-their chunks in ``satchel_kv_chunks (blob_id, n, data)`` and ``satchel_kv_blobs
-(blob_id, scope, key, staged_at)``, a committed blob named by the kv column ``blob`` and
-freed by triggers on the kv table. Opening such a table sets schema version 3 (so an
-older satchel no longer writes blobs the old way) and leaves those objects alone:
-`legacy_blobs` reads them, the triggers keep freeing an old blob whose record is
-overwritten or deleted meanwhile, and `drop_legacy_blobs` removes them all (tables,
-triggers, function, column) in one transaction.
+- events in ``satchel_kv_events (scope, name, seq, ts, data)``, their head and base
+  states in ``satchel_kv_states (scope, name, which, seq, ts, data)``: read by
+  `legacy_sequences`, `legacy_states` and `legacy_events`, dropped by
+  `drop_legacy_events`.
+- large values: chunks in ``satchel_kv_chunks (blob_id, n, data)`` and
+  ``satchel_kv_blobs (blob_id, scope, key, staged_at)``, a committed blob named by the
+  kv column ``blob`` and freed by triggers on the kv table. `legacy_blobs` reads them,
+  the triggers keep freeing an old blob whose record is overwritten or deleted
+  meanwhile, and `drop_legacy_blobs` removes them all (tables, triggers, function,
+  column) in one transaction.
 
 A connection that breaks is dropped by the pool and replaced. A read that fails with a
 broken connection is retried once on a fresh one; a write is never retried, since it
@@ -44,7 +46,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from psycopg import sql
@@ -76,9 +78,12 @@ from .base import (
 from .urls import password, redact
 
 # 1: records only. 2: adds the kv column ``blob`` and the tables of blobs, time series
-# and event sequences. 3: large values are records; the blob tables, column and triggers
-# are gone (a version 1 or 2 database gains the series and event tables on open; a
-# version 2 one keeps its blob storage until `drop_legacy_blobs`).
+# and event sequences. 3: large values and event sequences are records; the blob tables,
+# column and triggers and the event tables are gone (a version 1 or 2 database gains the
+# series table on open; a version 2 one keeps its blob storage until `drop_legacy_blobs`
+# and its event tables until `drop_legacy_events`). Events did not need a version of
+# their own: version 3 is newer than any release, and releases refuse it, so none can
+# write the event tables once they are dropped.
 SCHEMA_VERSION = 3
 T = TypeVar("T")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -107,37 +112,22 @@ CREATE TABLE IF NOT EXISTS {series} (
     value bytea NOT NULL,
     PRIMARY KEY (scope, series, t)
 );
-CREATE TABLE IF NOT EXISTS {events} (
-    scope text COLLATE "C" NOT NULL,
-    name text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL,
-    ts bigint NOT NULL,
-    data bytea NOT NULL,
-    PRIMARY KEY (scope, name, seq)
-);
-CREATE TABLE IF NOT EXISTS {states} (
-    scope text COLLATE "C" NOT NULL,
-    name text COLLATE "C" NOT NULL,
-    which text COLLATE "C" NOT NULL CHECK (which IN ('head', 'base')),
-    seq bigint NOT NULL,
-    ts bigint NOT NULL,
-    data bytea NOT NULL,
-    PRIMARY KEY (scope, name, which)
-);
 INSERT INTO {meta} (name, value) VALUES ({version_name}, {version})
 ON CONFLICT (name) DO UPDATE SET value = excluded.value;
 """
 # Suffixes of the tables and objects named after the kv table.
-DERIVED = {"series": "_series", "events": "_events", "states": "_states"}
+DERIVED = {"series": "_series"}
 # Those of the blob storage of schema version 2 (the triggers' names are not qualified).
 LEGACY = {
     "blobs": "_blobs", "chunks": "_chunks", "free_blob": "_free_blob",
     "on_delete": "_free_blob_on_delete", "on_update": "_free_blob_on_update",
 }  # fmt: skip
-# The version, and whether the blob storage of version 2 is still there.
-READ_VERSION = (
-    "SELECT value, to_regclass({legacy}) IS NOT NULL FROM {meta} WHERE name = {version_name}"
-)
+# Those of the event sequences of releases before 0.2.
+LEGACY_EVENT_TABLES = {"events": "_events", "states": "_states"}
+# The version, and whether the blob storage and the event tables of old are still there.
+READ_VERSION = """
+SELECT value, to_regclass({legacy}) IS NOT NULL, to_regclass({legacy_events}) IS NOT NULL
+FROM {meta} WHERE name = {version_name}"""
 LIVE = "(expires_at IS NULL OR expires_at > %(now)s)"
 COLUMNS = "key, value, created_at, updated_at, expires_at, version"
 GET = f"SELECT {COLUMNS} FROM {{t}} WHERE scope = %(scope)s AND key = %(key)s AND {LIVE}"
@@ -281,6 +271,21 @@ ALTER TABLE {t} DROP COLUMN IF EXISTS blob;
 # What a legacy statement raises once another process dropped the storage meanwhile.
 _DROPPED = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 
+# -- event sequences of releases before 0.2 (see LEGACY_EVENT_TABLES): read once, dropped
+# Every sequence with events has a head, so the states table names them all.
+LEGACY_SEQUENCES = "SELECT DISTINCT scope, name FROM {states} ORDER BY scope, name"
+LEGACY_STATES = (
+    "SELECT which, seq, ts, data FROM {states} WHERE scope = %(scope)s AND name = %(name)s"
+)
+LEGACY_EVENTS = """
+SELECT seq, ts, data FROM {events} WHERE scope = %(scope)s AND name = %(name)s AND seq > %(after)s
+ORDER BY seq LIMIT %(limit)s"""
+# Under the lock of schema changes, as LEGACY_DROP.
+LEGACY_EVENTS_DROP = """
+SELECT pg_advisory_xact_lock(4242424242);
+DROP TABLE IF EXISTS {events}, {states};
+"""
+
 # -- time series -----------------------------------------------------------------------
 SERIES_PUT = """
 INSERT INTO {series} AS p (scope, series, t, value)
@@ -323,74 +328,6 @@ WITH hit AS (
 )
 UPDATE {series} p SET value = hit.new FROM hit
 WHERE p.scope = %(scope)s AND p.series = %(name)s AND p.t = hit.t"""
-
-# -- event sequences -------------------------------------------------------------------
-_STATE_WHERE = "scope = %(scope)s AND name = %(name)s"
-EVENTS_STATE = f"SELECT seq, ts, data FROM {{states}} WHERE {_STATE_WHERE} AND which = %(which)s"
-_APPEND_EVENTS = """
-INSERT INTO {events} (scope, name, seq, ts, data)
-SELECT %(scope)s, %(name)s, %(after)s + i, ts, d
-FROM unnest(%(ts)s::bigint[], %(data)s::bytea[]) WITH ORDINALITY AS u(ts, d, i)
-WHERE EXISTS (SELECT 1 FROM head)"""
-# The head row decides: of two racing appends after the same seq, the second waits for
-# the first's row lock (or its insert) and then finds the condition false.
-EVENTS_APPEND_FIRST = (
-    """
-WITH head AS (
-    INSERT INTO {states} (scope, name, which, seq, ts, data)
-    VALUES (%(scope)s, %(name)s, 'head', %(last)s, %(last_ts)s, %(head)s)
-    ON CONFLICT (scope, name, which) DO NOTHING
-    RETURNING 1
-)"""
-    + _APPEND_EVENTS
-)
-EVENTS_APPEND_NEXT = (
-    f"""
-WITH head AS (
-    UPDATE {{states}} SET seq = %(last)s, ts = %(last_ts)s, data = %(head)s
-    WHERE {_STATE_WHERE} AND which = 'head' AND seq = %(after)s
-    RETURNING 1
-)"""
-    + _APPEND_EVENTS
-)
-EVENTS_READ = f"""
-SELECT seq, ts, data FROM {{events}} WHERE {_STATE_WHERE} AND seq > %(after)s
-ORDER BY seq LIMIT %(limit)s"""
-# Only while the head reaches the base: else the sequence was deleted (and maybe begun
-# again) since the base was computed. Compact and delete serialise on EVENTS_LOCK.
-EVENTS_COMPACT = f"""
-WITH base AS (
-    INSERT INTO {{states}} AS s (scope, name, which, seq, ts, data)
-    SELECT %(scope)s, %(name)s, 'base', %(seq)s, %(ts)s, %(data)s
-    WHERE EXISTS (SELECT 1 FROM {{states}}
-                  WHERE {_STATE_WHERE} AND which = 'head' AND seq >= %(seq)s)
-    ON CONFLICT (scope, name, which) DO UPDATE
-        SET seq = excluded.seq, ts = excluded.ts, data = excluded.data
-    WHERE s.seq < excluded.seq
-    RETURNING seq
-)
-DELETE FROM {{events}} WHERE {_STATE_WHERE} AND seq <= (SELECT seq FROM base)"""
-# States first: that locks the head, so an append running meanwhile has finished (its
-# events are then seen by the second statement) or will find no head.
-EVENTS_DELETE_STATES = f"DELETE FROM {{states}} WHERE {_STATE_WHERE}"
-EVENTS_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(scope)s || chr(2) || %(name)s, 0))"
-EVENTS_DELETE_EVENTS = f"DELETE FROM {{events}} WHERE {_STATE_WHERE}"
-# Every sequence with events has a head, so the states table names them all.
-EVENTS_NAMES = "SELECT DISTINCT name FROM {states} WHERE scope = %(scope)s ORDER BY name"
-# Under EVENTS_LOCK (compact and delete lock these rows in the other order).
-EVENTS_RESEAL = f"""
-WITH e AS (
-    UPDATE {{events}} e SET data = u.new
-    FROM unnest(%(seqs)s::bigint[], %(old)s::bytea[], %(new)s::bytea[]) AS u(seq, old, new)
-    WHERE e.scope = %(scope)s AND e.name = %(name)s AND e.seq = u.seq AND e.data = u.old
-    RETURNING 1
-), s AS (
-    UPDATE {{states}} s SET data = u.new
-    FROM unnest(%(which)s::text[], %(sold)s::bytea[], %(snew)s::bytea[]) AS u(which, old, new)
-    WHERE {_STATE_WHERE} AND s.which = u.which AND s.data = u.old
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM s)"""
 
 # satchel options; anything else in the URL query goes to libpq (sslmode, ...).
 _OPTIONS = ("schema", "table", "pool_min", "pool_max", "timeout", "connect_timeout", "op_timeout")
@@ -541,12 +478,15 @@ class PostgresBackend(Backend):
             },
         )  # fmt: skip
         self._meta = sql.Identifier(schema, "satchel_meta").as_string(None)
+        old_states = _derived(table, LEGACY_EVENT_TABLES["states"])
         self._read_version = sql.SQL(READ_VERSION).format(
             legacy=sql.Literal(sql.Identifier(schema, legacy["blobs"]).as_string(None)),
+            legacy_events=sql.Literal(sql.Identifier(schema, old_states).as_string(None)),
             meta=sql.Identifier(schema, "satchel_meta"),
             version_name=sql.Literal(f"{table}.schema_version"),
         )
-        self._legacy = False  # the blob storage of version 2 was there at the last open
+        # Whether the old blob storage and event tables were there at the last open.
+        self._legacy_blobs = self._legacy_events = False
         self._where = f"table {schema}.{table}"
         self._open_pool()
         _OPEN.add(self)
@@ -556,8 +496,8 @@ class PostgresBackend(Backend):
         qualified = sql.Identifier(schema, table).as_string(None)
         tables = {
             f"{{{name}}}": sql.Identifier(schema, _derived(table, suffix)).as_string(None)
-            for name, suffix in (*DERIVED.items(), ("blobs", LEGACY["blobs"]),
-                                 ("chunks", LEGACY["chunks"]))
+            for name, suffix in (*DERIVED.items(), *LEGACY_EVENT_TABLES.items(),
+                                 ("blobs", LEGACY["blobs"]), ("chunks", LEGACY["chunks"]))
         }  # fmt: skip
         names = {
             "GET": GET, "GET_VALUE": GET_VALUE, "GET_MANY": GET_MANY, "PUT": PUT,
@@ -568,11 +508,9 @@ class PostgresBackend(Backend):
             "LEGACY_BLOBS": LEGACY_BLOBS, "LEGACY_CHUNK": LEGACY_CHUNK,
             "SERIES_PUT": SERIES_PUT, "SERIES_REMOVE": SERIES_REMOVE,
             "SERIES_COUNT": SERIES_COUNT, "SERIES_NAMES": SERIES_NAMES,
-            "EVENTS_STATE": EVENTS_STATE, "EVENTS_APPEND_FIRST": EVENTS_APPEND_FIRST,
-            "EVENTS_APPEND_NEXT": EVENTS_APPEND_NEXT, "EVENTS_READ": EVENTS_READ,
-            "EVENTS_COMPACT": EVENTS_COMPACT, "EVENTS_DELETE_STATES": EVENTS_DELETE_STATES,
-            "EVENTS_DELETE_EVENTS": EVENTS_DELETE_EVENTS, "EVENTS_NAMES": EVENTS_NAMES,
-            "SERIES_RESEAL": SERIES_RESEAL, "EVENTS_RESEAL": EVENTS_RESEAL,
+            "LEGACY_SEQUENCES": LEGACY_SEQUENCES, "LEGACY_STATES": LEGACY_STATES,
+            "LEGACY_EVENTS": LEGACY_EVENTS, "LEGACY_EVENTS_DROP": LEGACY_EVENTS_DROP,
+            "SERIES_RESEAL": SERIES_RESEAL,
             "APPLY_LOCK": APPLY_LOCK, "APPLY_CHECK": APPLY_CHECK, "APPLY_PUT": APPLY_PUT,
             "APPLY_ADD": APPLY_ADD, "APPLY_DELETE": APPLY_DELETE, "APPLY_TOUCH": APPLY_TOUCH,
             "APPLY_UNHOLD": APPLY_UNHOLD,
@@ -641,9 +579,11 @@ class PostgresBackend(Backend):
             raise IncompatibleDatabase(
                 f"{self._where} has no valid satchel schema version", engine=self.engine
             )
-        # Only a version 2 table can have it: an older satchel refuses version 3, so once
-        # dropped it never comes back, and legacy_blobs needs no query of its own.
-        self._legacy = bool(found and found[1])
+        # Only a table an older satchel wrote has them, and none creates them in a version
+        # 3 table: once dropped they never come back, and legacy_blobs and
+        # legacy_sequences, run at every satchel.open, need no query of their own.
+        self._legacy_blobs = bool(found and found[1])
+        self._legacy_events = bool(found and found[2])
 
     @contextmanager
     def _errors(self, may_have_written: bool = False) -> Iterator[None]:
@@ -989,7 +929,7 @@ class PostgresBackend(Backend):
     # -- large values kept by releases before 0.2 --------------------------------------
 
     def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
-        if not self._legacy:  # as found by the last open's schema check: no query
+        if not self._legacy_blobs:  # as found by the last open's schema check: no query
             return None
         statement = self._sql["LEGACY_BLOBS"]
 
@@ -1001,7 +941,7 @@ class PostgresBackend(Backend):
             return [LegacyBlob(row[0], row[1], row[2], int(row[3])) for row in rows]
 
         found = self._run(find_in, read=True)
-        self._legacy = found is not None
+        self._legacy_blobs = found is not None
         return found
 
     def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
@@ -1028,7 +968,54 @@ class PostgresBackend(Backend):
                 conn.execute(statement)
 
         self._run(drop_in)
-        self._legacy = False
+        self._legacy_blobs = False
+
+    # -- event sequences kept by releases before 0.2 -----------------------------------
+
+    def _legacy_rows(self, name: str, params: dict[str, Any]) -> list[Any] | None:
+        """The rows of a query on the old event tables; None once they are dropped."""
+        statement = self._sql[name]
+
+        def read_in(conn: psycopg.Connection[Any]) -> list[Any] | None:
+            try:
+                # Binary results: text would send the data hex-encoded, twice its size.
+                return conn.execute(statement, params, binary=True).fetchall()
+            except _DROPPED:  # dropped by another process meanwhile
+                return None
+
+        return self._run(read_in, read=True)
+
+    def legacy_sequences(self) -> list[tuple[str, str]] | None:
+        if not self._legacy_events:  # as found by the last open's schema check: no query
+            return None
+        rows = self._legacy_rows("LEGACY_SEQUENCES", {})
+        self._legacy_events = rows is not None
+        return None if rows is None else [(row[0], row[1]) for row in rows]
+
+    def legacy_states(self, scope: str, name: str) -> tuple[EventState | None, EventState | None]:
+        rows = self._legacy_rows("LEGACY_STATES", {"scope": scope, "name": name}) or []
+        states = {row[0]: (row[1], row[2], bytes(row[3])) for row in rows}
+        return states.get("head"), states.get("base")
+
+    def legacy_events(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        if limit <= 0 or after_seq >= INT64_MAX:
+            return []
+        params = {"scope": scope, "name": name, "after": max(after_seq, INT64_MIN),
+                  "limit": min(limit, INT64_MAX)}  # fmt: skip
+        rows = self._legacy_rows("LEGACY_EVENTS", params) or []
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    def drop_legacy_events(self) -> None:
+        statement = self._sql["LEGACY_EVENTS_DROP"]
+
+        def drop_in(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                conn.execute(statement)
+
+        self._run(drop_in)
+        self._legacy_events = False
 
     # -- time series -------------------------------------------------------------------
 
@@ -1083,103 +1070,3 @@ class PostgresBackend(Backend):
         params = {"scope": scope, "name": name, "ts": [p[0] for p in points],
                   "old": [p[1] for p in points], "new": [p[2] for p in points]}  # fmt: skip
         return self._count("SERIES_RESEAL", params)
-
-    # -- event sequences ---------------------------------------------------------------
-
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        params = {"scope": scope, "name": name, "which": which}
-        row = self._one("EVENTS_STATE", params, read=True)
-        return None if row is None else (row[0], row[1], row[2])
-
-    def events_append(
-        self,
-        scope: str,
-        name: str,
-        after_seq: int,
-        events: Sequence[tuple[int, bytes]],
-        head: bytes,
-    ) -> bool:
-        if not events:
-            current = self.events_state(scope, name, "head")
-            return (0 if current is None else current[0]) == after_seq
-        statement = self._sql["EVENTS_APPEND_FIRST" if after_seq == 0 else "EVENTS_APPEND_NEXT"]
-        params = {"scope": scope, "name": name, "after": after_seq,
-                  "last": after_seq + len(events), "last_ts": events[-1][0], "head": head,
-                  "ts": [ts for ts, _ in events], "data": [d for _, d in events]}  # fmt: skip
-
-        def append_in(conn: psycopg.Connection[Any]) -> bool:
-            try:
-                return conn.execute(statement, params).rowcount > 0
-            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
-                # Only under a stricter isolation than the default (set through libpq
-                # options): the head moved meanwhile, and nothing was written.
-                return False
-
-        return self._run(append_in)
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        if limit <= 0 or after_seq >= INT64_MAX:
-            return []
-        params = {"scope": scope, "name": name, "after": max(after_seq, INT64_MIN),
-                  "limit": min(limit, INT64_MAX)}  # fmt: skip
-        statement = self._sql["EVENTS_READ"]
-        rows = self._run(lambda conn: conn.execute(statement, params).fetchall(), read=True)
-        return [(row[0], row[1], row[2]) for row in rows]
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        params = {"scope": scope, "name": name, "seq": base[0], "ts": base[1],
-                  "data": base[2]}  # fmt: skip
-        statement = self._sql["EVENTS_COMPACT"]
-
-        def compact_in(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction():
-                conn.execute(EVENTS_LOCK, params)
-                conn.execute(statement, params)
-
-        self._run(compact_in)
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        states, events = self._sql["EVENTS_DELETE_STATES"], self._sql["EVENTS_DELETE_EVENTS"]
-        params = {"scope": scope, "name": name}
-
-        def delete_in(conn: psycopg.Connection[Any]) -> bool:
-            with conn.transaction():
-                conn.execute(EVENTS_LOCK, params)
-                deleted = conn.execute(states, params).rowcount
-                deleted += conn.execute(events, params).rowcount
-                return deleted > 0
-
-        return self._run(delete_in)
-
-    def events_names(self, scope: str) -> list[str]:
-        statement = self._sql["EVENTS_NAMES"]
-        rows = self._run(lambda conn: conn.execute(statement, {"scope": scope}).fetchall(),
-                         read=True)  # fmt: skip
-        return [row[0] for row in rows]
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        if not events and not states:
-            return 0
-        params = {"scope": scope, "name": name, "seqs": [e[0] for e in events],
-                  "old": [e[1] for e in events], "new": [e[2] for e in events],
-                  "which": [s[0] for s in states], "sold": [s[1] for s in states],
-                  "snew": [s[2] for s in states]}  # fmt: skip
-        statement = self._sql["EVENTS_RESEAL"]
-
-        def reseal_in(conn: psycopg.Connection[Any]) -> int:
-            with conn.transaction():
-                conn.execute(EVENTS_LOCK, params)
-                (replaced,) = conn.execute(statement, params).fetchone() or (0,)
-                return int(replaced)
-
-        return self._run(reseal_in)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NoReturn
+from typing import NoReturn
 
 from .._errors import ReadOnlyError
-from .base import Backend, Change, EventState, Expect, LegacyBlob, Record
+from .base import Backend, Change, Expect, LegacyBlob, Record
 
 
 class ReadOnlyBackend(Backend):
@@ -69,17 +69,5 @@ class ReadOnlyBackend(Backend):
     def series_names(self, scope: str) -> list[str]:
         return self._backend.series_names(scope)
 
-    def events_state(self, scope: str, name: str,
-                     which: Literal["head", "base"]) -> EventState | None:  # fmt: skip
-        return self._backend.events_state(scope, name, which)
-
-    def events_read(self, scope: str, name: str, after_seq: int,
-                    limit: int) -> list[tuple[int, int, bytes]]:  # fmt: skip
-        return self._backend.events_read(scope, name, after_seq, limit)
-
-    def events_names(self, scope: str) -> list[str]:
-        return self._backend.events_names(scope)
-
     drop_legacy_blobs = _refuse
     series_put = series_remove = series_reseal = _refuse
-    events_append = events_compact = events_delete = events_reseal = _refuse

@@ -24,7 +24,14 @@ without conditions is one script call per slot, pipelined, so atomic per slot on
 batch with conditions must have all its keys (changes and conditions) in one slot, else
 `apply` raises BackendError and writes nothing. A prefix with a hash tag,
 ``prefix={app}:``, puts every key in one slot, which makes every batch atomic again at the
-price of scale-out. Nothing is retried after a lost connection, so a write is never
+price of scale-out. Event sequences (see _events.py) are records in the scope
+``kind_scope(scope, "e")`` whose keys start with a hash tag, ``{<32 hex>}/...``, so all
+the records of one sequence share a slot and an append (a batch with a condition) works
+on a cluster. Redis takes the first ``{`` of the whole name, though: a scope (or prefix)
+whose first ``{`` is directly followed by ``}``, like ``a{}``, makes Redis hash the whole
+name, which spreads a sequence over slots, so its appends fail with BackendError (other
+braces in a scope are harmless: the tag then reaches into the sequence's own, or puts the
+scope in one slot). Nothing is retried after a lost connection, so a write is never
 applied twice; the caller gets BackendUnavailable.
 
 Scans: ``SCAN`` (on every primary of a cluster) with ``MATCH`` on the escaped name
@@ -38,10 +45,10 @@ the committed blob's id and chunk count in ``blob`` and ``chunks``, the mark ``s
 on a hash holding chunks still being written (with no ``version`` if only those), and
 ``{prefix}~staged``, a sorted set of staged blobs. `legacy_blobs` finds that old storage
 (once: a SCAN of every record plus one script per slot and page of names), and
-`drop_legacy_blobs` strips those fields and keys, then sets ``{prefix}~layout`` to
-LAYOUT, so every later open costs one ``GET``. Record writes never look at those fields:
-a delete is ``DEL``, which takes an old blob with it, and `satchel.open` migrates before
-the first write.
+`drop_legacy_blobs` strips those fields and keys, then sets ``{prefix}~layout`` to ``2``
+(BLOBS_MIGRATED) if it is unset, so every later open costs one ``GET``. Record writes
+never look at those fields: a delete is ``DEL``, which takes an old blob with it, and
+`satchel.open` migrates before the first write.
 
 Time series: one sorted set per series, ``{prefix}~s:{len(scope)}:{scope}:{name}``, every
 member ``t8 + value`` with score 0, where t8 is t + 2**63 as 8 big-endian bytes: byte
@@ -50,14 +57,18 @@ order is t order over the whole int64 range (scores, doubles, would be exact onl
 point at each t, add the new one), one round trip for any number of points; so is
 `series_reseal` (a point is replaced only if its member, t8 + old value, is there).
 
-Event sequences: one hash per sequence, ``{prefix}~e:{len(scope)}:{scope}:{name}``: event
-``seq`` is the field ``"<seq>"`` holding ``"<timestamp> <data>"``, plus ``seq`` (the last
-seq), ``head`` and ``base`` (``"<seq> <timestamp> <state>"``) and ``bseq``. Append, read,
-compact and reseal are one script each on that one key, so they are atomic on a cluster
-too; an append writes only if ``seq`` is still the caller's `after_seq`, so concurrent
-appenders never lose or duplicate an event. Since each series and each sequence is a
-single key, no hash tag is needed, and braces in scopes or names cannot split them over
-slots.
+Releases before 0.2 kept each event sequence in one hash,
+``{prefix}~e:{len(scope)}:{scope}:{name}``: event ``seq`` in the field ``"<seq>"`` holding
+``"<timestamp> <data>"``, plus ``seq`` (the last seq), ``head`` and ``base`` (``"<seq>
+<timestamp> <state>"``) and ``bseq`` (the base's seq: the events up to it were dropped).
+`legacy_sequences` (a SCAN of ``~e:`` names), `legacy_states` and `legacy_events` read
+those; `drop_legacy_events` deletes them and raises the mark ``2`` to LAYOUT (``3``), so
+an open of a migrated store costs one ``GET`` here too (no mark stays no mark: large values
+may still be kept the old way). The mark ``2`` alone does not spare the SCAN: code that
+wrote it still kept sequences that way.
+
+Since each series is a single key, no hash tag is needed, and braces in scopes or names
+cannot split one over slots.
 
 The ``~`` after the prefix keeps these names out of the record scans: a record name has
 digits there (the scope's length), which `scopes` requires and which `scan`, `count` and
@@ -75,7 +86,7 @@ from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, TypeAlias, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
@@ -115,9 +126,11 @@ SCAN_CACHE_SIZE = 4  # sorted key lists kept for iterations in progress
 SCAN_CACHE_SECONDS = 60.0
 T_OFFSET = 1 << 63  # series timestamps are stored as t + T_OFFSET, unsigned
 T_MAX = T_OFFSET - 1
-# The value of {prefix}~layout: set once no large value is kept the way releases before
-# 0.2 kept them (in the record's hash), so an open need not look for one again.
-LAYOUT = b"2"
+# The values of {prefix}~layout, which spare an open the SCANs for what releases before
+# 0.2 kept outside the records: BLOBS_MIGRATED once no large value is kept that way (in
+# its record's hash), LAYOUT once no event sequence is either (in a ``~e:`` hash).
+BLOBS_MIGRATED = b"2"
+LAYOUT = b"3"
 
 # live_version(name, now): the version of the live record at `name` (or nil), and its
 # stored expires_at (false if absent), live or not.
@@ -292,55 +305,6 @@ for i = 1, #ARGV, 2 do
   redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
 end
 return #ARGV / 2"""
-# KEYS[1]: a sequence; ARGV: after_seq, last timestamp ('' with no events), head bytes,
-# then one 'timestamp data' per event. Returns 1 if appended, 0 if the head moved on.
-EVENTS_APPEND = """
-local name = KEYS[1]
-local found = redis.call('HMGET', name, 'seq', 'head')
-if (tonumber(found[1]) or 0) ~= tonumber(ARGV[1]) then return 0 end
-local seq, stamp = tonumber(ARGV[1]), ARGV[2]
-for i = 4, #ARGV do
-  seq = seq + 1
-  redis.call('HSET', name, string.format('%d', seq), ARGV[i])
-end
-if stamp == '' then stamp = found[2] and string.match(found[2], '^%d+ (%-?%d+) ') or '0' end
-local last = string.format('%d', seq)
-redis.call('HSET', name, 'seq', last, 'head', last .. ' ' .. stamp .. ' ' .. ARGV[3])
-return 1"""
-# KEYS[1]: a sequence; ARGV: after_seq, limit. Returns the first seq, then the events.
-EVENTS_READ = """
-local name, after = KEYS[1], tonumber(ARGV[1])
-local found = redis.call('HMGET', name, 'seq', 'bseq')
-local first = math.max(after, tonumber(found[2]) or 0) + 1
-local last = math.min(tonumber(found[1]) or 0, first - 1 + tonumber(ARGV[2]))
-local out, fields = {first}, {}
-for seq = first, last do
-  fields[#fields + 1] = string.format('%d', seq)
-  if #fields == 1000 or seq == last then
-    for _, event in ipairs(redis.call('HMGET', name, unpack(fields))) do
-      out[#out + 1] = event
-    end
-    fields = {}
-  end
-end
-return out"""
-# KEYS[1]: a sequence; ARGV: base seq, base state. Returns 1 if the base moved.
-EVENTS_COMPACT = """
-local name, seq = KEYS[1], tonumber(ARGV[1])
-local base = tonumber(redis.call('HGET', name, 'bseq')) or 0
-if seq <= base then return 0 end
--- a sequence deleted (and maybe begun again) since the base was computed: not its base
-if (tonumber(redis.call('HGET', name, 'seq')) or 0) < seq then return 0 end
-local fields = {}
-for s = base + 1, seq do
-  fields[#fields + 1] = string.format('%d', s)
-  if #fields == 1000 or s == seq then
-    redis.call('HDEL', name, unpack(fields))
-    fields = {}
-  end
-end
-redis.call('HSET', name, 'bseq', ARGV[1], 'base', ARGV[2])
-return 1"""
 # KEYS[1]: a series; ARGV: triples (t8, old value, new value). Returns how many replaced.
 SERIES_RESEAL = """
 local n = 0
@@ -351,30 +315,7 @@ for i = 1, #ARGV, 3 do
   end
 end
 return n"""
-# KEYS[1]: a sequence; ARGV: triples (field: '<seq>', 'head' or 'base'; old data; new
-# data). The '<seq> <timestamp> ' (state) or '<timestamp> ' (event) before the data stays.
-EVENTS_RESEAL = """
-local n = 0
-for i = 1, #ARGV, 3 do
-  local found = redis.call('HGET', KEYS[1], ARGV[i])
-  local lead = found and string.match(found, ARGV[i]:match('^%d') and '^%-?%d+ '
-                                      or '^%-?%d+ %-?%d+ ')
-  if lead and string.sub(found, #lead + 1) == ARGV[i + 1] then
-    redis.call('HSET', KEYS[1], ARGV[i], lead .. ARGV[i + 2])
-    n = n + 1
-  end
-end
-return n"""
-SCRIPTS = (
-    APPLY,
-    GET_MANY,
-    SERIES_PUT,
-    EVENTS_APPEND,
-    EVENTS_READ,
-    EVENTS_COMPACT,
-    SERIES_RESEAL,
-    EVENTS_RESEAL,
-)
+SCRIPTS = (APPLY, GET_MANY, SERIES_PUT, SERIES_RESEAL)
 
 Client: TypeAlias = "redis.Redis | RedisCluster"
 _UNAVAILABLE = (rx.ConnectionError, rx.TimeoutError, rx.ClusterDownError, rx.MasterDownError)
@@ -461,6 +402,25 @@ def _t8(t: int) -> bytes:
         raise InvalidInput(f"a series timestamp must be a signed 64-bit int, not {t}") from None
 
 
+def _split(tail: bytes) -> tuple[str, bytes] | None:
+    """(scope, rest) of ``{len(scope)}:{scope}:{rest}``, or None if `tail` is not that."""
+    length, colon, rest = tail.partition(b":")
+    if not colon or not length.isdigit() or rest[int(length) : int(length) + 1] != b":":
+        return None
+    try:
+        return rest[: int(length)].decode(), rest[int(length) + 1 :]
+    except UnicodeDecodeError:
+        return None
+
+
+def _state(packed: bytes | None) -> EventState | None:
+    """An old sequence's state, stored as ``"<seq> <timestamp> <state>"``."""
+    if packed is None:
+        return None
+    seq, stamp, state = packed.split(b" ", 2)
+    return int(seq), int(stamp), state
+
+
 def _escape(literal: bytes) -> bytes:
     """`literal` as a Redis MATCH pattern (glob specials backslash-escaped)."""
     for special in (b"\\", b"*", b"?", b"[", b"]"):
@@ -480,11 +440,9 @@ class RedisBackend(Backend):
         self._scans: OrderedDict[tuple[str, str, bytes], tuple[list[bytes], int, float]]
         self._scans = OrderedDict()
         self._scans_lock = threading.Lock()
-        self._layout = self._prefix + b"~layout"  # LAYOUT once no blob is kept the old way
+        self._layout = self._prefix + b"~layout"  # see LAYOUT
         scripts = [client.register_script(text) for text in SCRIPTS]
-        self._apply, self._get_many, self._series_put, self._events_append = scripts[:4]
-        self._events_read, self._events_compact, self._series_reseal = scripts[4:7]
-        self._events_reseal = scripts[7]
+        self._apply, self._get_many, self._series_put, self._series_reseal = scripts
         # run once per store at most (see legacy_blobs): loaded when first called
         self._legacy_find = client.register_script(LEGACY_FIND)
         self._legacy_drop = client.register_script(LEGACY_DROP)
@@ -506,13 +464,8 @@ class RedisBackend(Backend):
 
     def _scope_of(self, name: bytes) -> str | None:
         """The scope of a Redis key name under our prefix, or None if it is not ours."""
-        length, colon, rest = name[len(self._prefix) :].partition(b":")
-        if not colon or not length.isdigit() or rest[int(length) : int(length) + 1] != b":":
-            return None
-        try:
-            return rest[: int(length)].decode()
-        except UnicodeDecodeError:
-            return None
+        split = _split(name[len(self._prefix) :])
+        return None if split is None else split[0]
 
     def _corrupt(self, exc: ValueError, key: str | None = None) -> CorruptData:
         return CorruptData(
@@ -710,14 +663,16 @@ class RedisBackend(Backend):
                     by_scope.setdefault(scope, []).append(name)
             return sorted(scope for scope, names in by_scope.items() if self._live(names, now))
 
+    def _unlink(self, names: list[bytes]) -> None:
+        for start in range(0, len(names), SCAN_COUNT):
+            pipe = self._client.pipeline(transaction=False)
+            for name in names[start : start + SCAN_COUNT]:
+                pipe.unlink(name)
+            pipe.execute()
+
     def clear(self, scope: str) -> None:
         with self._errors:
-            names = list(self._scan_names(self._base(scope)))
-            for start in range(0, len(names), SCAN_COUNT):
-                pipe = self._client.pipeline(transaction=False)
-                for name in names[start : start + SCAN_COUNT]:
-                    pipe.unlink(name)
-                pipe.execute()
+            self._unlink(list(self._scan_names(self._base(scope))))
 
     def purge_expired(self, now: float, limit: int) -> int:
         return 0  # Redis drops expired records itself (PEXPIREAT)
@@ -735,7 +690,7 @@ class RedisBackend(Backend):
 
     def legacy_blobs(self, now: float) -> list[LegacyBlob] | None:
         with self._errors:
-            if self._client.get(self._layout) == LAYOUT:
+            if self._client.get(self._layout) is not None:  # BLOBS_MIGRATED or LAYOUT
                 return None
             names = self._record_names()
             found: list[tuple[bytes, bytes]] = []
@@ -767,18 +722,74 @@ class RedisBackend(Backend):
             for start in range(0, len(names), SCAN_COUNT):
                 self._per_slot(self._legacy_drop, names[start : start + SCAN_COUNT], lambda _: [])
             self._client.delete(self._prefix + b"~staged")
-            self._client.set(self._layout, LAYOUT)
+            self._client.set(self._layout, BLOBS_MIGRATED, nx=True)  # never lowers LAYOUT
+
+    # -- event sequences kept by releases before 0.2 ---------------------------------------
+
+    def _sequence(self, scope: str, name: str) -> bytes:
+        return self._aux(b"~e:", scope) + name.encode()
+
+    def legacy_sequences(self) -> list[tuple[str, str]] | None:
+        base = self._prefix + b"~e:"
+        with self._errors:
+            if self._client.get(self._layout) == LAYOUT:
+                return None
+            names = list(self._scan_names(base))
+        found = set()
+        for scope, rest in filter(None, (_split(name[len(base) :]) for name in names)):
+            try:
+                found.add((scope, rest.decode()))
+            except UnicodeDecodeError:
+                continue  # not a name old releases wrote
+        return sorted(found)
+
+    def legacy_states(self, scope: str, name: str) -> tuple[EventState | None, EventState | None]:
+        with self._errors:
+            found = self._client.hmget(self._sequence(scope, name), (b"head", b"base"))
+        head, base = cast(list[bytes | None], found)
+        try:
+            return _state(head), _state(base)
+        except ValueError as exc:
+            raise self._corrupt(exc) from exc
+
+    def legacy_events(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Up to min(`limit`, SCAN_COUNT) events: one HMGET."""
+        first = after_seq + 1
+        fields = [b"%d" % seq for seq in range(first, first + min(limit, SCAN_COUNT))]
+        with self._errors:
+            found = self._client.hmget(self._sequence(scope, name), [b"bseq", *fields])
+        bseq, *packed = cast(list[bytes | None], found)
+        events = []
+        try:
+            if bseq is not None and int(bseq) > after_seq:  # those were compacted away
+                return self.legacy_events(scope, name, int(bseq), limit)
+            for seq, event in enumerate(packed, first):
+                if event is None:  # past the last event (or the sequence was dropped)
+                    break
+                stamp, data = event.split(b" ", 1)
+                events.append((seq, int(stamp), data))
+        except ValueError as exc:
+            raise self._corrupt(exc) from exc
+        return events
+
+    def drop_legacy_events(self) -> None:
+        with self._errors:
+            self._unlink(list(self._scan_names(self._prefix + b"~e:")))
+            # over BLOBS_MIGRATED only: without it, large values may still be kept the old way
+            self._client.set(self._layout, LAYOUT, xx=True)
 
     # -- time series -----------------------------------------------------------------------
 
     def _aux(self, kind: bytes, scope: str) -> bytes:
-        """The name prefix of the series (`kind` ``~s:``) or sequences (``~e:``) of `scope`:
-        under the store's prefix, but never matched by the record scans."""
+        """The name prefix of the series (`kind` ``~s:``) or old sequences (``~e:``) of
+        `scope`: under the store's prefix, but never matched by the record scans."""
         encoded = scope.encode()
         return b"%s%s%d:%s:" % (self._prefix, kind, len(encoded), encoded)
 
-    def _aux_names(self, kind: bytes, scope: str) -> list[str]:
-        base = self._aux(kind, scope)
+    def series_names(self, scope: str) -> list[str]:
+        base = self._aux(b"~s:", scope)
         with self._errors:
             names = {name[len(base) :] for name in self._scan_names(base)}
         try:
@@ -836,9 +847,6 @@ class RedisBackend(Backend):
         with self._errors:
             return int(self._client.zcard(self._aux(b"~s:", scope) + name.encode()))
 
-    def series_names(self, scope: str) -> list[str]:
-        return self._aux_names(b"~s:", scope)
-
     def series_reseal(
         self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
     ) -> int:
@@ -848,86 +856,6 @@ class RedisBackend(Backend):
         with self._errors:
             return int(self._series_reseal(keys=[self._aux(b"~s:", scope) + name.encode()],
                                            args=args))  # fmt: skip
-
-    # -- event sequences -------------------------------------------------------------------
-
-    def _sequence(self, scope: str, name: str) -> bytes:
-        return self._aux(b"~e:", scope) + name.encode()
-
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        with self._errors:
-            packed = self._client.hget(self._sequence(scope, name), which)
-        if packed is None:
-            return None
-        try:
-            seq, stamp, state = cast(bytes, packed).split(b" ", 2)
-            return int(seq), int(stamp), state
-        except ValueError as exc:
-            raise self._corrupt(exc) from exc
-
-    def events_append(
-        self,
-        scope: str,
-        name: str,
-        after_seq: int,
-        events: Sequence[tuple[int, bytes]],
-        head: bytes,
-    ) -> bool:
-        last = b"%d" % events[-1][0] if events else b""
-        args: list[bytes | int] = [after_seq, last, head]
-        args += [b"%d %s" % event for event in events]
-        with self._errors:
-            return bool(self._events_append(keys=[self._sequence(scope, name)], args=args))
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        if limit <= 0:
-            return []
-        with self._errors:
-            found = self._events_read(keys=[self._sequence(scope, name)], args=[after_seq, limit])
-        first, *packed = found
-        events = []
-        try:
-            for seq, event in enumerate(packed, int(first)):
-                if event is None:  # missing: only if someone else edited the hash
-                    raise ValueError(f"event {seq} is missing")
-                stamp, data = event.split(b" ", 1)
-                events.append((seq, int(stamp), data))
-        except ValueError as exc:
-            raise self._corrupt(exc) from exc
-        return events
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        seq, stamp, state = base
-        with self._errors:
-            self._events_compact(
-                keys=[self._sequence(scope, name)], args=[seq, b"%d %d %s" % (seq, stamp, state)]
-            )
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        with self._errors:
-            return bool(self._client.delete(self._sequence(scope, name)))
-
-    def events_names(self, scope: str) -> list[str]:
-        return self._aux_names(b"~e:", scope)
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        args: list[bytes | str] = []
-        for field, old, new in [*((b"%d" % e[0], e[1], e[2]) for e in events), *states]:
-            args += (field, old, new)
-        if not args:
-            return 0
-        with self._errors:
-            return int(self._events_reseal(keys=[self._sequence(scope, name)], args=args))
 
 
 # -- opening ---------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ operations take the write lock up front (``BEGIN IMMEDIATE``), so they never fai
 with a lock upgrade error. Safe to share between threads, and after ``fork()`` a child opens its
 own connection.
 
-Time series are rows of ``satchel_points`` keyed by (scope, series, t); event sequences
-are rows of ``satchel_events`` keyed by (scope, name, seq) plus ``satchel_event_states``.
-Large values are records like any other (see _blobs.py). Files of schema 2 kept them in
+Time series are rows of ``satchel_points`` keyed by (scope, series, t). Large values and
+event sequences are records like any other (see _blobs.py, _events.py); files of schema
+2 kept events in ``satchel_events`` and ``satchel_event_states``, which `legacy_sequences`
+and friends read until `drop_legacy_events`. Files of schema 2 kept them in
 ``satchel_blobs`` / ``satchel_chunks``, kept up to date by triggers on ``satchel_kv``:
 opening such a file drops the triggers and marks it schema 3, and `legacy_blobs`,
 `legacy_chunk` and `drop_legacy_blobs` let `satchel.open` move the blobs into records.
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from .._errors import (
     BackendError,
@@ -75,17 +76,11 @@ CREATE TABLE satchel_kv (
 CREATE_EXPIRY_INDEX = (
     "CREATE INDEX satchel_kv_expiry ON satchel_kv (expires_at) WHERE expires_at IS NOT NULL"
 )
-# Time series and event sequences (version 2): added to a version 1 file on open.
+# Time series (version 2): added to a version 1 file on open.
 CREATE_V2 = (
     """CREATE TABLE IF NOT EXISTS satchel_points (
         scope TEXT NOT NULL, series TEXT NOT NULL, t INTEGER NOT NULL, value BLOB NOT NULL,
         PRIMARY KEY (scope, series, t)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS satchel_events (
-        scope TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
-        data BLOB NOT NULL, PRIMARY KEY (scope, name, seq)) WITHOUT ROWID""",
-    """CREATE TABLE IF NOT EXISTS satchel_event_states (
-        scope TEXT NOT NULL, name TEXT NOT NULL, which TEXT NOT NULL, seq INTEGER NOT NULL,
-        ts INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (scope, name, which))""",
 )
 # Version 3: record writes no longer free the large values of version 2 (its tables stay
 # until drop_legacy_blobs, after satchel.open has copied them into records).
@@ -179,30 +174,25 @@ WITH RECURSIVE names(name) AS (
 SELECT name FROM names WHERE name IS NOT NULL"""
 INT64_MIN = -(2**63)
 
-GET_STATE = (
+# Event sequences of version 2, until `drop_legacy_events`.
+HAS_LEGACY_EVENTS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'satchel_event_states'"
+)
+LEGACY_SEQUENCES = "SELECT DISTINCT scope, name FROM satchel_event_states ORDER BY scope, name"
+LEGACY_STATE = (
     "SELECT seq, ts, data FROM satchel_event_states WHERE scope = ? AND name = ? AND which = ?"
 )
-PUT_STATE = """
-INSERT OR REPLACE INTO satchel_event_states (scope, name, which, seq, ts, data)
-VALUES (?, ?, ?, ?, ?, ?)"""
-PUT_EVENT = "INSERT INTO satchel_events (scope, name, seq, ts, data) VALUES (?, ?, ?, ?, ?)"
-READ_EVENTS = """
+LEGACY_EVENTS = """
 SELECT seq, ts, data FROM satchel_events WHERE scope = ? AND name = ? AND seq > ?
 ORDER BY seq LIMIT ?"""
-DROP_EVENTS = "DELETE FROM satchel_events WHERE scope = ? AND name = ? AND seq <= ?"
-DELETE_EVENTS = "DELETE FROM satchel_events WHERE scope = ? AND name = ?"
-DELETE_STATES = "DELETE FROM satchel_event_states WHERE scope = ? AND name = ?"
-EVENT_NAMES = "SELECT DISTINCT name FROM satchel_event_states WHERE scope = ? ORDER BY name"
-# Compare-and-swap rewrites of stored bytes (series_reseal, events_reseal).
+DROP_LEGACY_EVENTS = (
+    "DROP TABLE IF EXISTS satchel_events",
+    "DROP TABLE IF EXISTS satchel_event_states",
+)
+# Compare-and-swap rewrites of stored bytes (series_reseal).
 RESEAL_POINT = (
     "UPDATE satchel_points SET value = ? WHERE scope = ? AND series = ? AND t = ? AND value = ?"
 )
-RESEAL_EVENT = (
-    "UPDATE satchel_events SET data = ? WHERE scope = ? AND name = ? AND seq = ? AND data = ?"
-)
-RESEAL_STATE = """
-UPDATE satchel_event_states SET data = ? WHERE scope = ? AND name = ? AND which = ? AND data = ?"""
-
 
 GET_MANY_CHUNK = 500  # keys per IN (...) query, well below SQLite's parameter limit
 
@@ -716,6 +706,38 @@ class SQLiteBackend(Backend):
             for statement in DROP_LEGACY_BLOBS:
                 db.execute(statement)
 
+    # -- event sequences kept by version 2 ----------------------------------------------
+
+    def _legacy(self, query: str, args: tuple[object, ...]) -> list[Any] | None:
+        """The rows of a query on the old event tables; None once they are dropped."""
+        with self._guard as db:
+            try:
+                return db.execute(query, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return None  # dropped meanwhile by another process
+                raise
+
+    def legacy_sequences(self) -> list[tuple[str, str]] | None:
+        with self._guard as db:
+            if db.execute(HAS_LEGACY_EVENTS).fetchone() is None:
+                return None
+        return self._legacy(LEGACY_SEQUENCES, ())
+
+    def legacy_states(self, scope: str, name: str) -> tuple[EventState | None, EventState | None]:
+        head, base = (self._legacy(LEGACY_STATE, (scope, name, w)) for w in ("head", "base"))
+        return (head[0] if head else None), (base[0] if base else None)
+
+    def legacy_events(
+        self, scope: str, name: str, after_seq: int, limit: int
+    ) -> list[tuple[int, int, bytes]]:
+        return self._legacy(LEGACY_EVENTS, (scope, name, after_seq, limit)) or []
+
+    def drop_legacy_events(self) -> None:
+        with self._guard as db, _immediate(db):
+            for statement in DROP_LEGACY_EVENTS:
+                db.execute(statement)
+
     # -- time series ---------------------------------------------------------------------
 
     def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
@@ -767,70 +789,3 @@ class SQLiteBackend(Backend):
         rows = [(new, scope, name, t, old) for t, old, new in points]
         with self._guard as db, _immediate(db):
             return db.executemany(RESEAL_POINT, rows).rowcount
-
-    # -- event sequences -----------------------------------------------------------------
-
-    def events_state(
-        self, scope: str, name: str, which: Literal["head", "base"]
-    ) -> EventState | None:
-        with self._guard as db:
-            row = db.execute(GET_STATE, (scope, name, which)).fetchone()
-        return None if row is None else (row[0], row[1], row[2])
-
-    def events_append(
-        self,
-        scope: str,
-        name: str,
-        after_seq: int,
-        events: Sequence[tuple[int, bytes]],
-        head: bytes,
-    ) -> bool:
-        with self._guard as db, _immediate(db):
-            row = db.execute(GET_STATE, (scope, name, "head")).fetchone()
-            if (0 if row is None else row[0]) != after_seq:
-                return False
-            rows = [(scope, name, after_seq + i, ts, data)
-                    for i, (ts, data) in enumerate(events, 1)]  # fmt: skip
-            db.executemany(PUT_EVENT, rows)
-            last = rows[-1]
-            db.execute(PUT_STATE, (scope, name, "head", last[2], last[3], head))
-            return True
-
-    def events_read(
-        self, scope: str, name: str, after_seq: int, limit: int
-    ) -> list[tuple[int, int, bytes]]:
-        with self._guard as db:
-            return db.execute(READ_EVENTS, (scope, name, after_seq, limit)).fetchall()
-
-    def events_compact(self, scope: str, name: str, base: EventState) -> None:
-        with self._guard as db, _immediate(db):
-            head = db.execute(GET_STATE, (scope, name, "head")).fetchone()
-            if head is None or head[0] < base[0]:
-                return  # deleted (maybe begun again) since the base was computed
-            row = db.execute(GET_STATE, (scope, name, "base")).fetchone()
-            if row is not None and row[0] >= base[0]:
-                return
-            db.execute(PUT_STATE, (scope, name, "base", *base))
-            db.execute(DROP_EVENTS, (scope, name, base[0]))
-
-    def events_delete(self, scope: str, name: str) -> bool:
-        with self._guard as db, _immediate(db):
-            db.execute(DELETE_EVENTS, (scope, name))
-            return db.execute(DELETE_STATES, (scope, name)).rowcount > 0
-
-    def events_names(self, scope: str) -> list[str]:
-        with self._guard as db:
-            return [name for (name,) in db.execute(EVENT_NAMES, (scope,))]
-
-    def events_reseal(
-        self,
-        scope: str,
-        name: str,
-        events: Sequence[tuple[int, bytes, bytes]],
-        states: Sequence[tuple[Literal["head", "base"], bytes, bytes]] = (),
-    ) -> int:
-        rows = [(new, scope, name, seq, old) for seq, old, new in events]
-        kept = [(new, scope, name, which, old) for which, old, new in states]
-        with self._guard as db, _immediate(db):
-            replaced: int = db.executemany(RESEAL_EVENT, rows).rowcount
-            return replaced + db.executemany(RESEAL_STATE, kept).rowcount

@@ -1,39 +1,32 @@
-"""Time series and event sequences over HTTP (one Backend primitive each).
+"""Time series over HTTP (one primitive each).
 
-Points and events are charged against the quota when written and recounted with the
-records. (Large values need no endpoint: their chunks are records, in the blob scope of
-their scope, written and read through /v1/apply, /v1/get and /v1/scan.)
+Points are charged against the quota when written and recounted with the
+records. (Large values and event sequences need no endpoint: they are records, in kind scopes
+of their scope, written and read through /v1/apply, /v1/get and /v1/scan.)
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from .deps import RESPONSES, T
-from .ledger import EVENT_COST, POINT_COST
-from .models import B64, MAX_BATCH, EventsReseal, Int64, Name, ScopeBody, SeriesReseal, _Body
+from .ledger import POINT_COST
+from .models import B64, MAX_BATCH, Int64, Name, ScopeBody, SeriesReseal, _Body
 from .service import Service, b64decode
 from .tenants import Tenant
 
-Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OptT = Annotated[int | None, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class Point(_Body):
     t: Int64
     value: B64
-
-
-class Event(_Body):
-    seq: Seq
-    t: Int64
-    data: B64
 
 
 class SeriesBody(ScopeBody):
@@ -57,33 +50,12 @@ class SeriesRemove(SeriesBody):
     stop: OptT = None
 
 
-class EventsState(SeriesBody):
-    which: Literal["head", "base"] = "head"
-
-
-class EventsAppend(SeriesBody):
-    after_seq: Seq
-    events: Annotated[list[Point], Field(min_length=1, max_length=MAX_BATCH)]
-    head: B64
-
-
-class EventsRead(SeriesBody):
-    after_seq: Seq = 0
-    limit: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 1000
-
-
-class EventsCompact(SeriesBody):
-    base: Event
-
-
 class Result(BaseModel):
-    """`count`/`ok` for writes; `points`, `events`, `state` or `names` for reads."""
+    """`count`/`ok` for writes; `points` or `names` for reads."""
 
     count: int = 0
     ok: bool = True
     points: list[Point] | None = None
-    events: list[Event] | None = None
-    state: Event | None = None
     names: list[str] | None = None
 
 
@@ -92,7 +64,7 @@ def _b64(data: bytes) -> str:
 
 
 def routes(app: FastAPI, service: Service) -> None:
-    """Register the series and events endpoints."""
+    """Register the series endpoints."""
     post = app.post
     backend = service.backend
 
@@ -162,65 +134,3 @@ def routes(app: FastAPI, service: Service) -> None:
     @post("/v1/series/names", responses=RESPONSES, tags=["series"])
     def series_names(body: ScopeBody, t: T) -> Result:
         return Result(names=backend.series_names(service.scope(t, body.scope)))
-
-    @post("/v1/events/state", responses=RESPONSES, tags=["events"])
-    def events_state(body: EventsState, t: T) -> Result:
-        """The head or base state of a sequence (`state` null if none)."""
-        full = service.scope(t, body.scope)
-        state = backend.events_state(full, service.key(body.name), body.which)
-        if state is None:
-            return Result()
-        return Result(state=Event(seq=state[0], t=state[1], data=_b64(state[2])))
-
-    @post("/v1/events/append", responses=RESPONSES, tags=["events"])
-    def events_append(body: EventsAppend, t: T) -> Result:
-        """Append events if the last seq is `after_seq`; `ok` False if it moved on."""
-        events = [(p.t, b64decode(p.value)) for p in body.events]
-        head, name = b64decode(body.head), service.key(body.name)
-        full = service.writable(t, body.scope)
-        # The new head is charged whole (the old one is released by the next recount), and
-        # a sequence begun (after seq 0) its container (Redis: a key; files engine: a file).
-        growth = sum(size_of(full, name, EVENT_COST + len(v)) for _, v in events)
-        growth += size_of(full, name, EVENT_COST + len(head))
-        growth += size_of(full, name, 0, 1) if body.after_seq == 0 else 0
-        service.add(t, growth)
-        service.ledger.note(t.name, full)
-        ok = backend.events_append(full, name, body.after_seq, events, head)
-        if not ok:  # it moved on: nothing was written
-            service.credit(t, growth)
-        return Result(ok=ok)
-
-    @post("/v1/events/reseal", responses=RESPONSES, tags=["events"])
-    def events_reseal(body: EventsReseal, t: T) -> Result:
-        """Set each event's (distinct seq) or state's (distinct which) data to `new` where
-        it is still `old`; `count` replaced."""
-        events = [(e.seq, b64decode(e.old), b64decode(e.new)) for e in body.events]
-        states = [(s.which, b64decode(s.old), b64decode(s.new)) for s in body.states]
-        if len({e[0] for e in events}) < len(events) or len({s[0] for s in states}) < len(states):
-            raise HTTPException(400, "two events have the same seq, or two states the same which")
-        name, pairs = service.key(body.name), [(o, n) for _, o, n in [*events, *states]]
-        return reseal(t, body.scope, name, EVENT_COST, pairs,
-                      lambda full: backend.events_reseal(full, name, events, states))  # fmt: skip
-
-    @post("/v1/events/read", responses=RESPONSES, tags=["events"])
-    def events_read(body: EventsRead, t: T) -> Result:
-        full = service.scope(t, body.scope)
-        found = backend.events_read(full, service.key(body.name), body.after_seq, body.limit)
-        return Result(events=[Event(seq=seq, t=ts, data=_b64(v)) for seq, ts, v in found])
-
-    @post("/v1/events/compact", responses=RESPONSES, tags=["events"])
-    def events_compact(body: EventsCompact, t: T) -> Result:
-        base, name = (body.base.seq, body.base.t, b64decode(body.base.data)), service.key(body.name)
-        full = service.writable(t, body.scope)
-        service.add(t, size_of(full, name, EVENT_COST + len(base[2])))
-        backend.events_compact(full, name, base)
-        return Result()
-
-    @post("/v1/events/delete", responses=RESPONSES, tags=["events"])
-    def events_delete(body: SeriesBody, t: T) -> Result:
-        full = service.writable(t, body.scope)
-        return Result(ok=backend.events_delete(full, service.key(body.name)))
-
-    @post("/v1/events/names", responses=RESPONSES, tags=["events"])
-    def events_names(body: ScopeBody, t: T) -> Result:
-        return Result(names=backend.events_names(service.scope(t, body.scope)))

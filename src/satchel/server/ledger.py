@@ -2,10 +2,10 @@
 in LEDGER_SCOPE, which the service refuses to every tenant: an admin's empty prefix
 reaches every other name, the reserved scope included).
 
-Which scopes of a tenant hold time series or event sequences: a scope that holds only
-those has no record, so the engine's ``scopes()`` does not list it. The server notes such
-a scope the first time it writes there; a recount sums its points and events. (Large
-values need no entry: their chunks are records, which a recount reads.)
+Which scopes of a tenant hold time series: a scope that holds only those has no record,
+so the engine's ``scopes()`` does not list it. The server notes such a scope the first
+time it writes there; a recount sums its points. (Large values and event sequences need
+no entry: they are records, which a recount reads.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .._series import INT64_MAX
 
 PAGE = 1000
 LEDGER_SCOPE = f"{RESERVED_SCOPE}:server"
-POINT_COST, EVENT_COST = 8, 16  # data bytes of a point's timestamp, an event's seq + time
+POINT_COST = 8  # data bytes of a point's timestamp
 # What an entry costs: (scope, name, data bytes, containers) -> bytes; Costs.size_of.
 Sizer = Callable[[str, str, int, int], int]
 
@@ -60,7 +60,7 @@ class Ledger:
                 b.apply(scope, [Delete(r.key) for r in page], time.time())
 
     def note(self, tenant: str, full_scope: str) -> None:
-        """Remember that `full_scope` of `tenant` holds series or events."""
+        """Remember that `full_scope` of `tenant` holds time series."""
         with self._lock:
             if (tenant, full_scope) in self._noted:
                 return
@@ -70,7 +70,7 @@ class Ledger:
             self._noted.add((tenant, full_scope))
 
     def extra_bytes(self, tenant: str, size_of: Sizer) -> int:
-        """What the series and events of the tenant's noted scopes cost."""
+        """What the time series of the tenant's noted scopes cost."""
         total = 0
         prefix, after = _prefix(tenant), None
         while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
@@ -81,8 +81,8 @@ class Ledger:
         return total
 
     def _scope_bytes(self, scope: str, size_of: Sizer) -> int:
-        """Each series and sequence as an empty entry in a container of its own (as the
-        server charges a new one), and each point, event and state as an entry."""
+        """Each series as an empty entry in a container of its own (as the server charges
+        a new one), and each point as an entry."""
         b = self._backend
         total = 0
         for name in b.series_names(scope):
@@ -93,15 +93,4 @@ class Ledger:
                 if len(points) < PAGE or points[-1][0] == INT64_MAX:
                     break
                 start = points[-1][0] + 1
-        for name in b.events_names(scope):
-            total += size_of(scope, name, 0, 1)
-            seq = 0
-            while events := b.events_read(scope, name, seq, PAGE):
-                total += sum(size_of(scope, name, EVENT_COST + len(d), 0) for _, _, d in events)
-                seq = events[-1][0]
-                if len(events) < PAGE:
-                    break
-            for which in ("head", "base"):
-                state = b.events_state(scope, name, which)
-                total += 0 if state is None else size_of(scope, name, EVENT_COST + len(state[2]), 0)
         return total

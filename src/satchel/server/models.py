@@ -107,31 +107,11 @@ class PointReseal(_Body):
     new: B64
 
 
-class EventReseal(_Body):
-    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    old: B64
-    new: B64
-
-
-class StateReseal(_Body):
-    which: Literal["head", "base"]
-    old: B64
-    new: B64
-
-
 class SeriesReseal(ScopeBody):
     """Replace each point's value by `new` if it is still `old`."""
 
     name: Name
     points: Annotated[list[PointReseal], Field(max_length=MAX_BATCH)]
-
-
-class EventsReseal(ScopeBody):
-    """Replace each event's or state's data by `new` if it is still `old`."""
-
-    name: Name
-    events: Annotated[list[EventReseal], Field(max_length=MAX_BATCH)] = []
-    states: Annotated[list[StateReseal], Field(max_length=2)] = []
 
 
 class ValueBody(_Body):

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._backends.base import Backend, Change, Delete, Expect, Put, Record, Touch
-from .._blobs import collect, migrate
+from .._blobs import collect
+from .._blobs import migrate as migrate_blobs
 from .._core import COLLECT_EVERY
 from .._errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
+from .._events import migrate as migrate_events
 from .._keys import check_key, split_kind
 from .ledger import LEDGER_SCOPE, Ledger
 from .models import MAX_TIME, ChangeIn, DeleteChange, ExpectIn, PutChange, RecordOut
@@ -135,9 +137,11 @@ class Service:
         self.backend = backend
         self.config = config
         self.accounts = Accounts(self._recount)
-        # Large values a server before 0.2 kept in engine storage become records, in the
-        # blob scopes of the tenants' server-side scopes (where their clients look).
-        migrate(backend, time.time())
+        # Large values and event sequences a server before 0.2 kept in engine storage
+        # become records, in the kind scopes of the tenants' server-side scopes (where
+        # their clients look).
+        migrate_blobs(backend, time.time())
+        migrate_events(backend)
         self.ledger = Ledger(backend)
         self.costs = costs_of(backend)
         self._next_purge = 0.0

@@ -42,7 +42,7 @@ DEFAULT_QUOTA_BYTES = 100 * 1024 * 1024
 DEFAULT_QUOTA_KEYS = 1_000_000
 RECOUNT_EVERY = 300.0  # seconds: expired records leave the usage at the next recount
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-KINDS = frozenset({"b"})  # kinds of scope a tenant's Store keeps beside its scopes (_keys)
+KINDS = frozenset({"b", "e"})  # kinds of scope a tenant's Store keeps beside its scopes (_keys)
 log = logging.getLogger("satchel.server")
 
 
@@ -229,8 +229,9 @@ def full_scope(tenant: Tenant, scope: object) -> str:
     """The server-side name of `scope` for `tenant`. Raises InvalidInput for a bad name,
     PermissionError for a scope the tenant may not use.
 
-    A kind scope of one of its scopes (``kind_scope(scope, "b")``: where a Store keeps the
-    chunks of its large values) is the tenant's too: ``kind_scope(prefix + scope, kind)``.
+    A kind scope of one of its scopes (``kind_scope(scope, kind)``: where a Store keeps
+    the chunks of its large values, "b", and its event sequences, "e") is the tenant's
+    too: ``kind_scope(prefix + scope, kind)``.
     """
     if isinstance(scope, str) and (parts := split_kind(scope)) is not None:
         base, kind = parts
