@@ -904,17 +904,19 @@ def test_everything_with_full_durability_through_the_store(tmp_path: Path) -> No
     assert not (root / ".events").exists()  # event sequences are records
 
 
-def test_series_logs_match_the_memory_engine(
+def test_series_logs_match_series_over_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from satchel._backends.memory import MemoryBackend
+    from satchel._series import RecordSeries
 
     monkeypatch.setattr(files, "REWRITE_MIN", 300)  # rewrites happen often
     monkeypatch.setattr(files, "PART", 300)
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     writer, reader = FilesBackend(tmp_path / "kv"), FilesBackend(tmp_path / "kv")
-    model = MemoryBackend(f"files-model-{seed}")
+    records = MemoryBackend(f"files-model-{seed}")
+    model = RecordSeries(records)
     for step in range(600):
         t = rng.randrange(-50, 50)
         points = [(t + i, os.urandom(rng.randrange(30))) for i in range(rng.randrange(1, 8))]
@@ -932,7 +934,7 @@ def test_series_logs_match_the_memory_engine(
             ), (seed, step)
         assert backend.series_count("s", "a") == model.series_count("s", "a"), seed
         assert backend.series_names("s") == model.series_names("s"), seed
-    model.close()
+    records.close()
     writer.close()
     reader.close()
 
@@ -960,3 +962,19 @@ def test_a_write_succeeds_though_the_purge_it_triggers_meets_a_damaged_record(tm
     with pytest.raises(satchel.CorruptData):
         store.get(long_key)
     store.close()
+
+
+@pytest.mark.parametrize(
+    "entry", [b"p 1 -8\n", b"p 1 -1\nx\n", b"p 1 99\nx\n", b"p 99999999999999999999 1\nx\n"]
+)
+def test_a_damaged_point_entry_is_corrupt_data_not_a_hang(tmp_path: Path, entry: bytes) -> None:
+    root = tmp_path / "kv"
+    backend = FilesBackend(root)
+    backend.series_put("s", "temp", [(1, b"one")])
+    with open(root / ".series" / "s" / "temp", "ab") as f:  # a whole batch, CRC and all
+        f.write(files._batch(entry))
+    reader = FilesBackend(root)
+    with pytest.raises(satchel.CorruptData):
+        reader.series_count("s", "temp")
+    reader.close()
+    backend.close()

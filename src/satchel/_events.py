@@ -23,7 +23,6 @@ which `delete` frees after the head, apart from those of a sequence begun again.
 from __future__ import annotations
 
 import decimal
-import hashlib
 import operator
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,7 +33,7 @@ import msgpack
 
 from ._backends.base import Backend, Delete, Expect, Put, Record
 from ._errors import CorruptData, InvalidInput, InvalidInputType, SatchelError, ValueChanged
-from ._keys import check_key, kind_scope
+from ._keys import check_key, head_keys, kind_scope, name_key
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -171,30 +170,14 @@ def _unpack(data: bytes, shape: tuple[type, ...], what: str) -> list[Any]:
     return fields
 
 
-def sequence_id(name: str) -> str:
-    """The digest a sequence's records are named by (a name can be long, or hold braces)."""
-    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
-
-
-def _event_key(seq_id: str, generation: str, seq: int) -> str:
-    return f"{{{seq_id}}}/{generation}/{seq:016d}"
-
-
-def _events_prefix(seq_id: str, generation: str) -> str:
-    return f"{{{seq_id}}}/{generation}/"
+def _event_key(head_key: str, generation: str, seq: int) -> str:
+    return f"{head_key}/{generation}/{seq:016d}"
 
 
 def names(backend: Backend, scope: str) -> list[str]:
     """Sorted names of the event sequences of `scope`."""
-    events_scope, heads, after = kind_scope(scope, KIND), [], None
-    while page := backend.scan(events_scope, "", after, PAGE, time(), values=False):
-        heads += [r.key for r in page if "/" not in r.key]
-        last = page[-1].key
-        # skip the rest of the last sequence's events: its keys all sort before "{id}~"
-        after = last.partition("/")[0] + "~"
-        if len(page) < PAGE and "/" not in last:
-            break
-    found = backend.get_many(events_scope, heads, time())
+    events_scope = kind_scope(scope, KIND)
+    found = backend.get_many(events_scope, head_keys(backend, events_scope), time())
     return sorted(_unpack(r.value, (str, str, int, int, bytes), "head")[0]
                   for r in found.values())  # fmt: skip
 
@@ -210,14 +193,13 @@ class Events:
     {'apples': 2}
     """
 
-    __slots__ = ("_core", "_head_key", "_id", "_name", "_scope")
+    __slots__ = ("_core", "_head_key", "_name", "_scope")
 
     def __init__(self, core: Core, name: str) -> None:
         self._core = core
         self._name = check_key(name)
-        self._id = sequence_id(self._name)
         self._scope = kind_scope(core.scope, KIND)
-        self._head_key = f"{{{self._id}}}"
+        self._head_key = name_key(self._name)
 
     @property
     def name(self) -> str:
@@ -266,8 +248,8 @@ class Events:
 
     def _pages(self, head: _Head, after_seq: int, values: bool = True) -> Iterator[list[Record]]:
         """The event records of `head`'s generation after `after_seq`, a page at a time."""
-        backend, prefix = self._core.backend, _events_prefix(self._id, head.generation)
-        after = _event_key(self._id, head.generation, after_seq)
+        backend, prefix = self._core.backend, f"{self._head_key}/{head.generation}/"
+        after = _event_key(self._head_key, head.generation, after_seq)
         while page := backend.scan(self._scope, prefix, after, PAGE, time(), values=values):
             yield page
             if len(page) < PAGE:
@@ -341,7 +323,7 @@ class Events:
             expect = Expect(self._head_key, head.record.version, head.record.created_at)
         now = max(int(time() * 1000), ts)
         changes = [
-            Put(_event_key(self._id, generation, seq + i),
+            Put(_event_key(self._head_key, generation, seq + i),
                 msgpack.packb([now, self._dump([item, op, value], f"e{seq + i}@{now}")]))
             for i, (item, op, value) in enumerate(parsed, 1)
         ]  # fmt: skip
@@ -530,8 +512,7 @@ def migrate(backend: Backend) -> int:
         return 0
     moved = 0
     for scope, name in found:
-        events_scope, seq_id = kind_scope(scope, KIND), sequence_id(name)
-        head_key = f"{{{seq_id}}}"
+        events_scope, head_key = kind_scope(scope, KIND), name_key(name)
         if backend.get(events_scope, head_key, time()) is not None:
             continue
         head, base = backend.legacy_states(scope, name)
@@ -539,7 +520,7 @@ def migrate(backend: Backend) -> int:
             continue
         after = 0 if base is None else base[0]
         while page := backend.legacy_events(scope, name, after, PAGE):
-            changes = [Put(_event_key(seq_id, MIGRATED, seq), msgpack.packb([ts, data]))
+            changes = [Put(_event_key(head_key, MIGRATED, seq), msgpack.packb([ts, data]))
                        for seq, ts, data in page]  # fmt: skip
             backend.apply(events_scope, changes, time())
             after = page[-1][0]

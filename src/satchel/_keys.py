@@ -9,11 +9,17 @@ engine that compares bytes sorts them the same way.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from time import time
+from typing import TYPE_CHECKING
 
 from ._errors import InvalidInput, InvalidInputType
+
+if TYPE_CHECKING:
+    from ._backends.base import Backend
 
 MAX_KEY_BYTES = 1024
 MAX_SCOPE_BYTES = 255
@@ -59,8 +65,9 @@ def check_key(key: object) -> str:
 # Where satchel keeps its own records (the salt of a passphrase) in any engine; users
 # cannot name it, and Store.scopes() does not list it.
 RESERVED_SCOPE = "__satchel__"
-# Joins a scope and a kind ("b": the chunks of its large values) into the scope where
-# that kind keeps its records. No scope name holds it, so no user scope can be one.
+# Joins a scope and a kind ("b": the chunks of its large values, "e": its event sequences,
+# "s": its time series on an engine without native series) into the scope where that
+# kind keeps its records. No scope name holds it, so no user scope can be one.
 KIND_MARK = "\x1f"
 
 
@@ -73,6 +80,27 @@ def split_kind(name: str) -> tuple[str, str] | None:
     """(scope, kind) if `name` is a kind scope (see `kind_scope`), else None."""
     scope, mark, kind = name.rpartition(KIND_MARK)
     return (scope, kind) if mark else None
+
+
+def name_key(name: str) -> str:
+    """The key of the head record of `name` (a sequence or a series) in its kind scope:
+    a digest in braces, so a name may be long or hold braces, and a Redis Cluster keeps
+    every ``{digest}/...`` record of that name in one hash slot."""
+    return "{" + hashlib.blake2b(name.encode(), digest_size=16).hexdigest() + "}"
+
+
+def head_keys(backend: Backend, scope: str, page: int = 1000) -> list[str]:
+    """The head keys (see `name_key`) among the records of kind scope `scope`, skipping
+    over each name's other records (``{digest}/...``) a page at a time."""
+    heads: list[str] = []
+    after = None
+    while found := backend.scan(scope, "", after, page, time(), values=False):
+        heads += [r.key for r in found if "/" not in r.key]
+        last = found[-1].key
+        if len(found) < page and "/" not in last:
+            break
+        after = last.partition("/")[0] + "~"  # past "{digest}/...": "~" sorts after "/"
+    return heads
 
 
 def check_scope(scope: object) -> str:

@@ -1,12 +1,25 @@
-"""Time series: integer timestamps mapped to values, one engine entry per point."""
+"""Time series: integer timestamps mapped to values, one engine entry per point.
+
+An engine may keep series natively (`SeriesEngine`); on one that does not, `RecordSeries`
+keeps them as records in the scope's series scope (``kind_scope(scope, "s")``): for
+series `name`, the head ``name_key(name)`` (msgpack of [name]: the series holds points)
+and point t under ``<head>/<t + 2**63 as 16 hex digits>`` (hex order is t order), its
+value the point's bytes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from time import time
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidInput, InvalidInputType, SatchelError
-from ._keys import check_key
+import msgpack
+
+from ._backends.base import Backend, Delete, Expect, Put, SeriesEngine
+from ._errors import CorruptData, InvalidInput, InvalidInputType, SatchelError
+from ._keys import check_key, head_keys, kind_scope, name_key
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -26,6 +39,131 @@ def check_time(t: object, what: str = "timestamp") -> int:
 
 def _bound(t: object, what: str) -> int | None:
     return None if t is None else check_time(t, what)
+
+
+KIND = "s"
+_OFFSET = 2**63
+
+
+def _point_key(head: str, t: int) -> str:
+    return f"{head}/{t + _OFFSET:016x}"
+
+
+class RecordSeries(SeriesEngine):
+    """`SeriesEngine` over the records of `backend` (see the module docstring). Ranges
+    are index scans; `reverse`, `series_count` and a removal read every point they pass."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    def _points(
+        self, scope: str, name: str, start: int | None, stop: int | None, values: bool
+    ) -> Iterator[tuple[int, bytes]]:
+        """The points with start <= t < stop, by t, PAGE records per scan."""
+        head = name_key(name)
+        prefix = head + "/"
+        after = None if start is None or start == INT64_MIN else _point_key(head, start - 1)
+        now = time()
+        while page := self._backend.scan(scope, prefix, after, PAGE, now, values=values):
+            for record in page:
+                try:
+                    t = int(record.key[len(prefix) :], 16) - _OFFSET
+                except ValueError:
+                    damaged = f"series {name!r} holds a point under {record.key!r}"
+                    raise CorruptData(damaged) from None
+                if stop is not None and t >= stop:
+                    return
+                yield t, record.value
+            if len(page) < PAGE:
+                return
+            after = page[-1].key
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        head = name_key(name)
+        changes = [Put(_point_key(head, t), value) for t, value in points]
+        # The head is rewritten too: a removal that empties the series drops the head
+        # only if nobody wrote since (its version), so a series with points keeps it.
+        changes.append(Put(head, msgpack.packb([name])))
+        self._backend.apply(kind_scope(scope, KIND), changes, time())
+
+    def series_range(
+        self,
+        scope: str,
+        name: str,
+        start: int | None,
+        stop: int | None,
+        limit: int,
+        *,
+        reverse: bool = False,
+        values: bool = True,
+    ) -> list[tuple[int, bytes]]:
+        points = self._points(kind_scope(scope, KIND), name, start, stop, values)
+        if reverse:
+            return list(deque(points, maxlen=limit))[::-1]
+        return list(islice(points, limit))
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        scope, head = kind_scope(scope, KIND), name_key(name)
+        backend, removed = self._backend, 0
+        marker = backend.get(scope, head, time())
+        while doomed := [Delete(_point_key(head, t)) for t, _ in
+                         islice(self._points(scope, name, start, stop, False), PAGE)]:  # fmt: skip
+            removed += backend.apply(scope, doomed, time()) or 0
+        if marker is not None and next(self._points(scope, name, None, None, False), None) is None:
+            expect = Expect(head, marker.version, marker.created_at)
+            backend.apply(scope, (Delete(head),), time(), (expect,))  # unless written since
+        return removed
+
+    def series_count(self, scope: str, name: str) -> int:
+        return sum(1 for _ in self._points(kind_scope(scope, KIND), name, None, None, False))
+
+    def series_names(self, scope: str) -> list[str]:
+        scope = kind_scope(scope, KIND)
+        found = self._backend.get_many(scope, head_keys(self._backend, scope), time())
+        names = []
+        for record in found.values():
+            fields = msgpack.unpackb(record.value)
+            if not (isinstance(fields, list) and len(fields) == 1 and type(fields[0]) is str):
+                raise CorruptData(f"the head of a series is damaged: {record.key!r}")
+            names.append(fields[0])
+        return sorted(names)
+
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        scope, head = kind_scope(scope, KIND), name_key(name)
+        keys = {_point_key(head, t): (old, new) for t, old, new in points}
+        found = self._backend.get_many(scope, list(keys), time())
+        replaced = 0
+        for key, record in found.items():  # one at a time: each only if still `old`
+            old, new = keys[key]
+            if record.value == old:
+                expect = Expect(key, record.version, record.created_at)
+                done = self._backend.apply(scope, (Put(key, new),), time(), (expect,))
+                replaced += done is not None
+        return replaced
+
+
+def migrate(backend: Backend) -> int:
+    """Copy the time series an engine kept natively before 0.2 into records (what it keeps
+    now), then drop that old storage; return how many series were copied. Copying again
+    writes the same points: safe to run from several processes at once."""
+    found = backend.legacy_series()
+    if found is None:
+        return 0
+    target = RecordSeries(backend)
+    for scope, name in found:
+        after = None
+        while points := backend.legacy_points(scope, name, after, PAGE):
+            target.series_put(scope, name, points)
+            after = points[-1][0]
+    backend.drop_legacy_series()
+    return len(found)
+
+
+def series_of(backend: Backend) -> SeriesEngine:
+    """Where the series of `backend` are kept: natively, or over its records."""
+    return backend.native_series() or RecordSeries(backend)
 
 
 class Series:
@@ -74,7 +212,7 @@ class Series:
                 t = check_time(t)
                 encoded[t] = core.seal(core.encode(value), self._seal_name(t))
             if encoded:
-                core.backend.series_put(core.scope, self._name, list(encoded.items()))
+                series_of(core.backend).series_put(core.scope, self._name, list(encoded.items()))
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
         except (TypeError, ValueError) as exc:  # not a pair
@@ -92,7 +230,7 @@ class Series:
     ) -> Iterator[list[tuple[int, bytes]]]:
         core = self._core
         while True:
-            page = core.backend.series_range(
+            page = series_of(core.backend).series_range(
                 core.scope, self._name, start, stop, PAGE, values=values
             )
             if page:
@@ -112,8 +250,8 @@ class Series:
                 changes = [(t, data, new) for t, data in page
                            if (new := reseal(data, self._seal_name(t))) is not None]  # fmt: skip
                 if changes:
-                    backend = core.backend
-                    rewritten += backend.series_reseal(core.scope, self._name, changes)
+                    series = series_of(core.backend)
+                    rewritten += series.series_reseal(core.scope, self._name, changes)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
         return checked, rewritten
@@ -132,7 +270,7 @@ class Series:
 
     def _edge(self, reverse: bool) -> tuple[int, Any] | None:
         core = self._core
-        found = core.backend.series_range(
+        found = series_of(core.backend).series_range(
             core.scope, self._name, None, None, 1, reverse=reverse
         )
         return None if not found else (found[0][0], self._decode(*found[0]))
@@ -168,14 +306,14 @@ class Series:
         core = self._core
         try:
             low, high = _bound(start, "start"), _bound(stop, "stop")
-            return core.backend.series_remove(core.scope, self._name, low, high)
+            return series_of(core.backend).series_remove(core.scope, self._name, low, high)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 
     def __len__(self) -> int:
         core = self._core
         try:
-            return core.backend.series_count(core.scope, self._name)
+            return series_of(core.backend).series_count(core.scope, self._name)
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
 

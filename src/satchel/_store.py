@@ -30,12 +30,12 @@ from ._errors import (
     UnsupportedValue,
     ValueChanged,
 )
-from ._events import KIND as EVENTS_KIND
 from ._events import Events
 from ._events import migrate as migrate_events
 from ._events import names as event_names
 from ._keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern, kind_scope, split_kind
-from ._series import Series
+from ._series import Series, series_of
+from ._series import migrate as migrate_series
 
 _MISSING: Any = object()
 SALT_KEY = "encryption-salt"  # in RESERVED_SCOPE
@@ -273,7 +273,6 @@ class Store:
         try:
             core.backend.clear(core.scope)
             core.backend.clear(kind_scope(core.scope, "b"))  # the chunks of its large values
-            core.backend.clear(kind_scope(core.scope, EVENTS_KIND))  # its event sequences
         except SatchelError as exc:
             self._core.tag(exc)
             raise
@@ -437,7 +436,7 @@ class Store:
 
     def series_names(self, pattern: str = "*") -> list[str]:
         """Sorted names of this scope's non-empty time series matching the glob `pattern`."""
-        return self._names(self._core.backend.series_names, pattern)
+        return self._names(series_of(self._core.backend).series_names, pattern)
 
     def event_names(self, pattern: str = "*") -> list[str]:
         """Sorted names of this scope's event sequences matching the glob `pattern`."""
@@ -510,7 +509,8 @@ class Store:
                 rewritten += core.apply((change,), time(), (_expect(record),)) is not None
             if progress is not None and checked % PAGE_SIZE == 0:
                 progress(checked, rewritten)
-        kinds: list[Series | Events] = [Series(core, n) for n in core.backend.series_names(scope)]
+        series = series_of(core.backend).series_names(scope)
+        kinds: list[Series | Events] = [Series(core, n) for n in series]
         kinds += [Events(core, n) for n in event_names(core.backend, scope)]
         for kind in kinds:
             seen, done = kind._reseal(reseal)
@@ -617,13 +617,15 @@ def open(
         if readonly:
             backend = ReadOnlyBackend(backend)
         else:
-            # Large values and event sequences kept the way releases before 0.2 did move
-            # into records; where that cannot be written (a file opened ?mode=ro), readers
-            # find large values in place.
+            # Large values, event sequences and (files) time series kept the way releases
+            # before 0.2 did move into records; where that cannot be written (a file
+            # opened ?mode=ro), readers find large values in place.
             with contextlib.suppress(SatchelError):
                 migrate_blobs(backend, time())
             with contextlib.suppress(SatchelError):
                 migrate_events(backend)
+            with contextlib.suppress(SatchelError):
+                migrate_series(backend)
         keyring = None
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 import satchel
 from satchel import InvalidInput
 from satchel._backends.base import Delete, Put
-from satchel._events import KIND, replay, sequence_id
-from satchel._keys import kind_scope
+from satchel._events import KIND, replay
+from satchel._keys import kind_scope, name_key
 
 
 def test_apply_and_current(store):
@@ -227,7 +227,7 @@ def test_stale_compaction_after_delete_is_ignored(store):
     ev.apply({"a": 1})
     ev.apply({"a": ("add", 1)})
     backend, scope = store._shared.backend, kind_scope(store.scope_name, KIND)
-    head_key = f"{{{sequence_id('e')}}}"
+    head_key = name_key("e")
     old_generation = msgpack.unpackb(backend.get(scope, head_key, time.time()).value)[1]
     ev.delete()
     ev.apply({"b": 1})
@@ -271,10 +271,18 @@ def test_a_lost_event_record_is_corrupt_data_not_a_retry_loop(store):
     for i in range(3):
         ev.apply({"n": i})
     backend, scope = store._shared.backend, kind_scope(store.scope_name, KIND)
-    head_key = f"{{{sequence_id('e')}}}"
+    head_key = name_key("e")
     generation = msgpack.unpackb(backend.get(scope, head_key, time.time()).value)[1]
     backend.apply(scope, [Delete(f"{head_key}/{generation}/{2:016d}")], time.time())
     for call in (lambda: ev.at(2**62), ev.compact, lambda: list(ev.history())):
         with pytest.raises(satchel.CorruptData):
             call()
     assert ev.current() == {"n": 2}  # the head alone still reads
+
+
+def test_clear_leaves_event_sequences_alone(store):
+    store.set("k", 1)
+    store.events("e").apply({"a": 1})
+    store.clear()  # keys only, as README says
+    assert store.get("k", None) is None and store.events("e").current() == {"a": 1}
+    assert store.event_names() == ["e"]

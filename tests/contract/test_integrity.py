@@ -17,8 +17,8 @@ from satchel._backends.base import Put
 from satchel._blobs import CHUNK_SIZE, BlobWriter, Manifest, chunk_key, read_manifest
 from satchel._codecs import HEADER_SIZE, get_codec
 from satchel._events import KIND as EVENTS
-from satchel._events import sequence_id
-from satchel._keys import kind_scope
+from satchel._keys import kind_scope, name_key
+from satchel._series import series_of
 from satchel._store import core_of
 
 KEY = bytes(range(32))
@@ -78,11 +78,11 @@ def test_plaintext_series_points_and_events_are_refused(make_store):
     keyed.series("s").add(1, "genuine")
     keyed.events("e").apply({"x": 1})
     backend, scope = keyed._shared.backend, keyed.scope_name
-    backend.series_put(scope, "s", [(2, _typed.encode("planted"))])
+    series_of(backend).series_put(scope, "s", [(2, _typed.encode("planted"))])
     _refused(lambda: list(keyed.series("s").range()))
     _refused(lambda: keyed.series("s").last())
     # an event and a head appended in the clear, as the engine keeps them (see _events)
-    events_scope, head_key = kind_scope(scope, EVENTS), f"{{{sequence_id('e')}}}"
+    events_scope, head_key = kind_scope(scope, EVENTS), name_key("e")
     head = backend.get(events_scope, head_key, time.time())
     assert head is not None
     name, generation, seq, ts, _ = msgpack.unpackb(head.value)

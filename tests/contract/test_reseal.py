@@ -13,18 +13,18 @@ import satchel
 import support_server
 from satchel import QuotaExceeded, ReadOnlyError
 from satchel._events import KIND as EVENTS
-from satchel._events import sequence_id
-from satchel._keys import kind_scope
+from satchel._keys import kind_scope, name_key
+from satchel._series import series_of
 
 
 def _raw(store, name):
     """The stored bytes of the points of series `name`."""
-    return dict(store._shared.backend.series_range(store._scope, name, None, None, 100))
+    return dict(series_of(store._shared.backend).series_range(store._scope, name, None, None, 100))
 
 
 def test_series_reseal_replaces_only_what_is_unchanged(store):
     store.series("s").extend([(1, "a"), (2, "b"), (3, "c")])
-    backend, scope = store._shared.backend, store._scope
+    backend, scope = series_of(store._shared.backend), store._scope
     before = _raw(store, "s")
     points = [(1, before[1], b"new-1"), (2, b"stale", b"new-2"), (3, before[3], before[3] + b"!")]
     assert backend.series_reseal(scope, "s", points) == 2
@@ -36,7 +36,7 @@ def test_series_reseal_replaces_only_what_is_unchanged(store):
 def test_series_reseal_leaves_removed_and_missing_points_alone(store):
     series = store.series("s")
     series.extend([(1, "a"), (2, "b")])
-    backend, scope = store._shared.backend, store._scope
+    backend, scope = series_of(store._shared.backend), store._scope
     before = _raw(store, "s")
     assert series.remove(1, 2) == 1
     assert backend.series_reseal(scope, "s", [(1, before[1], b"x")]) == 0
@@ -52,7 +52,7 @@ def test_series_reseal_leaves_removed_and_missing_points_alone(store):
 def _event_records(store, name):
     """The stored records of event sequence `name`: {key: value}."""
     scope = kind_scope(store._scope, EVENTS)
-    records = store._shared.backend.scan(scope, f"{{{sequence_id(name)}}}", None, 100, time.time())
+    records = store._shared.backend.scan(scope, name_key(name), None, 100, time.time())
     return {r.key: r.value for r in records}
 
 
@@ -117,7 +117,7 @@ def test_reseal_refused_on_a_read_only_store(tmp_path):
         store.events("e").apply({"a": 1})
         point = _raw(store, "s")[1]
     with satchel.open(url, readonly=True) as store:
-        backend, scope = store._shared.backend, store._scope
+        backend, scope = series_of(store._shared.backend), store._scope
         with pytest.raises(ReadOnlyError):
             backend.series_reseal(scope, "s", [(1, point, b"x")])
         with pytest.raises(ReadOnlyError):
@@ -133,7 +133,7 @@ def test_reseal_over_http_is_charged_against_the_quota():
         base_url=server.url, headers=headers, timeout=10
     ) as c:
         store.series("s").add(1, b"x" * 5000)
-        backend, scope = store._shared.backend, store._scope
+        backend, scope = series_of(store._shared.backend), store._scope
         old = _raw(store, "s")[1]
         used = c.get("/v1/usage").json()["bytes"]
         with pytest.raises(QuotaExceeded):

@@ -10,10 +10,8 @@ argument before it reaches an engine. What an engine must honour:
 - each primitive is atomic; ``scan`` returns live records in key order (code point
   order, which is the byte order of UTF-8).
 
-Large values are records too (see _blobs.py). Besides records, an engine keeps two more
-kinds of data per scope, each in its own namespace (never seen by ``scan``, ``count``,
-``scopes`` or ``clear``): time series points and event sequences. See the sections
-below.
+Large values and event sequences are records too (see _blobs.py, _events.py), and so
+are time series, unless the engine keeps them natively (`SeriesEngine`, optional).
 """
 
 from __future__ import annotations
@@ -249,17 +247,43 @@ class Backend(ABC):
     def drop_legacy_events(self) -> None:  # noqa: B027 (nothing to drop by default)
         """Drop the old storage of event sequences (after they were copied)."""
 
+    # Time series of an engine that kept them natively before 0.2 and keeps them as
+    # records now (files): `_series.migrate` copies them.
+
+    def legacy_series(self) -> list[tuple[str, str]] | None:
+        """(scope, name) of every series kept the old way; None if there is no such
+        storage (never had it, or dropped it)."""
+        return None
+
+    def legacy_points(
+        self, scope: str, name: str, after: int | None, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """Up to `limit` points (t, bytes) of an old series with t > `after` (None: all),
+        by t."""
+        return []
+
+    def drop_legacy_series(self) -> None:  # noqa: B027 (nothing to drop by default)
+        """Drop the old storage of time series (after they were copied)."""
+
+    def native_series(self) -> SeriesEngine | None:
+        """The engine's own time series (see `SeriesEngine`), or None: they are records."""
+        return self if isinstance(self, SeriesEngine) else None
+
     def _unsupported(self, what: str) -> BackendError:
         return BackendError(f"this engine does not support {what}", engine=self.engine)
 
-    # -- time series -------------------------------------------------------------------
-    # Series `name` of `scope` maps timestamps t (signed 64-bit ints) to value bytes, one
-    # entry per point, ordered by t. Points never expire.
 
+class SeriesEngine(ABC):
+    """Time series kept natively, an optional capability of an engine (a sorted set on
+    Redis, an indexed table on SQL); an engine without it gets `_series.RecordSeries`,
+    the same over its records. Series `name` of `scope` maps timestamps t (signed 64-bit
+    ints) to value bytes, one entry per point, ordered by t. Points never expire."""
+
+    @abstractmethod
     def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
         """Write `points` (distinct t) in one transaction, replacing any at the same t."""
-        raise self._unsupported("time series")
 
+    @abstractmethod
     def series_range(
         self,
         scope: str,
@@ -273,24 +297,23 @@ class Backend(ABC):
     ) -> list[tuple[int, bytes]]:
         """Up to `limit` points with ``start <= t < stop`` (None: unbounded) in t order
         (descending with `reverse`). With ``values=False`` the values may be empty."""
-        raise self._unsupported("time series")
 
+    @abstractmethod
     def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
         """Delete the points with ``start <= t < stop``; return how many."""
-        raise self._unsupported("time series")
 
+    @abstractmethod
     def series_count(self, scope: str, name: str) -> int:
         """How many points series `name` holds."""
-        raise self._unsupported("time series")
 
+    @abstractmethod
     def series_names(self, scope: str) -> list[str]:
         """Sorted names of the series of `scope` holding at least one point."""
-        raise self._unsupported("time series")
 
+    @abstractmethod
     def series_reseal(
         self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
     ) -> int:
         """For each (t, old, new) (distinct t): set point t's value to `new` if it is still
         `old` (a point rewritten or removed meanwhile is left alone), in one transaction.
         Return how many were replaced."""
-        raise self._unsupported("time series")

@@ -108,6 +108,7 @@ from .base import (
     LegacyBlob,
     Put,
     Record,
+    SeriesEngine,
     Touch,
     holds,
 )
@@ -302,6 +303,8 @@ class _Series(_Log):
             kind, a, b = payload[pos:eol].split(b" ")
             if kind == b"p":
                 t, n = int(a), int(b)
+                if n < 0 or eol + n + 2 > len(payload) or not -(2**63) <= t < 2**63:
+                    raise ValueError(f"damaged point entry {payload[pos:eol]!r}")
                 if t in pending:
                     self.dead += self.size(t, pending[t][1])
                 pending[t] = (offset + eol + 1, n)
@@ -429,7 +432,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class FilesBackend(Backend):
+class FilesBackend(Backend, SeriesEngine):
     """A satchel store in a directory of plain files. The directory is created if missing
     (its parent must exist); a non-empty directory that is no store is refused."""
 

@@ -33,7 +33,7 @@ from .._errors import (
     ReadOnlyError,
     ValueChanged,
 )
-from .base import Backend, Change, Delete, Expect, Put, Record
+from .base import Backend, Change, Delete, Expect, Put, Record, SeriesEngine
 
 READ_RETRIES = 2
 SCAN_PAGE = 1000
@@ -71,7 +71,7 @@ def _change(change: Change, now: float) -> dict[str, Any]:
     return out
 
 
-class HTTPBackend(Backend):
+class HTTPBackend(Backend, SeriesEngine):
     """A satchel server reached over HTTP with a bearer token."""
 
     def __init__(self, base_url: str, token: str, *, timeout: float = 30.0) -> None:

@@ -33,21 +33,12 @@ def _live(record: Record | None, now: float) -> Record | None:
     return record
 
 
-class _Series:
-    __slots__ = ("times", "values")
-
-    def __init__(self) -> None:
-        self.times: list[int] = []  # sorted
-        self.values: dict[int, bytes] = {}
-
-
 class _Data:
     """The records of one memory store, shared by every open of the same name."""
 
     def __init__(self) -> None:
         self.scopes: dict[str, _Scope] = {}
         self.lock = threading.RLock()
-        self.series: dict[tuple[str, str], _Series] = {}
 
 
 # Named stores live while at least one open store refers to them.
@@ -189,80 +180,5 @@ class MemoryBackend(Backend):
     def close(self) -> None:
         pass  # the records go when the last open store of this name goes
 
-    # -- time series ---------------------------------------------------------------------
-
-    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
-        if not points:
-            return
-        with self._lock:
-            series = self._data.series.setdefault((scope, name), _Series())
-            new = [t for t, _ in points if t not in series.values]
-            series.values.update(points)
-            if new:
-                if series.times and min(new) < series.times[-1]:
-                    series.times = sorted(series.times + new)
-                else:
-                    series.times += sorted(new)
-
-    def _bounds(self, series: _Series, start: int | None, stop: int | None) -> tuple[int, int]:
-        times = series.times
-        low = 0 if start is None else bisect.bisect_left(times, start)
-        high = len(times) if stop is None else bisect.bisect_left(times, stop)
-        return low, max(low, high)
-
-    def series_range(
-        self,
-        scope: str,
-        name: str,
-        start: int | None,
-        stop: int | None,
-        limit: int,
-        *,
-        reverse: bool = False,
-        values: bool = True,
-    ) -> list[tuple[int, bytes]]:
-        with self._lock:
-            series = self._data.series.get((scope, name))
-            if series is None:
-                return []
-            low, high = self._bounds(series, start, stop)
-            times = (series.times[max(low, high - limit) : high][::-1] if reverse
-                     else series.times[low : min(high, low + limit)])  # fmt: skip
-            return [(t, series.values[t] if values else b"") for t in times]
-
-    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
-        with self._lock:
-            series = self._data.series.get((scope, name))
-            if series is None:
-                return 0
-            low, high = self._bounds(series, start, stop)
-            for t in series.times[low:high]:
-                del series.values[t]
-            del series.times[low:high]
-            if not series.times:
-                del self._data.series[scope, name]
-            return high - low
-
-    def series_count(self, scope: str, name: str) -> int:
-        with self._lock:
-            series = self._data.series.get((scope, name))
-            return 0 if series is None else len(series.times)
-
-    def series_names(self, scope: str) -> list[str]:
-        with self._lock:
-            return sorted(name for (s, name) in self._data.series if s == scope)
-
-    def series_reseal(
-        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
-    ) -> int:
-        with self._lock:
-            series = self._data.series.get((scope, name))
-            values = {} if series is None else series.values
-            replaced = 0
-            for t, old, new in points:
-                if values.get(t) == old:
-                    values[t] = new
-                    replaced += 1
-            return replaced
 
 

@@ -71,6 +71,7 @@ from .base import (
     LegacyBlob,
     Put,
     Record,
+    SeriesEngine,
     Touch,
     holds,
     scan_range,
@@ -413,7 +414,7 @@ def open_postgres(url: str, options: dict[str, Any]) -> Backend:
     return PostgresBackend(url, libpq=options, **satchel_options)
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(Backend, SeriesEngine):
     """A satchel store in one PostgreSQL table (and the tables named after it)."""
 
     def __init__(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from .._errors import ReadOnlyError
-from .base import Backend, Change, Expect, LegacyBlob, Record
+from .base import Backend, Change, Expect, LegacyBlob, Record, SeriesEngine
 
 
 class ReadOnlyBackend(Backend):
@@ -57,17 +57,39 @@ class ReadOnlyBackend(Backend):
     def legacy_chunk(self, blob: LegacyBlob, index: int) -> bytes | None:
         return self._backend.legacy_chunk(blob, index)
 
+    def native_series(self) -> SeriesEngine | None:
+        inner = self._backend.native_series()
+        return None if inner is None else ReadOnlySeries(inner, self._refuse)
+
+    drop_legacy_blobs = drop_legacy_events = _refuse
+
+
+class ReadOnlySeries(SeriesEngine):
+    """The native series of a read-only store: reads through, writes refused."""
+
+    def __init__(self, series: SeriesEngine, refuse: Callable[..., NoReturn]) -> None:
+        self._series = series
+        self._refuse = refuse
+
+    def series_put(self, scope: str, name: str, points: Sequence[tuple[int, bytes]]) -> None:
+        self._refuse()
+
+    def series_remove(self, scope: str, name: str, start: int | None, stop: int | None) -> int:
+        self._refuse()
+
+    def series_reseal(
+        self, scope: str, name: str, points: Sequence[tuple[int, bytes, bytes]]
+    ) -> int:
+        self._refuse()
+
     def series_range(self, scope: str, name: str, start: int | None, stop: int | None,
                      limit: int, *, reverse: bool = False,
                      values: bool = True) -> list[tuple[int, bytes]]:  # fmt: skip
-        return self._backend.series_range(scope, name, start, stop, limit, reverse=reverse,
-                                          values=values)  # fmt: skip
+        return self._series.series_range(scope, name, start, stop, limit, reverse=reverse,
+                                         values=values)  # fmt: skip
 
     def series_count(self, scope: str, name: str) -> int:
-        return self._backend.series_count(scope, name)
+        return self._series.series_count(scope, name)
 
     def series_names(self, scope: str) -> list[str]:
-        return self._backend.series_names(scope)
-
-    drop_legacy_blobs = _refuse
-    series_put = series_remove = series_reseal = _refuse
+        return self._series.series_names(scope)

@@ -114,6 +114,7 @@ from .base import (
     LegacyBlob,
     Put,
     Record,
+    SeriesEngine,
 )
 from .urls import password as password_of
 from .urls import redact
@@ -428,7 +429,7 @@ def _escape(literal: bytes) -> bytes:
     return literal
 
 
-class RedisBackend(Backend):
+class RedisBackend(Backend, SeriesEngine):
     """A satchel store in Redis or a Redis Cluster: one hash per record."""
 
     def __init__(self, client: Client, errors: _Errors, prefix: str) -> None:

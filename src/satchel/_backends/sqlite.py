@@ -49,6 +49,7 @@ from .base import (
     LegacyBlob,
     Put,
     Record,
+    SeriesEngine,
     holds,
     scan_range,
 )
@@ -386,7 +387,7 @@ def _write(db: sqlite3.Connection, scope: str, changes: Sequence[Change], now: f
     return hits
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(Backend, SeriesEngine):
     """A satchel store in one SQLite file."""
 
     def __init__(

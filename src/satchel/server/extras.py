@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from .._series import series_of
 from .deps import RESPONSES, T
 from .ledger import POINT_COST
 from .models import B64, MAX_BATCH, Int64, Name, ScopeBody, SeriesReseal, _Body
@@ -66,7 +67,7 @@ def _b64(data: bytes) -> str:
 def routes(app: FastAPI, service: Service) -> None:
     """Register the series endpoints."""
     post = app.post
-    backend = service.backend
+    series = series_of(service.backend)
 
     size_of = service.costs.size_of
 
@@ -92,11 +93,11 @@ def routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(400, "two points have the same t")
         name, full = service.key(body.name), service.writable(t, body.scope)
         # A new series costs a container (Redis: a key; files engine: a file) beside points.
-        new = not backend.series_range(full, name, None, None, 1, values=False)
+        new = not series.series_range(full, name, None, None, 1, values=False)
         service.add(t, sum(size_of(full, name, POINT_COST + len(v)) for _, v in points)
                     + (size_of(full, name, 0, 1) if new else 0))  # fmt: skip
         service.ledger.note(t.name, full)
-        backend.series_put(full, name, points)
+        series.series_put(full, name, points)
         return Result(count=len(points))
 
     @post("/v1/series/reseal", responses=RESPONSES, tags=["series"])
@@ -107,13 +108,13 @@ def routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(400, "two points have the same t")
         name, pairs = service.key(body.name), [(old, new) for _, old, new in points]
         return reseal(t, body.scope, name, POINT_COST, pairs,
-                      lambda full: backend.series_reseal(full, name, points))  # fmt: skip
+                      lambda full: series.series_reseal(full, name, points))  # fmt: skip
 
     @post("/v1/series/range", responses=RESPONSES, tags=["series"])
     def series_range(body: SeriesRange, t: T) -> Result:
         """Points with start <= t < stop, in t order (descending with `reverse`)."""
         full = service.scope(t, body.scope)
-        points = backend.series_range(
+        points = series.series_range(
             full, service.key(body.name), body.start, body.stop, body.limit,
             reverse=body.reverse, values=body.values,
         )  # fmt: skip
@@ -123,14 +124,14 @@ def routes(app: FastAPI, service: Service) -> None:
     def series_remove(body: SeriesRemove, t: T) -> Result:
         """Delete the points with start <= t < stop."""
         full = service.writable(t, body.scope)
-        return Result(count=backend.series_remove(full, service.key(body.name), body.start,
+        return Result(count=series.series_remove(full, service.key(body.name), body.start,
                                                   body.stop))  # fmt: skip
 
     @post("/v1/series/count", responses=RESPONSES, tags=["series"])
     def series_count(body: SeriesBody, t: T) -> Result:
         full = service.scope(t, body.scope)
-        return Result(count=backend.series_count(full, service.key(body.name)))
+        return Result(count=series.series_count(full, service.key(body.name)))
 
     @post("/v1/series/names", responses=RESPONSES, tags=["series"])
     def series_names(body: ScopeBody, t: T) -> Result:
-        return Result(names=backend.series_names(service.scope(t, body.scope)))
+        return Result(names=series.series_names(service.scope(t, body.scope)))

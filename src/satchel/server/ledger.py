@@ -10,13 +10,11 @@ no entry: they are records, which a recount reads.)
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
 
-from .._backends.base import Backend, Delete, Put
-from .._errors import SatchelError
+from .._backends.base import Backend, Delete, Put, SeriesEngine
 from .._keys import RESERVED_SCOPE
 from .._series import INT64_MAX
 
@@ -70,20 +68,23 @@ class Ledger:
             self._noted.add((tenant, full_scope))
 
     def extra_bytes(self, tenant: str, size_of: Sizer) -> int:
-        """What the time series of the tenant's noted scopes cost."""
+        """What the time series of the tenant's noted scopes cost (0 where the engine keeps
+        them as records, which a recount reads)."""
+        series = self._backend.native_series()
+        if series is None:
+            return 0
         total = 0
         prefix, after = _prefix(tenant), None
         while page := self._backend.scan(LEDGER_SCOPE, prefix, after, PAGE, time.time()):
             for record in page:
-                with contextlib.suppress(SatchelError):  # an engine without series/events
-                    total += self._scope_bytes(record.key[len(prefix) :], size_of)
+                total += self._scope_bytes(series, record.key[len(prefix) :], size_of)
             after = page[-1].key
         return total
 
-    def _scope_bytes(self, scope: str, size_of: Sizer) -> int:
+    @staticmethod
+    def _scope_bytes(b: SeriesEngine, scope: str, size_of: Sizer) -> int:
         """Each series as an empty entry in a container of its own (as the server charges
         a new one), and each point as an entry."""
-        b = self._backend
         total = 0
         for name in b.series_names(scope):
             total += size_of(scope, name, 0, 1)
