@@ -144,23 +144,6 @@ class RecordSeries(SeriesEngine):
         return replaced
 
 
-def migrate(backend: Backend) -> int:
-    """Copy the time series an engine kept natively before 0.2 into records (what it keeps
-    now), then drop that old storage; return how many series were copied. Copying again
-    writes the same points: safe to run from several processes at once."""
-    found = backend.legacy_series()
-    if found is None:
-        return 0
-    target = RecordSeries(backend)
-    for scope, name in found:
-        after = None
-        while points := backend.legacy_points(scope, name, after, PAGE):
-            target.series_put(scope, name, points)
-            after = points[-1][0]
-    backend.drop_legacy_series()
-    return len(found)
-
-
 def series_of(backend: Backend) -> SeriesEngine:
     """Where the series of `backend` are kept: natively, or over its records."""
     return backend.native_series() or RecordSeries(backend)

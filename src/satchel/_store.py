@@ -35,7 +35,6 @@ from ._events import migrate as migrate_events
 from ._events import names as event_names
 from ._keys import RESERVED_SCOPE, check_key, check_scope, compile_pattern, kind_scope, split_kind
 from ._series import Series, series_of
-from ._series import migrate as migrate_series
 
 _MISSING: Any = object()
 SALT_KEY = "encryption-salt"  # in RESERVED_SCOPE
@@ -617,15 +616,13 @@ def open(
         if readonly:
             backend = ReadOnlyBackend(backend)
         else:
-            # Large values, event sequences and (files) time series kept the way releases
-            # before 0.2 did move into records; where that cannot be written (a file
-            # opened ?mode=ro), readers find large values in place.
+            # Large values and event sequences kept the way releases before 0.2 did move
+            # into records; where that cannot be written (a file opened ?mode=ro),
+            # readers find large values in place.
             with contextlib.suppress(SatchelError):
                 migrate_blobs(backend, time())
             with contextlib.suppress(SatchelError):
                 migrate_events(backend)
-            with contextlib.suppress(SatchelError):
-                migrate_series(backend)
         keyring = None
         if encryption_key is not None:
             salt = _salt(backend) if needs_salt(encryption_key) else None

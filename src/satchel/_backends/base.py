@@ -247,24 +247,6 @@ class Backend(ABC):
     def drop_legacy_events(self) -> None:  # noqa: B027 (nothing to drop by default)
         """Drop the old storage of event sequences (after they were copied)."""
 
-    # Time series of an engine that kept them natively before 0.2 and keeps them as
-    # records now (files): `_series.migrate` copies them.
-
-    def legacy_series(self) -> list[tuple[str, str]] | None:
-        """(scope, name) of every series kept the old way; None if there is no such
-        storage (never had it, or dropped it)."""
-        return None
-
-    def legacy_points(
-        self, scope: str, name: str, after: int | None, limit: int
-    ) -> list[tuple[int, bytes]]:
-        """Up to `limit` points (t, bytes) of an old series with t > `after` (None: all),
-        by t."""
-        return []
-
-    def drop_legacy_series(self) -> None:  # noqa: B027 (nothing to drop by default)
-        """Drop the old storage of time series (after they were copied)."""
-
     def native_series(self) -> SeriesEngine | None:
         """The engine's own time series (see `SeriesEngine`), or None: they are records."""
         return self if isinstance(self, SeriesEngine) else None

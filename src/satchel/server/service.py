@@ -29,7 +29,6 @@ from .._core import COLLECT_EVERY
 from .._errors import InvalidInput, QuotaExceeded, ReadOnlyError, SatchelError
 from .._events import migrate as migrate_events
 from .._keys import check_key, split_kind
-from .._series import migrate as migrate_series
 from .ledger import LEDGER_SCOPE, Ledger
 from .models import MAX_TIME, ChangeIn, DeleteChange, ExpectIn, PutChange, RecordOut
 from .tenants import Accounts, Config, Tenant, Usage, full_scope, own_scopes
@@ -138,12 +137,11 @@ class Service:
         self.backend = backend
         self.config = config
         self.accounts = Accounts(self._recount)
-        # Large values, event sequences and (files) time series a server before 0.2 kept
-        # in engine storage become records, in the kind scopes of the tenants' server-side
-        # scopes (where their clients look).
+        # Large values and event sequences a server before 0.2 kept in engine storage
+        # become records, in the kind scopes of the tenants' server-side scopes (where
+        # their clients look).
         migrate_blobs(backend, time.time())
         migrate_events(backend)
-        migrate_series(backend)
         self.ledger = Ledger(backend)
         self.costs = costs_of(backend)
         self._next_purge = 0.0
