@@ -7,17 +7,19 @@ milliseconds and never go back along ``seq`` (two events in one millisecond keep
 order by ``seq``). Operations are stored by name, never as code.
 
 A sequence is records in the scope's event scope (``kind_scope(scope, "e")``, which no
-user can name), under the digest `id` of its name, in braces so that a Redis Cluster
-keeps them in one hash slot:
+user can name), under ``{id} = name_key(name)``, which a Redis Cluster keeps in one slot:
 
-- ``{id}``: the head, msgpack of [name, generation, last seq, its timestamp, state];
+- ``{id}``: the head, msgpack of [name, generation, last seq, its timestamp, state,
+  tail]: the tail is the latest events, [[timestamp, data], ...], up to PAGE_EVENTS;
+- ``{id}/<generation>/<seq:016d>``: a page, [[[timestamp, data], ...]]: the events whose
+  last is seq, moved out of the tail in the append that filled it (pages sort by seq);
 - ``{id}/base``: the base, [generation, seq, timestamp, state]: the state after every
-  event up to seq, whose events `compact` has dropped;
-- ``{id}/<generation>/<seq:016d>``: event seq, [timestamp, data].
+  event up to seq, whose pages `compact` drops.
 
-States and events are sealed like values, each under its own name (see `_seal_name`).
-The generation (random, per life of the sequence) keeps the events of a deleted sequence,
-which `delete` frees after the head, apart from those of a sequence begun again.
+So an append rewrites one record (two when a page fills), and a replay reads a page per
+64 events. States and events are sealed like values, each under its own name (see
+`_seal_name`). The generation (random, per life of the sequence) keeps apart the pages of
+a deleted sequence, which `delete` frees after the head, from those of one begun again.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from ._keys import check_key, head_keys, kind_scope, name_key
 if TYPE_CHECKING:
     from ._core import Core
 
-PAGE = 1000  # events per round trip when replaying
+PAGE = 100  # pages per round trip when replaying
 KIND = "e"
+# The head's tail of events goes into a page of its own once it holds this many events
+# or bytes: an append rewrites the head (its tail included), a replay reads pages.
+PAGE_EVENTS, PAGE_BYTES = 64, 64 * 1024
 
 
 class Event(NamedTuple):
@@ -152,6 +157,12 @@ class _Head(NamedTuple):
     seq: int
     ts: int
     state: bytes
+    tail: list[list[Any]]  # [timestamp, data] of the events after the last page
+
+    @property
+    def flushed(self) -> int:
+        """The seq of the last event in a page (the tail follows)."""
+        return self.seq - len(self.tail)
 
 
 def _unpack(data: bytes, shape: tuple[type, ...], what: str) -> list[Any]:
@@ -170,16 +181,29 @@ def _unpack(data: bytes, shape: tuple[type, ...], what: str) -> list[Any]:
     return fields
 
 
-def _event_key(head_key: str, generation: str, seq: int) -> str:
-    return f"{head_key}/{generation}/{seq:016d}"
+HEAD_SHAPE = (str, str, int, int, bytes, list)
+
+
+def _entries(value: Any, what: str) -> list[list[Any]]:
+    """`value` if it is a list of [timestamp, data] events, else CorruptData."""
+    if not isinstance(value, list) or not all(
+        type(e) is list and len(e) == 2 and type(e[0]) is int and type(e[1]) is bytes
+        for e in value
+    ):
+        raise CorruptData(f"the {what} of an event sequence is damaged")
+    return value
+
+
+def _page_key(head_key: str, generation: str, last: int) -> str:
+    """The key of the page of `generation` whose last event is `last` (pages sort by it)."""
+    return f"{head_key}/{generation}/{last:016d}"
 
 
 def names(backend: Backend, scope: str) -> list[str]:
     """Sorted names of the event sequences of `scope`."""
     events_scope = kind_scope(scope, KIND)
     found = backend.get_many(events_scope, head_keys(backend, events_scope), time())
-    return sorted(_unpack(r.value, (str, str, int, int, bytes), "head")[0]
-                  for r in found.values())  # fmt: skip
+    return sorted(_unpack(r.value, HEAD_SHAPE, "head")[0] for r in found.values())
 
 
 class Events:
@@ -193,13 +217,14 @@ class Events:
     {'apples': 2}
     """
 
-    __slots__ = ("_core", "_head_key", "_name", "_scope")
+    __slots__ = ("_core", "_head_key", "_known", "_name", "_scope")
 
     def __init__(self, core: Core, name: str) -> None:
         self._core = core
         self._name = check_key(name)
         self._scope = kind_scope(core.scope, KIND)
         self._head_key = name_key(self._name)
+        self._known: _Head | None = None  # the head this object wrote last
 
     @property
     def name(self) -> str:
@@ -223,11 +248,10 @@ class Events:
         record = self._core.backend.get(self._scope, self._head_key, time())
         if record is None:
             return None
-        name, generation, seq, ts, state = _unpack(record.value, (str, str, int, int, bytes),
-                                                   "head")  # fmt: skip
-        if name != self._name:
-            raise CorruptData("the head of the event sequence names another sequence")
-        return _Head(record, generation, seq, ts, state)
+        name, generation, seq, ts, state, tail = _unpack(record.value, HEAD_SHAPE, "head")
+        if name != self._name or len(_entries(tail, "head")) > seq:
+            raise CorruptData("the head of the event sequence is damaged")
+        return _Head(record, generation, seq, ts, state, tail)
 
     def _base(self, head: _Head | None) -> tuple[Record | None, int, int, dict[Any, Any]]:
         """The base record (any generation) and the base state of `head`'s generation."""
@@ -247,28 +271,49 @@ class Events:
         return head.seq, head.ts, self._load(head.state, f"head{head.seq}@{head.ts}")
 
     def _pages(self, head: _Head, after_seq: int, values: bool = True) -> Iterator[list[Record]]:
-        """The event records of `head`'s generation after `after_seq`, a page at a time."""
+        """The page records of `head`'s generation holding events after `after_seq` (and
+        maybe some before, in the first), PAGE of them at a time."""
         backend, prefix = self._core.backend, f"{self._head_key}/{head.generation}/"
-        after = _event_key(self._head_key, head.generation, after_seq)
+        after = _page_key(self._head_key, head.generation, after_seq)
         while page := backend.scan(self._scope, prefix, after, PAGE, time(), values=values):
             yield page
             if len(page) < PAGE:
                 return
             after = page[-1].key
 
-    def _events(self, head: _Head | None, after_seq: int) -> Iterator[Event]:
+    def _stored(self, head: _Head | None, after_seq: int) -> Iterator[tuple[int, int, bytes]]:
+        """(seq, timestamp, data) of each event after `after_seq` up to `head`'s last, as
+        `head` saw them: from the pages up to its tail, then from its tail."""
         if head is None:
             return
-        expected = after_seq + 1
-        for page in self._pages(head, after_seq):
-            for record in page:
-                seq = int(record.key[-16:])
-                if seq != expected:
-                    raise self._gap(head, expected)
-                ts, data = _unpack(record.value, (int, bytes), "event")
-                item, op, value = self._load(data, f"e{seq}@{ts}")
-                yield Event(ts, seq, item, op, value)
-                expected += 1
+        expected, flushed = after_seq + 1, head.flushed
+        if expected <= flushed:
+            for page in self._pages(head, after_seq):
+                for record in page:
+                    entries = _entries(_unpack(record.value, (list,), "page")[0], "page")
+                    first = int(record.key[-16:]) - len(entries) + 1
+                    if first > expected:
+                        raise self._gap(head, expected)
+                    for seq, (ts, data) in enumerate(entries, first):
+                        if seq > flushed:  # written after `head`: its tail has them
+                            break
+                        if seq == expected:
+                            yield seq, ts, data
+                            expected += 1
+                    if expected > flushed:
+                        break
+                if expected > flushed:
+                    break
+            if expected <= flushed:
+                raise self._gap(head, expected)
+        for seq, (ts, data) in enumerate(head.tail, flushed + 1):
+            if seq >= expected:
+                yield seq, ts, data
+
+    def _events(self, head: _Head | None, after_seq: int) -> Iterator[Event]:
+        for seq, ts, data in self._stored(head, after_seq):
+            item, op, value = self._load(data, f"e{seq}@{ts}")
+            yield Event(ts, seq, item, op, value)
 
     def _gap(self, head: _Head, missing: int) -> SatchelError:
         """ValueChanged if event `missing` was compacted or deleted meanwhile (callers read
@@ -300,8 +345,13 @@ class Events:
             parsed = [(item, *_parse(change)) for item, change in changes.items()]
             if core.codec.name == "json" and any(type(i) is not str for i, *_ in parsed):
                 raise InvalidInput("with the json codec, items must be str (JSON object keys)")
+            # The head this object wrote last saves a read while nobody else appends; if
+            # someone did, the append's condition fails and the head is read.
+            head, known = self._known, self._known is not None
             while True:
-                head = self._head()
+                if not known:
+                    head = self._head()
+                known = False
                 state = self._state(head)[2]
                 for item, op, value in parsed:
                     replay(state, item, op, value)
@@ -314,24 +364,33 @@ class Events:
 
     def _append(self, head: _Head | None, parsed: Sequence[tuple[Any, str, Any]],
                 state: dict[Any, Any]) -> bool:  # fmt: skip
-        """Write the events and the new head unless the head moved on from `head`."""
+        """Write the events and the new head unless the head moved on from `head`; note
+        the new head (a put over a live record keeps created_at and adds 1 to version)."""
         if head is None:
-            seq, ts, generation = 0, 0, uuid.uuid4().hex[:16]
+            seq, ts, generation, tail = 0, 0, uuid.uuid4().hex[:16], []
             expect = Expect(self._head_key, None)
         else:
-            seq, ts, generation = head.seq, head.ts, head.generation
+            seq, ts, generation, tail = head.seq, head.ts, head.generation, head.tail
             expect = Expect(self._head_key, head.record.version, head.record.created_at)
         now = max(int(time() * 1000), ts)
-        changes = [
-            Put(_event_key(self._head_key, generation, seq + i),
-                msgpack.packb([now, self._dump([item, op, value], f"e{seq + i}@{now}")]))
-            for i, (item, op, value) in enumerate(parsed, 1)
-        ]  # fmt: skip
+        tail = tail + [[now, self._dump([item, op, value], f"e{seq + i}@{now}")]
+                       for i, (item, op, value) in enumerate(parsed, 1)]  # fmt: skip
         last = seq + len(parsed)
+        changes = []
+        if len(tail) >= PAGE_EVENTS or sum(len(data) for _, data in tail) >= PAGE_BYTES:
+            changes.append(Put(_page_key(self._head_key, generation, last), msgpack.packb([tail])))
+            tail = []
         sealed = self._dump(state, f"head{last}@{now}")
-        changes.append(Put(self._head_key, msgpack.packb([self._name, generation, last, now,
-                                                          sealed])))  # fmt: skip
-        return self._core.backend.apply(self._scope, changes, time(), (expect,)) is not None
+        value = msgpack.packb([self._name, generation, last, now, sealed, tail])
+        changes.append(Put(self._head_key, value))
+        self._known = None
+        if self._core.backend.apply(self._scope, changes, time(), (expect,)) is None:
+            return False
+        if head is not None:  # a new head's created_at is the engine's: read it next time
+            old = head.record
+            record = Record(old.key, value, old.created_at, old.created_at, None, old.version + 1)
+            self._known = _Head(record, generation, last, now, sealed, tail)
+        return True
 
     def current(self) -> dict[Any, Any]:
         """The state after every event ({} for a new sequence)."""
@@ -407,6 +466,7 @@ class Events:
                 if self._core.backend.apply(self._scope, (change,), time(), (expect,)) is None:
                     continue  # compacted by someone else meanwhile: fold from there
                 self._drop_events(head, seq)
+                self._trim(head, seq)
                 return folded
         except SatchelError as exc:
             raise self._guard(exc) from exc.__cause__
@@ -421,22 +481,46 @@ class Events:
             if len(doomed) < len(page):
                 return
 
+    def _trim(self, head: _Head | None, through: int) -> None:
+        """Drop the events up to seq `through` from the tail of the head (of `head`'s
+        generation), retrying while appends move the head on."""
+        self._known = None
+        generation = None if head is None else head.generation
+        while head is not None and head.generation == generation and head.flushed < through:
+            tail = head.tail[through - head.flushed :]
+            fields = [self._name, head.generation, head.seq, head.ts, head.state, tail]
+            if self._replace(head.record, msgpack.packb(fields)):
+                return
+            head = self._head()
+
     def _reseal(self, reseal: Callable[[bytes, str], bytes | None]) -> tuple[int, int]:
         """Rewrite each event, then the states, as ``reseal(data, seal name)`` gives them
-        (None: left as it is), unless they changed meanwhile; return (checked, rewritten)."""
+        (None: left as it is), unless they changed meanwhile; return (checked, rewritten),
+        counting events and states."""
         checked = rewritten = 0
+
+        def resealed(entries: list[list[Any]], first: int) -> int:
+            """Reseal `entries` (events from seq `first`) in place; how many changed."""
+            changed = 0
+            for seq, entry in enumerate(entries, first):
+                if new := reseal(entry[1], self._seal_name(f"e{seq}@{entry[0]}")):
+                    entry[1], changed = new, changed + 1
+            return changed
+
         try:
             head = self._head()
             if head is None:
                 return 0, 0
             for page in self._pages(head, 0):
-                checked += len(page)
-                changed: list[tuple[Record, bytes]] = []
+                counted: list[tuple[Record, bytes, int]] = []
                 for record in page:
-                    ts, data = _unpack(record.value, (int, bytes), "event")
-                    if new := reseal(data, self._seal_name(f"e{int(record.key[-16:])}@{ts}")):
-                        changed.append((record, msgpack.packb([ts, new])))
-                rewritten += self._replace_all(changed)
+                    entries = _entries(_unpack(record.value, (list,), "page")[0], "page")
+                    checked += len(entries)
+                    first = int(record.key[-16:]) - len(entries) + 1
+                    if changed := resealed(entries, first):
+                        counted.append((record, msgpack.packb([entries]), changed))
+                done = self._replace_all([(record, value) for record, value, _ in counted])
+                rewritten += sum(n for *_, n in counted) if done == len(counted) else done
             base = self._core.backend.get(self._scope, f"{self._head_key}/base", time())
             if base is not None:
                 checked += 1
@@ -444,13 +528,15 @@ class Events:
                 if new := reseal(data, self._seal_name(f"base{seq}@{ts}")):
                     rewritten += self._replace(base, msgpack.packb([generation, seq, ts, new]))
             while head is not None:  # the head moves on with every append: retry
-                checked += 1
-                tag = f"head{head.seq}@{head.ts}"
-                if not (new := reseal(head.state, self._seal_name(tag))):
+                checked += 1 + len(head.tail)
+                changed = resealed(head.tail, head.flushed + 1)
+                new = reseal(head.state, self._seal_name(f"head{head.seq}@{head.ts}"))
+                if not new and not changed:
                     break
-                fields = [self._name, head.generation, head.seq, head.ts, new]
+                fields = [self._name, head.generation, head.seq, head.ts, new or head.state,
+                          head.tail]  # fmt: skip
                 if self._replace(head.record, msgpack.packb(fields)):
-                    rewritten += 1
+                    rewritten += changed + bool(new)
                     break
                 head = self._head()
         except SatchelError as exc:
@@ -476,6 +562,7 @@ class Events:
 
     def delete(self) -> bool:
         """Delete the sequence, events and snapshots; False if it did not exist."""
+        self._known = None
         try:
             while (head := self._head()) is not None:
                 gone = (Delete(self._head_key), Delete(f"{self._head_key}/base"))
@@ -519,14 +606,14 @@ def migrate(backend: Backend) -> int:
         if head is None:
             continue
         after = 0 if base is None else base[0]
-        while page := backend.legacy_events(scope, name, after, PAGE):
-            changes = [Put(_event_key(head_key, MIGRATED, seq), msgpack.packb([ts, data]))
-                       for seq, ts, data in page]  # fmt: skip
-            backend.apply(events_scope, changes, time())
-            after = page[-1][0]
+        while page := backend.legacy_events(scope, name, after, PAGE_EVENTS):
+            last, entries = page[-1][0], [[ts, data] for _, ts, data in page]
+            page_key = _page_key(head_key, MIGRATED, last)
+            backend.apply(events_scope, [Put(page_key, msgpack.packb([entries]))], time())
+            after = last
         states = [] if base is None else [Put(f"{head_key}/base",
                                               msgpack.packb([MIGRATED, *base]))]  # fmt: skip
-        states.append(Put(head_key, msgpack.packb([name, MIGRATED, *head])))
+        states.append(Put(head_key, msgpack.packb([name, MIGRATED, *head, []])))
         moved += backend.apply(events_scope, states, time(), (Expect(head_key, None),)) is not None
     backend.drop_legacy_events()
     return moved

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import satchel
 from satchel import InvalidInput
 from satchel._backends.base import Delete, Put
-from satchel._events import KIND, replay
+from satchel._events import KIND, PAGE_EVENTS, replay
 from satchel._keys import kind_scope, name_key
 
 
@@ -266,18 +266,20 @@ def test_json_codec_needs_str_items(make_store):
     assert ev.current() == ev.at(int(time.time() * 1000) + 1000) == {"1": 1}
 
 
-def test_a_lost_event_record_is_corrupt_data_not_a_retry_loop(store):
+def test_a_lost_page_of_events_is_corrupt_data_not_a_retry_loop(store):
     ev = store.events("e")
+    ev.apply({f"n{i}": i for i in range(PAGE_EVENTS)})  # a page of its own
     for i in range(3):
         ev.apply({"n": i})
     backend, scope = store._shared.backend, kind_scope(store.scope_name, KIND)
     head_key = name_key("e")
     generation = msgpack.unpackb(backend.get(scope, head_key, time.time()).value)[1]
-    backend.apply(scope, [Delete(f"{head_key}/{generation}/{2:016d}")], time.time())
+    page = f"{head_key}/{generation}/{PAGE_EVENTS:016d}"
+    assert backend.apply(scope, [Delete(page)], time.time()) == 1
     for call in (lambda: ev.at(2**62), ev.compact, lambda: list(ev.history())):
         with pytest.raises(satchel.CorruptData):
             call()
-    assert ev.current() == {"n": 2}  # the head alone still reads
+    assert ev.current()["n"] == 2  # the head alone still reads
 
 
 def test_clear_leaves_event_sequences_alone(store):
@@ -286,3 +288,31 @@ def test_clear_leaves_event_sequences_alone(store):
     store.clear()  # keys only, as README says
     assert store.get("k", None) is None and store.events("e").current() == {"a": 1}
     assert store.event_names() == ["e"]
+
+
+def test_events_fill_pages_and_read_back_across_them(store):
+    ev = store.events("long")
+    model: dict[str, Any] = {}
+    stamps = []
+    for i in range(3 * PAGE_EVENTS + 5):
+        changes = {"n": ("add", 1)} if i % 7 else {f"k{i}": i, "n": ("add", 1)}
+        for item, change in changes.items():
+            replay(model, item, *(change if isinstance(change, tuple) else ("set", change)))
+        ev.apply(changes)
+        stamps.append((int(time.time() * 1000), dict(model)))
+    assert ev.current() == model and len(ev) == len(list(ev.history()))
+    seqs = [e.seq for e in ev.history()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    events = list(ev.history())
+    for ts, _ in stamps[PAGE_EVENTS - 2 : PAGE_EVENTS + 3]:  # around the first page's end
+        expected: dict[str, Any] = {}
+        for e in events:
+            if e.timestamp_ms <= ts:
+                replay(expected, e.item, e.op, e.value)
+        assert ev.at(ts) == expected
+    before = stamps[2 * PAGE_EVENTS][0]
+    folded = ev.compact(before=before)
+    assert folded == sum(e.timestamp_ms < before for e in events) and ev.current() == model
+    assert [e.seq for e in ev.history()] == seqs[folded:]
+    assert ev.compact() == len(seqs) - folded and list(ev.history()) == []
+    assert ev.apply({"n": ("add", 1)})["n"] == model["n"] + 1

@@ -13,6 +13,7 @@ import satchel
 import support_server
 from satchel import QuotaExceeded, ReadOnlyError
 from satchel._events import KIND as EVENTS
+from satchel._events import PAGE_EVENTS
 from satchel._keys import kind_scope, name_key
 from satchel._series import series_of
 
@@ -69,17 +70,19 @@ def test_events_reseal_rewrites_events_base_and_head(store):
     for i in range(3):
         cart.apply({"n": i})
     assert cart.compact(before=None) == 3
-    cart.apply({"m": 1})
+    for i in range(PAGE_EVENTS + 1):  # a page of events, and one in the head's tail
+        cart.apply({"m": i})
     before = _event_records(store, "cart")
-    assert len(before) == 3  # head, base, event 4
-    assert cart._reseal(_marked) == (3, 3)
+    assert len(before) == 3  # head, base, page
+    stored = PAGE_EVENTS + 1 + 2  # events, base and head states
+    assert cart._reseal(_marked) == (stored, stored)
     after = _event_records(store, "cart")
-    assert after.keys() == before.keys() and after != before
-    assert cart._reseal(_unmarked) == (3, 3)  # back to the originals
+    assert after.keys() == before.keys() and all(after[k] != before[k] for k in after)
+    assert cart._reseal(_unmarked) == (stored, stored)  # back to the originals
     assert _event_records(store, "cart") == before
-    assert cart.current() == {"n": 2, "m": 1} and len(cart) == 4
-    assert [e.item for e in cart.history()] == ["m"]
-    assert cart._reseal(lambda data, name: None) == (3, 0)  # nothing to do: nothing written
+    assert cart.current() == {"n": 2, "m": PAGE_EVENTS} and len(cart) == PAGE_EVENTS + 4
+    assert [e.value for e in cart.history()] == list(range(PAGE_EVENTS + 1))
+    assert cart._reseal(lambda data, name: None) == (stored, 0)  # nothing to do: nothing written
 
 
 def test_events_reseal_leaves_what_changed_meanwhile(store):
@@ -94,12 +97,13 @@ def test_events_reseal_leaves_what_changed_meanwhile(store):
             cart.apply({"c": 3})
         return b"!" + data
 
-    checked, rewritten = cart._reseal(append_then_mark)
-    assert rewritten == checked - 1  # the first head it read had moved on: read again
-    records = _event_records(store, "cart")
-    marked = [key for key, v in records.items() if msgpack.unpackb(v)[-1].startswith(b"!")]
-    assert len(marked) == 3  # events 1 and 2 (3 came after their page) and the head
-    assert cart._reseal(_unmarked)[1] == 3
+    # The head it read first (state, events 1 and 2) had moved on when it was written
+    # back: read again (state, events 1 to 3) and resealed then.
+    assert cart._reseal(append_then_mark) == (3 + 4, 4)
+    head = msgpack.unpackb(_event_records(store, "cart")[name_key("cart")])
+    assert head[4].startswith(b"!") and all(data.startswith(b"!") for _, data in head[5])
+    assert len(head[5]) == 3
+    assert cart._reseal(_unmarked)[1] == 4
     assert cart.current() == {"a": 1, "b": 2, "c": 3}
 
     def delete_then_mark(data, name):
