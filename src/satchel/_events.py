@@ -249,7 +249,7 @@ class Events:
         if record is None:
             return None
         name, generation, seq, ts, state, tail = _unpack(record.value, HEAD_SHAPE, "head")
-        if name != self._name or len(_entries(tail, "head")) > seq:
+        if name != self._name or len(tail) > seq:  # the tail's events: checked when used
             raise CorruptData("the head of the event sequence is damaged")
         return _Head(record, generation, seq, ts, state, tail)
 
@@ -306,7 +306,7 @@ class Events:
                     break
             if expected <= flushed:
                 raise self._gap(head, expected)
-        for seq, (ts, data) in enumerate(head.tail, flushed + 1):
+        for seq, (ts, data) in enumerate(_entries(head.tail, "head"), flushed + 1):
             if seq >= expected:
                 yield seq, ts, data
 
@@ -370,7 +370,8 @@ class Events:
             seq, ts, generation, tail = 0, 0, uuid.uuid4().hex[:16], []
             expect = Expect(self._head_key, None)
         else:
-            seq, ts, generation, tail = head.seq, head.ts, head.generation, head.tail
+            seq, ts, generation = head.seq, head.ts, head.generation
+            tail = _entries(head.tail, "head")
             expect = Expect(self._head_key, head.record.version, head.record.created_at)
         now = max(int(time() * 1000), ts)
         tail = tail + [[now, self._dump([item, op, value], f"e{seq + i}@{now}")]
@@ -529,7 +530,7 @@ class Events:
                     rewritten += self._replace(base, msgpack.packb([generation, seq, ts, new]))
             while head is not None:  # the head moves on with every append: retry
                 checked += 1 + len(head.tail)
-                changed = resealed(head.tail, head.flushed + 1)
+                changed = resealed(_entries(head.tail, "head"), head.flushed + 1)
                 new = reseal(head.state, self._seal_name(f"head{head.seq}@{head.ts}"))
                 if not new and not changed:
                     break
