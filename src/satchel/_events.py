@@ -108,6 +108,14 @@ def _entries(value: Any, what: str) -> list[list[Any]]:
     return value
 
 
+def _last_of(page_key: str) -> int:
+    """The seq of the last event of the page stored under `page_key`."""
+    digits = page_key[-16:]
+    if not (digits.isascii() and digits.isdigit()):
+        raise CorruptData(f"an event sequence holds a page under {page_key!r}")
+    return int(digits)
+
+
 def _page_key(head_key: str, generation: str, last: int) -> str:
     """The key of the page of `generation` whose last event is `last` (pages sort by it)."""
     return f"{head_key}/{generation}/{last:016d}"
@@ -205,7 +213,7 @@ class Events:
             for page in self._pages(head, after_seq):
                 for record in page:
                     entries = _entries(_unpack(record.value, (list,), "page")[0], "page")
-                    first = int(record.key[-16:]) - len(entries) + 1
+                    first = _last_of(record.key) - len(entries) + 1
                     if first > expected:
                         raise self._gap(head, expected)
                     for seq, (ts, data) in enumerate(entries, first):
@@ -390,7 +398,7 @@ class Events:
         """Delete the events of `head`'s generation up to seq `through` (None: all)."""
         backend = self._core.backend
         for page in self._pages(head, 0, values=False):
-            doomed = [Delete(r.key) for r in page if through is None or int(r.key[-16:]) <= through]
+            doomed = [Delete(r.key) for r in page if through is None or _last_of(r.key) <= through]
             if doomed:
                 backend.apply(self._scope, doomed, time())
             if len(doomed) < len(page):
@@ -431,7 +439,7 @@ class Events:
                 for record in page:
                     entries = _entries(_unpack(record.value, (list,), "page")[0], "page")
                     checked += len(entries)
-                    first = int(record.key[-16:]) - len(entries) + 1
+                    first = _last_of(record.key) - len(entries) + 1
                     if changed := resealed(entries, first):
                         counted.append((record, msgpack.packb([entries]), changed))
                 done = self._replace_all([(record, value) for record, value, _ in counted])

@@ -122,7 +122,10 @@ class RecordSeries(SeriesEngine):
         found = self._backend.get_many(scope, head_keys(self._backend, scope), time())
         names = []
         for record in found.values():
-            fields = msgpack.unpackb(record.value)
+            try:
+                fields = msgpack.unpackb(record.value)
+            except (ValueError, TypeError, msgpack.UnpackException):
+                fields = None
             if not (isinstance(fields, list) and len(fields) == 1 and type(fields[0]) is str):
                 raise CorruptData(f"the head of a series is damaged: {record.key!r}")
             names.append(fields[0])

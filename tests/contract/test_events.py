@@ -316,3 +316,16 @@ def test_events_fill_pages_and_read_back_across_them(store):
     assert [e.seq for e in ev.history()] == seqs[folded:]
     assert ev.compact() == len(seqs) - folded and list(ev.history()) == []
     assert ev.apply({"n": ("add", 1)})["n"] == model["n"] + 1
+
+
+def test_a_page_under_a_forged_key_is_corrupt_data(store):
+    ev = store.events("e")
+    ev.apply({f"n{i}": i for i in range(PAGE_EVENTS)})
+    backend, scope = store._shared.backend, kind_scope(store.scope_name, KIND)
+    head_key = name_key("e")
+    generation = msgpack.unpackb(backend.get(scope, head_key, time.time()).value)[1]
+    forged = Put(f"{head_key}/{generation}/000000000000000x", msgpack.packb([[]]))
+    backend.apply(scope, [forged], time.time())
+    with pytest.raises(satchel.CorruptData):
+        list(ev.history())
+    assert ev.current() == {f"n{i}": i for i in range(PAGE_EVENTS)}
